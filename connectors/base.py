@@ -1,0 +1,315 @@
+"""The connector contract: one interface for every external system.
+
+Exception tree (nothing else escapes a connector)::
+
+    ConnectorError
+    ├── RetriableError        429, 5xx, timeouts, dropped connections; has retry_after
+    └── FatalError            the same call will fail again
+        ├── AuthError         credentials refused or expired beyond refresh
+        ├── ConflictError     an optimistic precondition failed (the record changed)
+        ├── NotFoundError     the record is not there
+        └── ContractError     the system answered something we cannot read
+
+Vendor exceptions (httpx, google.api_core/grpc, msal) are translated at the boundary.
+Messages name systems, operations, field names and status codes, never personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from daemon.domain import ContactRecord, Customer, Operation, OpResult, ReadResult
+
+T = TypeVar("T")
+
+
+class ConnectorError(Exception):
+    """Root of every error a connector raises."""
+
+    def __init__(self, message: str, *, system: str | None = None) -> None:
+        super().__init__(message)
+        self.system = system
+
+
+class RetriableError(ConnectorError):
+    """A transient failure: the same call may succeed later (after `retry_after` seconds)."""
+
+    def __init__(
+        self, message: str, *, system: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, system=system)
+        self.retry_after = retry_after
+
+
+class FatalError(ConnectorError):
+    """The same call will fail again; a person or a changed plan is needed."""
+
+
+class AuthError(FatalError):
+    pass
+
+
+class ConflictError(FatalError):
+    pass
+
+
+class NotFoundError(FatalError):
+    pass
+
+
+class ContractError(FatalError):
+    pass
+
+
+class Capability(StrEnum):
+    DIRECTORY = "directory"
+    ERASABLE = "erasable"
+    RETENTION = "retention"
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """What the daemon needs of a system.
+
+    `system` is the short name used in config, links and logs ("zisson", "firestore",
+    "outlook"). `capabilities` declares which parts of the contract are implemented;
+    the daemon never calls a method whose capability is not declared. `fields` is the
+    set of SYNC_FIELDS the system can hold; the others are neither read nor written.
+    """
+
+    system: str
+    capabilities: frozenset[Capability]
+    fields: frozenset[str]
+
+    async def read(self, customer: Customer) -> ReadResult:
+        """Every contact record of `customer` in this system.
+
+        Records that cannot be parsed are returned in `rejected`, never dropped and
+        never raised. Raises RetriableError or FatalError.
+        """
+        ...
+
+    async def apply(self, customer: Customer, ops: Sequence[Operation]) -> list[OpResult]:
+        """Apply `ops`, one OpResult per op, in order.
+
+        Idempotent by `Operation.op_id`: applying an op that was already applied
+        (a rerun after a crash) changes nothing more and reports APPLIED. UPDATE and
+        DELETE honour `expected_version` where the system supports preconditions and
+        report CONFLICT when it fails. A failure of one op is reported in its result;
+        only a failure of the whole system (auth, outage beyond retries) raises.
+        """
+        ...
+
+    def project(self, record: ContactRecord) -> ContactRecord:
+        """What this system would hold if `record` were written to it.
+
+        Used to compare values across systems whose shapes differ (a system that holds
+        only two phone numbers, say). Identity for systems that hold everything.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    """How transient errors are retried: as a value, so each connector states its own."""
+
+    attempts: int = 6
+    max_delay: float = 120.0  # give up after this many seconds in total
+    base_wait: float = 0.2
+    max_wait: float = 30.0
+
+    def wait_for(self, attempt: int, error: BaseException | None) -> float:
+        retry_after = getattr(error, "retry_after", None)
+        backoff = min(self.max_wait, self.base_wait * 2 ** (attempt - 1))
+        jitter = random.uniform(0, backoff / 2)
+        if retry_after is not None:
+            # Never earlier than the vendor asked; a little jitter so clients spread out.
+            return min(self.max_delay, retry_after + jitter / 4)
+        return backoff / 2 + jitter
+
+
+class Limiter:
+    """At most `concurrency` calls in flight per quota scope (mailbox, database, account)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._concurrency = concurrency
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, scope: str) -> AsyncIterator[None]:
+        semaphore = self._semaphores.get(scope)
+        if semaphore is None:
+            semaphore = self._semaphores[scope] = asyncio.Semaphore(self._concurrency)
+        async with semaphore:
+            yield
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class RetryingConnectorBase:
+    """Shared plumbing: retries of RetriableError per a RetryPolicy, a limiter, a logger."""
+
+    system: ClassVar[str] = "unknown"
+    retry_policy: RetryPolicy = RetryPolicy()
+
+    def __init__(self, *, concurrency: int = 4, retry_policy: RetryPolicy | None = None) -> None:
+        if retry_policy is not None:
+            self.retry_policy = retry_policy
+        self.limiter = Limiter(concurrency)
+        self.log = structlog.get_logger(f"pdsync.connectors.{self.system}").bind(
+            connector=self.system
+        )
+        self.retries = 0  # retried calls, for metrics and tests
+
+    async def with_retry(self, scope: str, call: Callable[[], Awaitable[T]]) -> T:
+        policy = self.retry_policy
+        started = time.monotonic()
+
+        def wait(retry_state: Any) -> float:
+            outcome = retry_state.outcome
+            error = outcome.exception() if outcome is not None else None
+            return policy.wait_for(retry_state.attempt_number, error)
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RetriableError),
+            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_delay),
+            wait=wait,
+            reraise=True,
+            before_sleep=lambda state: self._note_retry(state, scope, started),
+        ):
+            with attempt:
+                async with self.limiter.slot(scope):
+                    return await call()
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _note_retry(self, state: Any, scope: str, started: float) -> None:
+        self.retries += 1
+        error = state.outcome.exception() if state.outcome is not None else None
+        self.log.info(
+            "retrying",
+            scope=scope,
+            attempt=state.attempt_number,
+            error=type(error).__name__,
+            elapsed=round(time.monotonic() - started, 2),
+        )
+
+    def project(self, record: ContactRecord) -> ContactRecord:
+        return record
+
+
+class HttpConnectorBase(RetryingConnectorBase):
+    """A RetryingConnectorBase with an httpx.AsyncClient and httpx errors translated."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout: float = 30.0,
+        verify: Any = True,
+        concurrency: int = 4,
+        retry_policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(concurrency=concurrency, retry_policy=retry_policy)
+        self.http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+            headers=dict(headers or {}),
+        )
+        self.requests = 0  # requests sent, for metrics and the no-change benchmark
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def send(self, request: httpx.Request, *, what: str) -> httpx.Response:
+        """Send once, translating transport failures and error statuses.
+
+        `what` names the call in error messages ("GetContacts", "update user").
+        """
+        self.requests += 1
+        try:
+            response = await self.http.send(request)
+        except httpx.TimeoutException as exc:
+            raise RetriableError(f"{self.system}: {what} timed out", system=self.system) from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise RetriableError(
+                f"{self.system}: {what} failed in transport ({type(exc).__name__})",
+                system=self.system,
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise FatalError(
+                f"{self.system}: {what} failed ({type(exc).__name__})", system=self.system
+            ) from exc
+        raise_for_status(self.system, what, response)
+        return response
+
+
+def raise_for_status(system: str, what: str, response: httpx.Response) -> None:
+    """Translate an HTTP error status into the connector exception tree."""
+    status = response.status_code
+    if status < 400:
+        return
+    message = f"{system}: {what} answered HTTP {status}"
+    if status == 429 or status == 503 or status >= 500 or status == 408:
+        raise RetriableError(
+            message,
+            system=system,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status in (401, 403):
+        raise AuthError(message, system=system)
+    if status == 404:
+        raise NotFoundError(message, system=system)
+    if status in (409, 412):
+        raise ConflictError(message, system=system)
+    raise FatalError(message, system=system)
+
+
+async def gather_limited(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Run `calls` with at most `limit` in flight, results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(call: Callable[[], Awaitable[T]]) -> T:
+        async with semaphore:
+            return await call()
+
+    return list(await asyncio.gather(*(run(call) for call in calls)))
