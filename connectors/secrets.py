@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
@@ -15,6 +17,17 @@ class SecretRef(BaseModel):
 
     env: str | None = None
     file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_inline(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            # Never echo the value: it is probably the secret itself.
+            raise ValueError(
+                "a secret may not be written in the config file; "
+                'give { env = "VARIABLE" } or { file = "/path/to/file" }'
+            )
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:

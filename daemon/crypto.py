@@ -21,6 +21,7 @@ from daemon import normalize
 from daemon.domain import ContactRecord, Phone
 
 KEY_BYTES = 32
+ALL = "_all"  # the fingerprint of all of a system's fields together: the fast path
 _NONCE = 12
 
 
@@ -50,11 +51,15 @@ def canonical(field: str, value: Any) -> str:
 
 def fingerprint(key: bytes, field: str, value: Any) -> str:
     message = f"{field}\x00{canonical(field, value)}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, message, "sha256").hex()[:32]
 
 
 def fingerprints(key: bytes, record: ContactRecord, fields: Iterable[str]) -> dict[str, str]:
-    return {name: fingerprint(key, name, getattr(record, name)) for name in fields}
+    """Per-field fingerprints of a record, plus ALL over the fields together."""
+    names = sorted(fields)
+    result = {name: fingerprint(key, name, getattr(record, name)) for name in names}
+    result[ALL] = record_digest(key, record, names)
+    return result
 
 
 def identifier_fingerprint(key: bytes, kind: str, value: str) -> str:
@@ -80,3 +85,10 @@ def decrypt(key: bytes, blob: bytes, *, context: str) -> bytes:
         return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], context.encode())
     except (InvalidTag, ValueError) as exc:
         raise CryptoError(f"cannot decrypt {context}: wrong key or damaged data") from exc
+
+
+
+def record_digest(key: bytes, record: ContactRecord, fields: Iterable[str]) -> str:
+    """One fingerprint over all `fields` (sorted) of a record; equal digests, nothing changed."""
+    message = "\x1e".join(f"{name}\x00{canonical(name, getattr(record, name))}" for name in fields)
+    return hmac.digest(key, message.encode(), "sha256").hex()[:32]

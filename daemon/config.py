@@ -1,0 +1,234 @@
+"""Configuration: one TOML file, validated at start, with PDSYNC_* environment overrides.
+
+Secrets are never in the file: every secret is a reference (`{ env = "NAME" }` or
+`{ file = "/path" }`). A bad file stops the daemon at start with the key and the reason.
+Environment overrides use `PDSYNC_` and `__` between levels, e.g.
+`PDSYNC_STORE__URL=postgresql+psycopg://…` or `PDSYNC_SYNC__INTERVAL_SECONDS=60`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
+from connectors.secrets import SecretRef
+from connectors.zisson.settings import ZissonBinding, ZissonSettings
+from daemon.domain import SYNC_FIELDS, Customer
+from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, SyncPolicy
+
+CONFIG_ENV = "PDSYNC_CONFIG"
+SYSTEMS = ("firestore", "zisson")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreConfig(_Model):
+    url: str = "sqlite:///pdsync.db"
+    # 32 random bytes, base64 or hex, that wrap the per-customer keys.
+    master_key: SecretRef
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql+psycopg://", "postgresql://")):
+            raise ValueError("use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        return url
+
+    def master_key_bytes(self) -> bytes:
+        text = self.master_key.reveal()
+        for decode in (bytes.fromhex, base64.b64decode):
+            try:
+                key = decode(text)
+            except (ValueError, binascii.Error):
+                continue
+            if len(key) == 32:
+                return key
+        raise ConfigError(
+            f"store.master_key ({self.master_key.describe()}): not 32 bytes in hex or base64"
+        )
+
+
+class LogConfig(_Model):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class FieldPolicyConfig(_Model):
+    authority: str | None = None
+    on_foreign_change: ForeignChange | None = None
+
+
+class DeletionThresholdConfig(_Model):
+    max_count: int = Field(default=25, ge=0)
+    max_share: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class SyncConfig(_Model):
+    interval_seconds: int = Field(default=300, ge=5)
+    authority: Literal["firestore", "zisson"] = "firestore"
+    on_foreign_change: ForeignChange = ForeignChange.REVERT
+    on_foreign_record: ForeignChange = ForeignChange.DISPUTE
+    fields: dict[str, FieldPolicyConfig] = Field(default_factory=dict)
+    deletion_threshold: DeletionThresholdConfig = DeletionThresholdConfig()
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: dict[str, FieldPolicyConfig]) -> dict[str, FieldPolicyConfig]:
+        for name, policy in fields.items():
+            if name not in SYNC_FIELDS:
+                raise ValueError(f"unknown field {name!r}; fields are {', '.join(SYNC_FIELDS)}")
+            if policy.authority is not None and policy.authority not in SYSTEMS:
+                raise ValueError(f"{name}.authority must be one of {', '.join(SYSTEMS)}")
+        return fields
+
+    def policy(self) -> SyncPolicy:
+        return SyncPolicy(
+            authority=self.authority,
+            on_foreign_change=self.on_foreign_change,
+            on_foreign_record=self.on_foreign_record,
+            fields={
+                name: FieldPolicy(
+                    authority=p.authority or self.authority,
+                    on_foreign_change=p.on_foreign_change or self.on_foreign_change,
+                )
+                for name, p in self.fields.items()
+            },
+            deletion_threshold=DeletionThreshold(
+                max_count=self.deletion_threshold.max_count,
+                max_share=self.deletion_threshold.max_share,
+            ),
+        )
+
+
+class SystemsConfig(_Model):
+    firestore: FirestoreSettings | None = None
+    zisson: ZissonSettings | None = None
+
+
+class CustomerConfig(_Model):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str
+    firestore: FirestoreBinding | None = None
+    zisson: ZissonBinding | None = None
+
+    def bindings(self) -> dict[str, Any]:
+        return {s: getattr(self, s) for s in SYSTEMS if getattr(self, s) is not None}
+
+    def to_customer(self) -> Customer:
+        return Customer(id=self.id, name=self.name, bindings=self.bindings())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PDSYNC_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    store: StoreConfig
+    log: LogConfig = LogConfig()
+    sync: SyncConfig = SyncConfig()
+    systems: SystemsConfig = SystemsConfig()
+    customers: list[CustomerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        configured = {s for s in SYSTEMS if getattr(self.systems, s) is not None}
+        if self.sync.authority not in configured:
+            raise ValueError(
+                f"sync.authority is {self.sync.authority!r} but [systems.{self.sync.authority}]"
+                " is not configured"
+            )
+        seen: set[str] = set()
+        for i, customer in enumerate(self.customers):
+            if customer.id in seen:
+                raise ValueError(f"customers[{i}].id: {customer.id!r} appears twice")
+            seen.add(customer.id)
+            for system in customer.bindings():
+                if system not in configured:
+                    raise ValueError(
+                        f"customers[{i}].{system}: binds to {system} but [systems.{system}]"
+                        " is not configured"
+                    )
+            if self.sync.authority not in customer.bindings():
+                raise ValueError(
+                    f"customers[{i}]: has no [{self.sync.authority}] binding, the authority"
+                )
+        return self
+
+    def customer(self, customer_id: str) -> CustomerConfig:
+        for customer in self.customers:
+            if customer.id == customer_id:
+                return customer
+        known = ", ".join(c.id for c in self.customers) or "none"
+        raise ConfigError(f"unknown customer {customer_id!r} (configured: {known})")
+
+
+def _location(loc: Iterable[int | str]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + part
+    return text or "(top level)"
+
+
+def describe(error: ValidationError, source: str) -> str:
+    """One line per problem: `FILE: key.path: reason`, never the offending value."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = [p for p in item["loc"] if p not in ("function-after[_consistent()]",)]
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {_location(loc)}: {message}")
+    return "\n".join(lines)
+
+
+def load(path: str | Path) -> Settings:
+    """Read and validate the config file; raise ConfigError naming the key and reason."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+
+    try:
+        return _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, str(path))) from None

@@ -1,0 +1,490 @@
+"""The reconciler: records from every system plus stored state in, a plan out.
+
+Pure: no I/O. Correlation first (stored links, then normalised e-mail, phone, name),
+then a three-way merge per field against the keyed fingerprints of the last synced
+values. The store holds those fingerprints per link, system and field, so "changed
+in system S" means "S's value no longer matches what S held after the last sync".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon import crypto, normalize
+from daemon.domain import ContactRecord, Operation, OpKind, Situation
+from daemon.policy import ForeignChange, SyncPolicy
+from daemon.state import CustomerState, Member
+
+RECORD = "_record"  # the pseudo-field of a dispute about a whole contact
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SystemView:
+    """One directory system's records for one customer, as read this run."""
+
+    system: str
+    fields: frozenset[str]
+    records: Sequence[ContactRecord]
+    project: Callable[[ContactRecord], ContactRecord] = lambda record: record
+    quarantined: frozenset[str] = frozenset()  # external ids read as malformed
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PlannedOp:
+    op: Operation
+    # The member's fingerprints once the op is applied (empty for DELETE).
+    fingerprints: Mapping[str, str]
+    reason: str  # new | propagate | revert | deleted_in_authority | foreign_record
+    changed_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MemberUpdate:
+    """A store change that needs no outside call: link a record, or refresh its baseline."""
+
+    link_id: str
+    system: str
+    external_id: str
+    version: str | None
+    fingerprints: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisputeItem:
+    link_id: str
+    field: str
+    fingerprints: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    customer_id: str
+    ops: tuple[PlannedOp, ...] = ()
+    members: tuple[MemberUpdate, ...] = ()
+    removals: tuple[tuple[str, str], ...] = ()  # (link, system) whose record is gone for good
+    disputes: tuple[DisputeItem, ...] = ()
+    settled_disputes: tuple[tuple[str, str], ...] = ()  # (link, field) no longer in conflict
+    situations: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    notes: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    total_contacts: int = 0
+
+    @property
+    def deleted_contacts(self) -> int:
+        return len({p.op.link_id for p in self.ops if p.op.kind is OpKind.DELETE})
+
+    def counts(self) -> dict[str, int]:
+        counter = Counter(f"{p.op.system}.{p.op.kind}" for p in self.ops)
+        counter["disputes"] = len(self.disputes)
+        counter["baselines"] = len(self.members)
+        return dict(counter)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.ops or self.members or self.removals or self.disputes)
+
+
+@dataclass(slots=True)
+class _Group:
+    link_id: str
+    stored: Mapping[str, Member]
+    records: dict[str, ContactRecord] = field(default_factory=dict)
+    is_new: bool = False
+
+
+def _match_keys(record: ContactRecord) -> tuple[list[tuple[str, ...]], ...]:
+    """Keys by tier: e-mails, then phones (E.164), then name."""
+    emails = [("e", normalize.email(e)) for e in record.emails if e.strip()]
+    phones = [("p", p.e164) for p in record.phones if p.e164]
+    name = record.display_name or f"{record.given_name} {record.family_name}"
+    names = [("n", str(record.kind), normalize.name_key(name))] if name.strip() else []
+    tiers: tuple[list[tuple[str, ...]], ...] = (emails, phones, names)  # type: ignore[assignment]
+    return tiers
+
+
+class Reconciler:
+    def __init__(self, *, customer_id: str, key: bytes, policy: SyncPolicy) -> None:
+        self.customer_id = customer_id
+        self.key = key
+        self.policy = policy
+
+    # -- correlation -------------------------------------------------------------------
+
+    def _correlate(
+        self, views: Mapping[str, SystemView], state: CustomerState
+    ) -> tuple[list[_Group], dict[str, Counter[str]], set[tuple[str, str]]]:
+        situations: dict[str, Counter[str]] = {s: Counter() for s in views}
+        by_id = {s: {r.external_id: r for r in v.records} for s, v in views.items()}
+        seen: dict[str, set[str]] = {s: set() for s in views}
+        groups: list[_Group] = []
+        for link in state.links.values():
+            group = _Group(link_id=link.id, stored=link.members)
+            for system, member in link.members.items():
+                if system not in views:
+                    continue
+                record = by_id[system].get(member.external_id)
+                if record is not None:
+                    group.records[system] = record
+                    seen[system].add(member.external_id)
+                    situations[system][Situation.LINKED] += 1
+                elif member.external_id not in views[system].quarantined:
+                    situations[system][Situation.DELETED] += 1
+            groups.append(group)
+
+        blocked: set[tuple[str, str]] = set()  # (link, system): ambiguous, create nothing
+        order = [self.policy.authority] + sorted(s for s in views if s != self.policy.authority)
+        for system in order:
+            if system not in views:
+                continue
+            unlinked = [r for r in views[system].records if r.external_id not in seen[system]]
+            if not unlinked:
+                continue
+            index: dict[tuple[str, ...], set[int]] = defaultdict(set)
+            for i, group in enumerate(groups):
+                if system in group.records:
+                    continue
+                for record in group.records.values():
+                    for tier in _match_keys(record):
+                        for key in tier:
+                            index[key].add(i)
+            claims: dict[int, list[ContactRecord]] = defaultdict(list)
+            unmatched: list[ContactRecord] = []
+            for record in unlinked:
+                candidates: set[int] = set()
+                for tier in _match_keys(record):
+                    for key in tier:
+                        candidates |= index.get(key, set())
+                    if candidates:
+                        break
+                if len(candidates) == 1:
+                    claims[candidates.pop()].append(record)
+                elif candidates:
+                    situations[system][Situation.DISPUTED] += 1
+                    blocked.update((groups[i].link_id, system) for i in candidates)
+                else:
+                    unmatched.append(record)
+            for i, records in claims.items():
+                if len(records) == 1:
+                    groups[i].records[system] = records[0]
+                    situations[system][Situation.UNLINKED] += 1
+                else:
+                    situations[system][Situation.DISPUTED] += len(records)
+                    blocked.add((groups[i].link_id, system))
+            for record in unmatched:
+                situations[system][Situation.UNMATCHED] += 1
+                link_id = str(
+                    uuid.uuid5(
+                        uuid.NAMESPACE_URL,
+                        f"pdsync:{self.customer_id}:{system}:{record.external_id}",
+                    )
+                )
+                groups.append(
+                    _Group(link_id=link_id, stored={}, records={system: record}, is_new=True)
+                )
+        return groups, situations, blocked
+
+    # -- planning ----------------------------------------------------------------------
+
+    def plan(self, views: Mapping[str, SystemView], state: CustomerState) -> Plan:
+        groups, situations, blocked = self._correlate(views, state)
+        builder = _PlanBuilder(self, views, state, blocked)
+        for group in groups:
+            builder.plan_group(group)
+        authority = self.policy.authority
+        total = sum(1 for g in groups if authority in g.records or authority in g.stored)
+        return Plan(
+            customer_id=self.customer_id,
+            ops=tuple(builder.ops),
+            members=tuple(builder.members),
+            removals=tuple(builder.removals),
+            disputes=tuple(builder.disputes),
+            settled_disputes=tuple(builder.settled),
+            situations={s: dict(c) for s, c in situations.items()},
+            notes=tuple(builder.notes),
+            total_contacts=total,
+        )
+
+
+class _PlanBuilder:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        views: Mapping[str, SystemView],
+        state: CustomerState,
+        blocked: set[tuple[str, str]],
+    ) -> None:
+        self.r = reconciler
+        self.key = reconciler.key
+        self.policy = reconciler.policy
+        self.views = views
+        self.state = state
+        self.blocked = blocked
+        self.ops: list[PlannedOp] = []
+        self.members: list[MemberUpdate] = []
+        self.removals: list[tuple[str, str]] = []
+        self.disputes: list[DisputeItem] = []
+        self.settled: list[tuple[str, str]] = []
+        self.notes: list[tuple[str, Mapping[str, Any]]] = []
+
+    def _op_id(self, link_id: str, system: str, kind: OpKind, detail: str) -> str:
+        return Operation.make_id(self.r.customer_id, link_id, system, str(kind), detail)
+
+    def _fingerprints(self, system: str, record: ContactRecord) -> dict[str, str]:
+        return crypto.fingerprints(self.key, record, self.views[system].fields)
+
+    def plan_group(self, group: _Group) -> None:
+        for system, member in group.stored.items():
+            if system in self.views and member.external_id in self.views[system].quarantined:
+                self.notes.append(("skipped_quarantined", {"link": group.link_id, "system": system}))
+                return
+        authority = self.policy.authority
+        present = group.records
+        if authority in present:
+            self._with_authority(group)
+        elif authority in group.stored:
+            self._deleted_in_authority(group)
+        else:
+            self._foreign_only(group)
+
+    # A contact the authority holds: create where missing, merge fields where present.
+    def _with_authority(self, group: _Group) -> None:
+        authority = self.policy.authority
+        source = group.records[authority]
+        disputes_before = len(self.disputes)
+        for system in self.views:
+            if system == authority or system in group.records:
+                continue
+            if system in group.stored:  # deleted outside the authority
+                choice = self.policy.on_foreign_change
+                if choice is ForeignChange.PROPAGATE:
+                    self._delete_everywhere(group, reason="deleted_in_" + system)
+                    return
+                if choice is ForeignChange.DISPUTE:
+                    self._dispute(group, RECORD, {system: "deleted"})
+                    continue
+                self.removals.append((group.link_id, system))
+                self._create(group, system, source, reason="revert")
+            elif (group.link_id, system) not in self.blocked:
+                self._create(group, system, source, reason="new")
+        if (group.link_id, RECORD) in self.state.disputes and not any(
+            d.field == RECORD for d in self.disputes[disputes_before:]
+        ):
+            self.settled.append((group.link_id, RECORD))
+        self._merge_fields(group)
+
+    def _deleted_in_authority(self, group: _Group) -> None:
+        self.removals.append((group.link_id, self.policy.authority))
+        self._delete_everywhere(group, reason="deleted_in_authority")
+
+    def _foreign_only(self, group: _Group) -> None:
+        choice = self.policy.on_foreign_record
+        if choice is ForeignChange.REVERT:
+            self._delete_everywhere(group, reason="foreign_record")
+            return
+        if choice is ForeignChange.DISPUTE:
+            self._dispute(group, RECORD, {s: "present" for s in group.records})
+            self._refresh_baselines(group, {}, set())
+            return
+        system, source = next(iter(sorted(group.records.items())))
+        for target in self.views:
+            if target not in group.records and (group.link_id, target) not in self.blocked:
+                self._create(group, target, source, reason="propagate")
+        self._merge_fields(group)
+
+    def _delete_everywhere(self, group: _Group, *, reason: str) -> None:
+        for system, record in sorted(group.records.items()):
+            op = Operation(
+                op_id=self._op_id(group.link_id, system, OpKind.DELETE, record.external_id),
+                kind=OpKind.DELETE,
+                system=system,
+                link_id=group.link_id,
+                external_id=record.external_id,
+                expected_version=record.version,
+            )
+            self.ops.append(PlannedOp(op=op, fingerprints={}, reason=reason))
+        for system in group.stored:
+            if system not in group.records and (group.link_id, system) not in self.removals:
+                self.removals.append((group.link_id, system))
+
+    def _create(self, group: _Group, system: str, source: ContactRecord, *, reason: str) -> None:
+        view = self.views[system]
+        target = view.project(source)
+        values = {name: getattr(target, name) for name in view.fields}
+        fps = self._fingerprints(system, target)
+        op = Operation(
+            op_id=self._op_id(group.link_id, system, OpKind.CREATE, fps[crypto.ALL]),
+            kind=OpKind.CREATE,
+            system=system,
+            link_id=group.link_id,
+            values=values,
+        )
+        self.ops.append(
+            PlannedOp(op=op, fingerprints=fps, reason=reason, changed_fields=tuple(sorted(values)))
+        )
+
+    def _dispute(self, group: _Group, name: str, fingerprints: Mapping[str, str]) -> None:
+        self.disputes.append(
+            DisputeItem(link_id=group.link_id, field=name, fingerprints=dict(fingerprints))
+        )
+
+    # -- the three-way merge -------------------------------------------------------------
+
+    def _merge_fields(self, group: _Group) -> None:
+        present = group.records
+        stored = {s: m.fingerprints for s, m in group.stored.items()}
+        # Fast path: every system still holds what it held after the last sync.
+        if all(
+            s in stored
+            and stored[s].get(crypto.ALL)
+            == crypto.record_digest(self.key, r, sorted(self.views[s].fields))
+            for s, r in present.items()
+        ) and not any((group.link_id, f) in self.state.disputes for f in self._fields(present)):
+            return
+        current = {s: self._fingerprints(s, r) for s, r in present.items()}
+        writes: dict[str, dict[str, Any]] = defaultdict(dict)
+        disputed: set[str] = set()
+        for name in self._fields(present):
+            holders = [s for s in sorted(present) if name in self.views[s].fields]
+            if len(holders) < 2:
+                continue
+            self._merge_field(group, name, holders, current, stored, writes, disputed)
+        for system, values in writes.items():
+            record = present[system]
+            after = self.views[system].project(record.with_values(values))
+            fps = self._fingerprints(system, after)
+            for name in disputed:  # a disputed field keeps its old baseline
+                if name in stored.get(system, {}):
+                    fps[name] = stored[system][name]
+                else:
+                    fps.pop(name, None)
+            if disputed:
+                fps[crypto.ALL] = "pending"
+            op = Operation(
+                op_id=self._op_id(group.link_id, system, OpKind.UPDATE, fps[crypto.ALL]),
+                kind=OpKind.UPDATE,
+                system=system,
+                link_id=group.link_id,
+                external_id=record.external_id,
+                values=values,
+                expected_version=record.version,
+            )
+            reason = "revert" if system == self.policy.authority else "propagate"
+            self.ops.append(
+                PlannedOp(
+                    op=op, fingerprints=fps, reason=reason, changed_fields=tuple(sorted(values))
+                )
+            )
+        # A value on its way to other systems keeps its old baseline at the source until
+        # the writes are applied: if one fails, the next run still sees where it came from.
+        in_flight = {name for values in writes.values() for name in values}
+        self._refresh_baselines(group, writes, disputed | in_flight, current)
+
+    def _fields(self, present: Mapping[str, ContactRecord]) -> list[str]:
+        names: set[str] = set()
+        for system in present:
+            names |= self.views[system].fields
+        return sorted(names)
+
+    def _merge_field(
+        self,
+        group: _Group,
+        name: str,
+        holders: list[str],
+        current: Mapping[str, Mapping[str, str]],
+        stored: Mapping[str, Mapping[str, str]],
+        writes: dict[str, dict[str, Any]],
+        disputed: set[str],
+    ) -> None:
+        present = group.records
+        policy = self.policy.for_field(name)
+        authority = policy.authority if policy.authority in holders else None
+        if authority is None:
+            authority = self.policy.authority if self.policy.authority in holders else holders[0]
+
+        def value_in(system: str, source: str) -> Any:
+            return getattr(self.views[system].project(present[source]), name)
+
+        def fp_of(system: str, source: str) -> str:
+            if system == source:
+                return current[system][name]
+            return crypto.fingerprint(self.key, name, value_in(system, source))
+
+        def differing(source: str) -> list[str]:
+            return [s for s in holders if s != source and current[s][name] != fp_of(s, source)]
+
+        changed = [
+            s for s in holders if name in stored.get(s, {}) and current[s][name] != stored[s][name]
+        ]
+        open_dispute = (group.link_id, name) in self.state.disputes
+        if open_dispute:
+            if differing(authority):
+                disputed.add(name)
+                self._dispute(group, name, {s: current[s][name] for s in holders})
+            else:
+                self.settled.append((group.link_id, name))
+            return
+
+        source = authority
+        authority_moved = authority in changed or name not in stored.get(authority, {})
+        if authority_moved:
+            conflicts = [s for s in changed if s != authority and s in differing(authority)]
+            if conflicts:
+                disputed.add(name)
+                self._dispute(group, name, {s: current[s][name] for s in holders})
+                return
+        else:
+            foreign = [s for s in changed if s != authority and s in differing(authority)]
+            if foreign:
+                if policy.on_foreign_change is ForeignChange.DISPUTE:
+                    disputed.add(name)
+                    self._dispute(group, name, {s: current[s][name] for s in holders})
+                    return
+                if policy.on_foreign_change is ForeignChange.PROPAGATE:
+                    if len({current[s][name] for s in foreign}) > 1:
+                        disputed.add(name)
+                        self._dispute(group, name, {s: current[s][name] for s in holders})
+                        return
+                    source = foreign[0]
+        for target in differing(source):
+            writes[target][name] = value_in(target, source)
+
+    def _refresh_baselines(
+        self,
+        group: _Group,
+        writes: Mapping[str, Mapping[str, Any]],
+        held: Iterable[str],
+        current: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Record what each untouched system holds now as its synced baseline.
+
+        Fields in `held` (disputed, or being written elsewhere) keep their old baseline.
+        """
+        held = set(held)
+        for system, record in group.records.items():
+            if system in writes:
+                continue  # the executor stores the baseline once the write is applied
+            fps = dict(current[system]) if current else self._fingerprints(system, record)
+            old = group.stored.get(system)
+            for name in held:
+                if old is not None and name in old.fingerprints:
+                    fps[name] = old.fingerprints[name]
+                else:
+                    fps.pop(name, None)
+            if held:
+                fps[crypto.ALL] = "pending"  # never matches: the next run looks field by field
+            if old is not None and old.external_id == record.external_id and dict(
+                old.fingerprints
+            ) == fps:
+                continue
+            self.members.append(
+                MemberUpdate(
+                    link_id=group.link_id,
+                    system=system,
+                    external_id=record.external_id,
+                    version=record.version,
+                    fingerprints=fps,
+                )
+            )
