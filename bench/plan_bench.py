@@ -1,0 +1,160 @@
+"""Plan computation for one customer: 10,000 and 100,000 contacts in two directories.
+
+In memory, no I/O: the card and Zisson hold the same contacts, linked and baselined,
+then 1 % of them change (titles on the card, phones in Zisson, some deleted, some new).
+Prints wall time and peak memory of the plan step for each size and the 100k/10k ratio
+(linear scaling gives about 10). Target: 100k planned in under 3 s and under 400 MB.
+
+    python -m bench.plan_bench [--sizes 10000 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import random
+import resource
+import time
+import tracemalloc
+from dataclasses import replace
+
+from daemon import crypto, normalize
+from daemon.domain import SYNC_FIELDS, ContactKind, ContactRecord, PhoneType
+from daemon.policy import SyncPolicy
+from daemon.reconcile import Reconciler, SystemView
+from daemon.state import CustomerState, Fingerprints, Link, Member
+
+KEY = b"bench-key-0123456789abcdef012345"
+FIELDS = frozenset(SYNC_FIELDS)
+
+
+def directory(n: int, system: str, rng: random.Random) -> list[ContactRecord]:
+    records = []
+    for i in range(n):
+        mobile = f"9{i:07d}"
+        records.append(
+            ContactRecord(
+                system=system,
+                external_id=f"{system}-{i}",
+                kind=ContactKind.PERSON,
+                given_name=f"Åse{i}",
+                family_name="Bjørnstad",
+                display_name=f"Åse{i} Bjørnstad",
+                title="Rådgiver",
+                department="Økonomi",
+                emails=(f"ase{i}@example.no",),
+                phones=(normalize.phone(mobile if system == "zisson" else f"+47 {mobile}", PhoneType.MOBILE),),
+                version="1",
+            )
+        )
+    rng.shuffle(records)
+    return records
+
+
+def linked_state(views: dict[str, SystemView]) -> CustomerState:
+    """The stored state after a sync: every pair linked and baselined, as the store
+    loads it (fingerprints packed)."""
+    card = {r.emails[0]: r for r in views["firestore"].records}
+    links = {}
+    fields = tuple(sorted(FIELDS))
+    for i, z in enumerate(views["zisson"].records):
+        c = card[z.emails[0]]
+        link_id = f"link-{i}"
+        links[link_id] = Link(
+            id=link_id,
+            members={
+                r.system: Member(
+                    system=r.system,
+                    external_id=r.external_id,
+                    version=r.version,
+                    fingerprints=Fingerprints(crypto.fingerprints(KEY, r, fields)),
+                )
+                for r in (c, z)
+            },
+        )
+    return CustomerState(customer_id="bench", links=links)
+
+
+def change_one_percent(views: dict[str, SystemView], rng: random.Random) -> dict[str, SystemView]:
+    card = list(views["firestore"].records)
+    zisson = list(views["zisson"].records)
+    n = len(card)
+    k = max(1, n // 100)
+    quarter = max(1, k // 4)
+    for i in rng.sample(range(n), quarter):
+        card[i] = replace(card[i], title="Daglig leder", version="2")
+    for i in rng.sample(range(n), quarter):
+        zisson[i] = replace(zisson[i], phones=(normalize.phone("4" + zisson[i].phones[0].number[1:], PhoneType.MOBILE),), version="2")
+    for _ in range(quarter):
+        card.pop(rng.randrange(len(card)))
+    for j in range(quarter):
+        card.append(replace(card[0], external_id=f"new-{j}", emails=(f"new{j}@example.no",), display_name=f"Ny {j}", given_name=f"Ny{j}", phones=()))
+    return {
+        "firestore": replace(views["firestore"], records=card),
+        "zisson": replace(views["zisson"], records=zisson),
+    }
+
+
+def measure(n: int) -> dict[str, float]:
+    rng = random.Random(n)
+    reconciler = Reconciler(customer_id="bench", key=KEY, policy=SyncPolicy())
+    views = {
+        s: SystemView(system=s, fields=FIELDS, records=directory(n, s, rng))
+        for s in ("firestore", "zisson")
+    }
+    state = linked_state(views)
+    changed = change_one_percent(views, rng)
+    gc.collect()
+    tracemalloc.start()
+    started = time.perf_counter()
+    plan = reconciler.plan(changed, state)
+    wall = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # tracemalloc slows the plan down; time it again without.
+    started = time.perf_counter()
+    reconciler.plan(changed, state)
+    wall = min(wall, time.perf_counter() - started)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del state, changed
+    started = time.perf_counter()
+    reconciler.plan(views, CustomerState(customer_id="bench"))  # a first sync: link all
+    first = time.perf_counter() - started
+    return {
+        "contacts": n,
+        "first_plan_s": first,
+        "plan_s": wall,
+        "plan_peak_mb": peak / 2**20,
+        "process_rss_mb": rss,
+        "ops": len(plan.ops),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    rows = []
+    for n in args.sizes:  # each size in a fresh process, so peak RSS is its own
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            rows.append(pool.apply(measure, (n,)))
+    print("1% plan: the steady state; RSS: peak of the process holding both directories,")
+    print("the stored state and the plan; first plan: linking everything from scratch.")
+    print(f"{'contacts':>9} {'first plan s':>12} {'1% plan s':>10} {'plan peak MB':>13} {'RSS MB':>8} {'ops':>6}")
+    for r in rows:
+        print(
+            f"{r['contacts']:>9,} {r['first_plan_s']:>12.2f} {r['plan_s']:>10.2f}"
+            f" {r['plan_peak_mb']:>13.1f} {r['process_rss_mb']:>8.0f} {r['ops']:>6}"
+        )
+    if len(rows) >= 2:
+        ratio = rows[-1]["plan_s"] / rows[0]["plan_s"]
+        size_ratio = rows[-1]["contacts"] / rows[0]["contacts"]
+        print(f"ratio {rows[-1]['contacts']:,}/{rows[0]['contacts']:,}: {ratio:.1f} (linear: {size_ratio:.0f})")
+        big = rows[-1]
+        ok = big["plan_s"] < 3 and big["process_rss_mb"] < 400
+        print(f"target 100k < 3 s and < 400 MB: {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

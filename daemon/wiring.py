@@ -1,0 +1,22 @@
+"""Builds the connectors named in the config; the one place that knows every backend."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+from connectors.base import Connector
+from connectors.firestore.connector import FirestoreConnector
+from connectors.zisson.connector import ZissonConnector
+from daemon.config import Settings
+
+
+async def open_connectors(settings: Settings, stack: AsyncExitStack) -> dict[str, Connector]:
+    """One connector per configured system, closed when `stack` closes."""
+    connectors: dict[str, Connector] = {}
+    if settings.systems.firestore is not None:
+        connectors["firestore"] = FirestoreConnector(settings.systems.firestore)
+    if settings.systems.zisson is not None:
+        connectors["zisson"] = ZissonConnector(settings.systems.zisson)
+    for connector in connectors.values():
+        stack.push_async_callback(connector.aclose)
+    return connectors
