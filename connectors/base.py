@@ -126,6 +126,15 @@ class Connector(Protocol):
         """
         ...
 
+    def for_customer(self, customer: Customer) -> Connector:
+        """This connector as it applies to one customer.
+
+        Where what a system holds depends on the customer's binding (Zisson's XML API
+        holds less than its JSON API), the view's `fields` and `project` are that
+        customer's; elsewhere it is the connector itself.
+        """
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -139,12 +148,13 @@ class RetryPolicy:
     max_wait: float = 30.0
 
     def wait_for(self, attempt: int, error: BaseException | None) -> float:
-        retry_after = getattr(error, "retry_after", None)
-        backoff = min(self.max_wait, self.base_wait * 2 ** (attempt - 1))
+        retry_after: float | None = getattr(error, "retry_after", None)
+        backoff = min(self.max_wait, self.base_wait * 2.0 ** (attempt - 1))
         jitter = random.uniform(0, backoff / 2)
         if retry_after is not None:
             # Never earlier than the vendor asked; a little jitter so clients spread out.
-            return min(self.max_delay, retry_after + jitter / 4)
+            # (A Retry-After beyond max_delay ends the retries: stop_after_delay fires.)
+            return retry_after + jitter / 4
         return backoff / 2 + jitter
 
 
@@ -231,6 +241,9 @@ class RetryingConnectorBase:
 
     def project(self, record: ContactRecord) -> ContactRecord:
         return record
+
+    def for_customer(self, customer: Customer) -> Connector:
+        return self  # type: ignore[return-value]
 
 
 class HttpConnectorBase(RetryingConnectorBase):

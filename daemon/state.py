@@ -26,16 +26,19 @@ class Fingerprints(Mapping[str, str]):
     def __init__(self, values: Mapping[str, str]) -> None:
         names = tuple(sorted(values))
         self._names = self._shapes.setdefault(names, names)
-        for name in names:
-            if len(values[name]) != FP_WIDTH:
-                raise ValueError(f"fingerprint of {name!r} is not {FP_WIDTH} characters")
-        self._packed = "".join(values[name] for name in names)
+        packed = [values[name] for name in names]
+        # Values of another width (not ours to pack) are kept as they are.
+        self._packed: str | tuple[str, ...] = (
+            "".join(packed) if all(len(v) == FP_WIDTH for v in packed) else tuple(packed)
+        )
 
     def __getitem__(self, name: str) -> str:
         try:
             i = self._names.index(name)
         except ValueError:
             raise KeyError(name) from None
+        if isinstance(self._packed, tuple):
+            return self._packed[i]
         return self._packed[i * FP_WIDTH : (i + 1) * FP_WIDTH]
 
     def __iter__(self) -> Iterator[str]:

@@ -141,7 +141,7 @@ class SyncService:
         views = {}
         for system, result in reads.items():
             quarantined = self._quarantine(customer, system, result, report)
-            connector = self.connectors[system]
+            connector = self.connectors[system].for_customer(customer)
             views[system] = SystemView(
                 system=system,
                 fields=frozenset(connector.fields),

@@ -1,0 +1,56 @@
+"""The daemon's store: links, fingerprints, runs and casework on SQLite or PostgreSQL.
+
+from daemon.store import Store
+with Store.open("sqlite:///var/lib/pdsync/store.db", master_key=key) as store:
+    state = store.load_state("acme")
+"""
+
+from __future__ import annotations
+
+from daemon.store.errors import (
+    DuplicateMember,
+    KeyDestroyed,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    WrongMasterKey,
+)
+from daemon.store.rows import (
+    ApprovalRow,
+    Counts,
+    DisputeRow,
+    DisputeStatus,
+    EventLevel,
+    EventRow,
+    JournalRow,
+    JournalStatus,
+    QuarantineRow,
+    RunRow,
+    RunStatus,
+    TaskRow,
+    TaskStatus,
+)
+from daemon.store.store import Store
+
+__all__ = [
+    "ApprovalRow",
+    "Counts",
+    "DisputeRow",
+    "DisputeStatus",
+    "DuplicateMember",
+    "EventLevel",
+    "EventRow",
+    "JournalRow",
+    "JournalStatus",
+    "KeyDestroyed",
+    "NotFound",
+    "QuarantineRow",
+    "RunRow",
+    "RunStatus",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TaskRow",
+    "TaskStatus",
+    "WrongMasterKey",
+]

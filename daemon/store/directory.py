@@ -1,0 +1,296 @@
+"""Links, their members and fingerprints, tombstones and read cursors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from daemon.state import Fingerprints, CustomerState, Link, Member, OpenDispute, OpenTask
+from daemon.store._base import StoreBase
+from daemon.store._db import utcnow
+from daemon.store.errors import DuplicateMember, NotFound
+from daemon.store.rows import DisputeStatus, TaskStatus
+from daemon.store.schema import (
+    cursors,
+    disputes,
+    link_members,
+    links,
+    manual_tasks,
+    tombstones,
+)
+from daemon.store.schema import fingerprints as fingerprint_table
+
+
+class DirectoryMixin(StoreBase):
+    def load_state(self, customer_id: str) -> CustomerState:
+        """Everything the reconciler needs about the customer, as of one point in time.
+
+        Links with their members and fingerprints, open disputes keyed (link_id, field),
+        open manual tasks keyed (link_id, system) (when one record has open tasks of
+        several op kinds, the newest is the one shown), and tombstones.
+        """
+        with self._read(snapshot=True) as conn:
+            link_ids = conn.scalars(
+                sa.select(links.c.id).where(links.c.customer_id == customer_id).order_by(links.c.id)
+            ).all()
+            member_rows = conn.execute(
+                sa.select(link_members).where(link_members.c.customer_id == customer_id)
+            ).all()
+            fp_rows = conn.execute(
+                sa.select(fingerprint_table)
+                .join(
+                    link_members,
+                    sa.and_(
+                        link_members.c.link_id == fingerprint_table.c.link_id,
+                        link_members.c.system == fingerprint_table.c.system,
+                    ),
+                )
+                .where(link_members.c.customer_id == customer_id)
+            ).all()
+            dispute_rows = conn.execute(
+                sa.select(disputes)
+                .where(
+                    disputes.c.customer_id == customer_id,
+                    disputes.c.status == DisputeStatus.OPEN.value,
+                )
+                .order_by(disputes.c.id)
+            ).all()
+            task_rows = conn.execute(
+                sa.select(manual_tasks)
+                .where(
+                    manual_tasks.c.customer_id == customer_id,
+                    manual_tasks.c.status == TaskStatus.OPEN.value,
+                )
+                .order_by(manual_tasks.c.id)
+            ).all()
+            tombstone_fps = conn.scalars(
+                sa.select(tombstones.c.fp).where(tombstones.c.customer_id == customer_id)
+            ).all()
+
+        fps: dict[tuple[str, str], dict[str, str]] = {}
+        for row in fp_rows:
+            fps.setdefault((row.link_id, row.system), {})[row.field] = row.fp
+        members: dict[str, dict[str, Member]] = {link_id: {} for link_id in link_ids}
+        for row in member_rows:
+            members.setdefault(row.link_id, {})[row.system] = Member(
+                system=row.system,
+                external_id=row.external_id,
+                version=row.version,
+                # Packed: a large customer's state would not fit in memory as dicts.
+                fingerprints=Fingerprints(fps.get((row.link_id, row.system), {})),
+            )
+        return CustomerState(
+            customer_id=customer_id,
+            links={link_id: Link(id=link_id, members=m) for link_id, m in members.items()},
+            disputes={
+                (row.link_id, row.field): OpenDispute(
+                    id=row.id, link_id=row.link_id, field=row.field, fingerprints=row.fingerprints
+                )
+                for row in dispute_rows
+            },
+            tasks={
+                (row.link_id, row.system): OpenTask(
+                    id=row.id,
+                    link_id=row.link_id,
+                    system=row.system,
+                    op_kind=row.op_kind,
+                    op_fingerprint=row.op_fingerprint,
+                )
+                for row in task_rows
+            },
+            tombstones=frozenset(tombstone_fps),
+        )
+
+    def create_link(self, customer_id: str) -> str:
+        """A new, empty link for the customer; returns its id (a UUID)."""
+        link_id = str(uuid.uuid4())
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(links).values(id=link_id, customer_id=customer_id, created_at=utcnow())
+            )
+        return link_id
+
+    def set_member(
+        self,
+        customer_id: str,
+        link_id: str,
+        system: str,
+        external_id: str,
+        version: str | None,
+        fingerprints: Mapping[str, str],
+    ) -> None:
+        """Make (system, external_id) the link's member for `system`, in one transaction.
+
+        Creates the link when it does not exist yet (the reconciler derives new link ids
+        deterministically, so a rerun after a crash reuses them), upserts the member (a
+        new external id replaces the old one) and sets the fingerprints of the fields
+        given; fingerprints of other fields stay as they were. Raises NotFound when the
+        link is another customer's, and DuplicateMember when the record is already a
+        member of another link (unlink it there first).
+        """
+        try:
+            with self._write() as conn:
+                if not self._lock_link(conn, customer_id, link_id, missing_ok=True):
+                    conn.execute(
+                        self._upsert(links)
+                        .values(id=link_id, customer_id=customer_id, created_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=[links.c.id])
+                    )
+                    self._lock_link(conn, customer_id, link_id)
+                holder = self._member_link(conn, customer_id, system, external_id)
+                if holder is not None and holder != link_id:
+                    raise DuplicateMember(
+                        customer_id=customer_id,
+                        system=system,
+                        external_id=external_id,
+                        link_id=holder,
+                    )
+                stmt = self._upsert(link_members).values(
+                    link_id=link_id,
+                    system=system,
+                    customer_id=customer_id,
+                    external_id=external_id,
+                    version=version,
+                    updated_at=utcnow(),
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[link_members.c.link_id, link_members.c.system],
+                        set_={
+                            "external_id": stmt.excluded.external_id,
+                            "version": stmt.excluded.version,
+                            "updated_at": stmt.excluded.updated_at,
+                        },
+                    )
+                )
+                if fingerprints:
+                    fp_stmt = self._upsert(fingerprint_table).values(
+                        [
+                            {"link_id": link_id, "system": system, "field": name, "fp": fp}
+                            for name, fp in fingerprints.items()
+                        ]
+                    )
+                    conn.execute(
+                        fp_stmt.on_conflict_do_update(
+                            index_elements=["link_id", "system", "field"],
+                            set_={"fp": fp_stmt.excluded.fp},
+                        )
+                    )
+        except sa.exc.IntegrityError as exc:
+            # Lost a race: another link claimed the record between our check and insert.
+            with self._read() as conn:
+                holder = self._member_link(conn, customer_id, system, external_id)
+            if holder is None or holder == link_id:
+                raise
+            raise DuplicateMember(
+                customer_id=customer_id, system=system, external_id=external_id, link_id=holder
+            ) from exc
+
+    def remove_member(self, customer_id: str, link_id: str, system: str) -> bool:
+        """Drop the link's member for `system` with its fingerprints; drop the link too
+        when no member is left. Returns whether there was such a member.
+        """
+        with self._write() as conn:
+            if not self._lock_link(conn, customer_id, link_id, missing_ok=True):
+                return False
+            conn.execute(
+                sa.delete(fingerprint_table).where(
+                    fingerprint_table.c.link_id == link_id, fingerprint_table.c.system == system
+                )
+            )
+            removed = conn.execute(
+                sa.delete(link_members).where(
+                    link_members.c.link_id == link_id, link_members.c.system == system
+                )
+            ).rowcount
+            left = conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(link_members)
+                .where(link_members.c.link_id == link_id)
+            )
+            if not left:
+                conn.execute(sa.delete(links).where(links.c.id == link_id))
+        return removed > 0
+
+    def find_member(self, customer_id: str, system: str, external_id: str) -> str | None:
+        """The id of the link that has (system, external_id) as a member, if any."""
+        with self._read() as conn:
+            return self._member_link(conn, customer_id, system, external_id)
+
+    def add_tombstones(self, customer_id: str, fingerprints: Iterable[str]) -> None:
+        """Remember identifier fingerprints of erased subjects (idempotent)."""
+        now = utcnow()
+        rows = [
+            {"customer_id": customer_id, "fp": fp, "created_at": now} for fp in set(fingerprints)
+        ]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.execute(self._upsert(tombstones).values(rows).on_conflict_do_nothing())
+
+    def get_cursor(self, customer_id: str, system: str, scope: str) -> str | None:
+        """The stored read cursor (e.g. a Graph delta link), or None to read in full."""
+        with self._read() as conn:
+            return conn.scalar(
+                sa.select(cursors.c.value).where(
+                    cursors.c.customer_id == customer_id,
+                    cursors.c.system == system,
+                    cursors.c.scope == scope,
+                )
+            )
+
+    def set_cursor(self, customer_id: str, system: str, scope: str, value: str | None) -> None:
+        """Store the cursor for the next incremental read; None forgets it (full resync)."""
+        with self._write() as conn:
+            if value is None:
+                conn.execute(
+                    sa.delete(cursors).where(
+                        cursors.c.customer_id == customer_id,
+                        cursors.c.system == system,
+                        cursors.c.scope == scope,
+                    )
+                )
+                return
+            stmt = self._upsert(cursors).values(
+                customer_id=customer_id,
+                system=system,
+                scope=scope,
+                value=value,
+                updated_at=utcnow(),
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[cursors.c.customer_id, cursors.c.system, cursors.c.scope],
+                    set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+                )
+            )
+
+    def _lock_link(
+        self, conn: Connection, customer_id: str, link_id: str, *, missing_ok: bool = False
+    ) -> bool:
+        # Row lock on PostgreSQL, so membership changes of one link run one after the
+        # other (otherwise two removals could each see the other's member and leave an
+        # empty link behind). SQLite writers are serialised anyway.
+        found = conn.scalar(
+            sa.select(links.c.id)
+            .where(links.c.id == link_id, links.c.customer_id == customer_id)
+            .with_for_update()
+        )
+        if found is None and not missing_ok:
+            raise NotFound(f"no link {link_id} for customer {customer_id!r}")
+        return found is not None
+
+    @staticmethod
+    def _member_link(
+        conn: Connection, customer_id: str, system: str, external_id: str
+    ) -> str | None:
+        return conn.scalar(
+            sa.select(link_members.c.link_id).where(
+                link_members.c.customer_id == customer_id,
+                link_members.c.system == system,
+                link_members.c.external_id == external_id,
+            )
+        )

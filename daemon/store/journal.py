@@ -1,0 +1,114 @@
+"""The operation journal: each change to an outside system, begun and finished.
+
+An operation id is deterministic for the same intended change (domain.Operation.make_id),
+so after a crash the journal tells what was begun but never confirmed; the executor
+then asks the system (or retries with the same idempotency key) instead of applying a
+change twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from daemon.store._base import StoreBase
+from daemon.store._db import utcnow
+from daemon.store.errors import NotFound
+from daemon.store.rows import JournalRow, JournalStatus
+from daemon.store.schema import op_journal
+
+
+def _journal_row(row: sa.Row[Any]) -> JournalRow:
+    return JournalRow(
+        op_id=row.op_id,
+        run_id=row.run_id,
+        customer_id=row.customer_id,
+        link_id=row.link_id,
+        system=row.system,
+        kind=row.kind,
+        status=JournalStatus(row.status),
+        external_id=row.external_id,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+class JournalMixin(StoreBase):
+    def journal_begin(
+        self, op_id: str, *, run_id: str, customer_id: str, link_id: str, system: str, kind: str
+    ) -> JournalRow:
+        """Record that the operation is about to be applied; returns its journal entry.
+
+        Idempotent. A new operation is entered as pending. One already done stays done
+        (check the returned status: do not apply it again). One pending or failed is
+        (again) pending, now under `run_id`.
+        """
+        stmt = self._upsert(op_journal).values(
+            op_id=op_id,
+            run_id=run_id,
+            customer_id=customer_id,
+            link_id=link_id,
+            system=system,
+            kind=kind,
+            status=JournalStatus.PENDING.value,
+            created_at=utcnow(),
+        )
+        done = op_journal.c.status == JournalStatus.DONE.value
+        with self._write() as conn:
+            row = conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[op_journal.c.op_id],
+                    set_={
+                        "run_id": sa.case((done, op_journal.c.run_id), else_=stmt.excluded.run_id),
+                        "status": sa.case((done, op_journal.c.status), else_=stmt.excluded.status),
+                        "finished_at": sa.case((done, op_journal.c.finished_at), else_=None),
+                    },
+                ).returning(*op_journal.c)
+            ).one()
+        return _journal_row(row)
+
+    def journal_finish(
+        self, op_id: str, status: JournalStatus | str, external_id: str | None = None
+    ) -> None:
+        """Record the outcome (done or failed) and, for a create, the new record's id.
+
+        An external id recorded earlier is kept when none is given. Raises NotFound
+        when the operation was never begun.
+        """
+        final = JournalStatus(status)
+        if final is JournalStatus.PENDING:
+            raise ValueError("journal_finish needs 'done' or 'failed'")
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(op_journal)
+                .where(op_journal.c.op_id == op_id)
+                .values(
+                    status=final.value,
+                    finished_at=utcnow(),
+                    external_id=sa.func.coalesce(
+                        sa.literal(external_id, op_journal.c.external_id.type),
+                        op_journal.c.external_id,
+                    ),
+                )
+            ).rowcount
+        if not updated:
+            raise NotFound(f"no journal entry for operation {op_id}")
+
+    def journal_get(self, op_id: str) -> JournalRow | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(op_journal).where(op_journal.c.op_id == op_id)).first()
+        return None if row is None else _journal_row(row)
+
+    def pending_ops(self, customer_id: str) -> list[JournalRow]:
+        """Operations begun but never finished (a crash in between), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(op_journal)
+                .where(
+                    op_journal.c.customer_id == customer_id,
+                    op_journal.c.status == JournalStatus.PENDING.value,
+                )
+                .order_by(op_journal.c.created_at, op_journal.c.op_id)
+            ).all()
+        return [_journal_row(row) for row in rows]

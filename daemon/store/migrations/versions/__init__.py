@@ -1,0 +1,1 @@
+"""Migration scripts, one per revision; never edit one that has been released."""

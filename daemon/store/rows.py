@@ -1,0 +1,168 @@
+"""Records the store returns, and the states they move through.
+
+Rows are frozen snapshots: changing one means calling the store. None of them carries
+personal data; encrypted blobs (quarantined payloads, task instructions) are not part
+of a row and are decrypted only on explicit request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypedDict
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    AWAITING_APPROVAL = "awaiting_approval"  # stopped before deleting too much
+    INTERRUPTED = "interrupted"  # its process died; set by mark_interrupted_runs
+
+
+class EventLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return _LEVEL_RANK[self]
+
+    def and_above(self) -> tuple[EventLevel, ...]:
+        return tuple(level for level in EventLevel if level.rank >= self.rank)
+
+
+_LEVEL_RANK = {
+    EventLevel.DEBUG: 10,
+    EventLevel.INFO: 20,
+    EventLevel.WARNING: 30,
+    EventLevel.ERROR: 40,
+}
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+class JournalStatus(StrEnum):
+    PENDING = "pending"  # begun; a crash here means "find out whether it happened"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunRow:
+    id: str
+    kind: str
+    customer_id: str | None
+    trigger: str
+    status: RunStatus
+    instance_id: str  # the Store instance (process) that started the run
+    started_at: datetime
+    finished_at: datetime | None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventRow:
+    id: int
+    run_id: str
+    ts: datetime
+    level: EventLevel
+    customer_id: str | None
+    system: str | None
+    event: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QuarantineRow:
+    """A record a system returned that could not be read; its payload stays encrypted."""
+
+    id: int
+    customer_id: str
+    system: str
+    external_id: str | None
+    reason: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    released_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisputeRow:
+    id: int
+    customer_id: str
+    link_id: str
+    field: str
+    fingerprints: Mapping[str, str]  # per system
+    status: DisputeStatus
+    opened_at: datetime
+    resolved_at: datetime | None
+    # {"winner": system or None, "by": who}; None while open.
+    resolution: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskRow:
+    """A change an operator must make by hand; the instruction stays encrypted."""
+
+    id: int
+    customer_id: str
+    system: str
+    link_id: str
+    op_kind: str
+    op_fingerprint: str
+    status: TaskStatus
+    created_at: datetime
+    closed_at: datetime | None
+    note: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalRow:
+    id: int
+    customer_id: str
+    kind: str
+    max_count: int
+    approved_by: str
+    reason: str
+    created_at: datetime
+    consumed_at: datetime | None
+    consumed_by_run: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JournalRow:
+    op_id: str
+    run_id: str
+    customer_id: str
+    link_id: str
+    system: str
+    kind: str
+    status: JournalStatus
+    external_id: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class Counts(TypedDict):
+    """What `pdsync status` shows for one customer."""
+
+    links: int
+    members: dict[str, int]  # per system
+    open_disputes: int
+    open_tasks: int
+    quarantined: int  # not yet released
+    pending_ops: int

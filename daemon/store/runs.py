@@ -1,0 +1,211 @@
+"""Runs and their events: what the daemon did, filterable by `pdsync log`.
+
+Neither holds personal data: callers put ids, counts, field names and error codes in
+`summary` and `detail`, never values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from daemon.store._base import StoreBase
+from daemon.store._db import utcnow
+from daemon.store.errors import NotFound
+from daemon.store.rows import EventLevel, EventRow, RunRow, RunStatus
+from daemon.store.schema import run_events, runs
+
+
+def _run_row(row: sa.Row[Any]) -> RunRow:
+    return RunRow(
+        id=row.id,
+        kind=row.kind,
+        customer_id=row.customer_id,
+        trigger=row.trigger,
+        status=RunStatus(row.status),
+        instance_id=row.instance_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        summary=row.summary,
+    )
+
+
+def _event_row(row: sa.Row[Any]) -> EventRow:
+    return EventRow(
+        id=row.id,
+        run_id=row.run_id,
+        ts=row.ts,
+        level=EventLevel(row.level),
+        customer_id=row.customer_id,
+        system=row.system,
+        event=row.event,
+        detail=row.detail,
+    )
+
+
+class RunsMixin(StoreBase):
+    def start_run(self, kind: str, *, customer_id: str | None, trigger: str) -> str:
+        """Record a run as started (status running); returns its id (a UUID)."""
+        run_id = str(uuid.uuid4())
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(runs).values(
+                    id=run_id,
+                    kind=kind,
+                    customer_id=customer_id,
+                    trigger=trigger,
+                    status=RunStatus.RUNNING.value,
+                    instance_id=self._instance_id,
+                    started_at=utcnow(),
+                    summary={},
+                )
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: RunStatus | str, summary: Mapping[str, Any]) -> None:
+        """Record how the run ended (any status but running) and its summary.
+
+        Also accepted for a run already marked interrupted: its process was alive after
+        all, and what it reports is the truth. Raises NotFound for an unknown run.
+        """
+        final = RunStatus(status)
+        if final is RunStatus.RUNNING:
+            raise ValueError("finish_run needs a final status, not 'running'")
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=final.value, finished_at=utcnow(), summary=dict(summary))
+            ).rowcount
+        if not updated:
+            raise NotFound(f"no run {run_id}")
+
+    def add_event(
+        self,
+        run_id: str,
+        event: str,
+        *,
+        level: EventLevel | str = EventLevel.INFO,
+        customer_id: str | None = None,
+        system: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append an event to the run; returns its id (ids grow in order of writing).
+
+        `customer_id` defaults to the run's customer. Raises NotFound for an unknown run.
+        """
+        run_customer = sa.select(runs.c.customer_id).where(runs.c.id == run_id).scalar_subquery()
+        try:
+            with self._write() as conn:
+                event_id = conn.scalar(
+                    sa.insert(run_events)
+                    .values(
+                        run_id=run_id,
+                        ts=utcnow(),
+                        level=EventLevel(level).value,
+                        customer_id=sa.func.coalesce(
+                            sa.literal(customer_id, runs.c.customer_id.type), run_customer
+                        ),
+                        system=system,
+                        event=event,
+                        detail=dict(detail or {}),
+                    )
+                    .returning(run_events.c.id)
+                )
+        except sa.exc.IntegrityError as exc:  # the foreign key to runs
+            raise NotFound(f"no run {run_id}") from exc
+        assert event_id is not None
+        return int(event_id)
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        return None if row is None else _run_row(row)
+
+    def list_runs(
+        self, *, customer_id: str | None = None, since: datetime | None = None, limit: int = 50
+    ) -> list[RunRow]:
+        """Runs, newest first; filtered by customer and by start time (>= since)."""
+        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id).limit(limit)
+        if customer_id is not None:
+            query = query.where(runs.c.customer_id == customer_id)
+        if since is not None:
+            query = query.where(runs.c.started_at >= since)
+        with self._read() as conn:
+            return [_run_row(row) for row in conn.execute(query)]
+
+    def run_events(
+        self,
+        *,
+        run_id: str | None = None,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        min_level: EventLevel | str | None = None,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        """Events in the order they were written; when more match, the latest `limit`."""
+        query = sa.select(run_events).order_by(run_events.c.id.desc()).limit(limit)
+        if run_id is not None:
+            query = query.where(run_events.c.run_id == run_id)
+        if customer_id is not None:
+            query = query.where(run_events.c.customer_id == customer_id)
+        if since is not None:
+            query = query.where(run_events.c.ts >= since)
+        if min_level is not None:
+            query = query.where(
+                run_events.c.level.in_([lv.value for lv in EventLevel(min_level).and_above()])
+            )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_event_row(row) for row in reversed(rows)]
+
+    def mark_interrupted_runs(self, *, idle_for: timedelta | None = None) -> list[str]:
+        """Mark runs left 'running' by a dead process as 'interrupted'; returns their ids.
+
+        Runs started through this Store object are never touched (they are ours and
+        alive). Without `idle_for`, every other running run counts as dead: right at
+        start-up of a single instance (SQLite). With several instances on one database,
+        pass `idle_for` so that only runs with no event (or start) for that long count,
+        and another live instance's runs are left alone.
+        """
+        now = utcnow()
+        condition = sa.and_(
+            runs.c.status == RunStatus.RUNNING.value, runs.c.instance_id != self._instance_id
+        )
+        if idle_for is not None:
+            last_event = (
+                sa.select(sa.func.max(run_events.c.ts))
+                .where(run_events.c.run_id == runs.c.id)
+                .scalar_subquery()
+            )
+            condition = sa.and_(
+                condition, sa.func.coalesce(last_event, runs.c.started_at) < now - idle_for
+            )
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.update(runs)
+                .where(condition)
+                .values(status=RunStatus.INTERRUPTED.value, finished_at=now)
+                .returning(runs.c.id, runs.c.customer_id)
+            ).all()
+            if rows:
+                conn.execute(
+                    sa.insert(run_events),
+                    [
+                        {
+                            "run_id": row.id,
+                            "ts": now,
+                            "level": EventLevel.WARNING.value,
+                            "customer_id": row.customer_id,
+                            "system": None,
+                            "event": "run.interrupted",
+                            "detail": {"marked_by_instance": self._instance_id},
+                        }
+                        for row in rows
+                    ],
+                )
+        return sorted(row.id for row in rows)

@@ -1,0 +1,154 @@
+"""The Store: everything the daemon keeps, on SQLite (embedded) or PostgreSQL.
+
+One class, assembled from one mixin per concern (keys.py, directory.py, runs.py,
+casework.py, decisions.py, journal.py); each public method is one short transaction.
+It holds no plaintext personal data: links, versions, keyed fingerprints, ids, counts,
+and blobs encrypted with the customer's key (which itself is wrapped with the master key).
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+
+import sqlalchemy as sa
+
+from daemon.crypto import KEY_BYTES
+from daemon.store import _db
+from daemon.store.casework import CaseworkMixin
+from daemon.store.decisions import DecisionsMixin
+from daemon.store.directory import DirectoryMixin
+from daemon.store.journal import JournalMixin
+from daemon.store.rows import Counts, DisputeStatus, JournalStatus, TaskStatus
+from daemon.store.runs import RunsMixin
+from daemon.store.schema import (
+    CUSTOMER_TABLES,
+    disputes,
+    fingerprints,
+    link_members,
+    links,
+    manual_tasks,
+    op_journal,
+    quarantine,
+)
+
+
+class Store(DirectoryMixin, RunsMixin, CaseworkMixin, DecisionsMixin, JournalMixin):
+    """The daemon's durable state. Open with `Store.open(url, master_key=...)`.
+
+    Thread-safe (one connection pool); several processes may share a PostgreSQL
+    database, and SQLite serialises writers. Errors: see daemon.store.errors.
+    """
+
+    @classmethod
+    def open(cls, url: str, *, master_key: bytes) -> Store:
+        """Connect, migrate the database to the newest schema, and check the master key.
+
+        `url`: `sqlite:///path/to/file.db` (created if missing) or
+        `postgresql+psycopg://user@host/db` (the database must exist).
+        Raises ValueError for a bad URL or key length, WrongMasterKey when the store
+        was created with another master key, StoreUnavailable when the database cannot
+        be reached, StoreError when its schema is newer than this code.
+        """
+        if len(master_key) != KEY_BYTES:
+            raise ValueError(f"the master key must be {KEY_BYTES} bytes")
+        engine = _db.make_engine(url)
+        try:
+            _db.migrate(engine)
+            store = cls(engine, master_key=master_key, instance_id=str(uuid.uuid4()))
+            store._check_master_key()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close all connections; the Store cannot be used afterwards. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url}>"
+
+    @property
+    def url(self) -> str:
+        """The database URL, password masked."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def purge_customer(self, customer_id: str) -> dict[str, int]:
+        """Delete everything the store holds of the customer, and shred its key.
+
+        For the end of a whole-customer erasure, as its last step (nothing of the
+        customer can be decrypted afterwards). Returns the rows deleted per table,
+        for the certificate. What stays: runs and their events (no personal data), and
+        the destroyed-key marker (customer id and timestamps), so that customer_key
+        raises KeyDestroyed instead of quietly starting the customer afresh.
+        """
+        now = _db.utcnow()
+        deleted: dict[str, int] = {}
+        with self._write() as conn:
+            link_ids = sa.select(links.c.id).where(links.c.customer_id == customer_id)
+            deleted["fingerprints"] = conn.execute(
+                sa.delete(fingerprints).where(fingerprints.c.link_id.in_(link_ids))
+            ).rowcount
+            for table in CUSTOMER_TABLES:
+                deleted[table.name] = conn.execute(
+                    sa.delete(table).where(table.c.customer_id == customer_id)
+                ).rowcount
+            self._shred_key(conn, customer_id, now)
+        self._scrub()
+        return deleted
+
+    def counts(self, customer_id: str) -> Counts:
+        """Sizes of the customer's state, for status output."""
+
+        def count(table: sa.Table, *conditions: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
+            return (
+                sa.select(sa.func.count())
+                .select_from(table)
+                .where(table.c.customer_id == customer_id, *conditions)
+                .scalar_subquery()
+            )
+
+        with self._read(snapshot=True) as conn:
+            totals = conn.execute(
+                sa.select(
+                    count(links).label("links"),
+                    count(disputes, disputes.c.status == DisputeStatus.OPEN.value).label(
+                        "disputes"
+                    ),
+                    count(manual_tasks, manual_tasks.c.status == TaskStatus.OPEN.value).label(
+                        "tasks"
+                    ),
+                    count(quarantine, quarantine.c.released_at.is_(None)).label("quarantined"),
+                    count(op_journal, op_journal.c.status == JournalStatus.PENDING.value).label(
+                        "pending"
+                    ),
+                )
+            ).one()
+            per_system = conn.execute(
+                sa.select(link_members.c.system, sa.func.count())
+                .where(link_members.c.customer_id == customer_id)
+                .group_by(link_members.c.system)
+                .order_by(link_members.c.system)
+            ).all()
+        return Counts(
+            links=totals.links,
+            members={system: n for system, n in per_system},
+            open_disputes=totals.disputes,
+            open_tasks=totals.tasks,
+            quarantined=totals.quarantined,
+            pending_ops=totals.pending,
+        )

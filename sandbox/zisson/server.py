@@ -1,0 +1,409 @@
+"""The simulated Zisson's HTTP side: routing, the three APIs, /_sim/ and fault injection."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sandbox.zisson.faults import DROP, FaultPlan
+from sandbox.zisson.render import contacts_document
+from sandbox.zisson.store import (
+    Account,
+    Response,
+    SimError,
+    ZissonState,
+    json_response,
+    validate_user_fields,
+)
+
+USERS = "/external-api/v1/entities/users"
+DEFAULT_PAGE_SIZE = 200
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    params: dict[str, str]
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body.decode("utf-8")) if self.body else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SimError(400, "body: not UTF-8 JSON") from None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    name: str  # counter key: "METHOD /path/{param}"
+    handler: Handler
+    is_write: bool = False  # drops happen after processing: the client loses the answer
+
+
+class ZissonHttpServer(ThreadingHTTPServer):
+    # Handler threads are joined on close, so stop() leaves nothing running.
+    daemon_threads = False
+    block_on_close = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: ZissonState, faults: FaultPlan) -> None:
+        self.state = state
+        self.faults = faults
+        self.routes = _routes(state)
+        self.admin_routes = _admin_routes(state, faults)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _RequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive connections so they end."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ZissonSimulator/1"
+    timeout = 10  # idle keep-alive connections end, so no thread waits forever
+    server: ZissonHttpServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # tests and `make run` stay quiet; counters and /_sim/state tell what happened
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(
+            method=method,
+            path=split.path,
+            query=parse_qs(split.query),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            params={},
+        )
+        if split.path.startswith("/_sim/"):
+            self._respond(self._route(self.server.admin_routes, request))
+            return
+        self._serve_with_faults(request)
+
+    def _serve_with_faults(self, request: Request) -> None:
+        state = self.server.state
+        state.count("requests")
+        fault = self.server.faults.decide()
+        latency = self.server.faults.faults.latency_ms
+        if latency:
+            time.sleep(latency / 1000)
+        route = _match(self.server.routes, request)
+        if route is not None:
+            state.count(route[0].name)
+        if fault is not None and fault.kind == "status":
+            state.count("429" if fault.status == 429 else "5xx")
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = _seconds(fault.retry_after)
+            self._respond(json_response(fault.status, {"error": "injected fault"}, headers))
+            return
+        dropped = fault is not None and fault.kind == DROP
+        if dropped and (route is None or not route[0].is_write):
+            self._drop()
+            return
+        response = self._route(self.server.routes, request)
+        if dropped:
+            self._drop()
+            return
+        self._respond(response)
+
+    def _route(self, routes: list[Route], request: Request) -> Response:
+        found = _match(routes, request)
+        try:
+            if found is None:
+                raise SimError(404, "no such endpoint")
+            route, params = found
+            return route.handler(
+                Request(
+                    request.method,
+                    request.path,
+                    request.query,
+                    request.headers,
+                    request.body,
+                    params,
+                )
+            )
+        except SimError as error:
+            return json_response(error.status, {"error": error.message}, error.headers)
+
+    def _drop(self) -> None:
+        self.server.state.count("drops")
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _respond(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if response.body:
+            self.wfile.write(response.body)
+
+
+def _match(routes: list[Route], request: Request) -> tuple[Route, dict[str, str]] | None:
+    for route in routes:
+        if route.method != request.method:
+            continue
+        matched = route.pattern.fullmatch(request.path)
+        if matched:
+            return route, {k: unquote(v) for k, v in matched.groupdict().items()}
+    return None
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _make_route(method: str, template: str, handler: Handler, *, write: bool = False) -> Route:
+    pattern = (
+        re.escape(template)
+        .replace(r"\{id\}", "(?P<id>[^/]+)")
+        .replace(r"\{guid\}", "(?P<guid>[^/]+)")
+    )
+    return Route(method, re.compile(pattern, re.IGNORECASE), f"{method} {template}", handler, write)
+
+
+def _etag(user: dict[str, Any]) -> dict[str, str]:
+    return {"ETag": f'"{user["version"]}"'}
+
+
+def _if_match(request: Request, user: dict[str, Any]) -> None:
+    wanted = request.header("If-Match")
+    if wanted is None or wanted.strip() == "*":
+        return
+    tags = {tag.strip().removeprefix("W/").strip('"') for tag in wanted.split(",")}
+    if str(user["version"]) not in tags:
+        raise SimError(412, "version does not match If-Match")
+
+
+def _fingerprint(request: Request) -> str:
+    return hashlib.sha256(
+        b"\x1f".join([request.method.encode(), request.path.encode(), request.body])
+    ).hexdigest()
+
+
+def _routes(state: ZissonState) -> list[Route]:
+    def get_contacts(request: Request) -> Response:
+        account = state.authenticate(request.header("Authorization"))
+        body = contacts_document(state.listing(account.guid))
+        return Response(200, body, {"Content-Type": "application/xml; charset=utf-8"})
+
+    def refresh_token(request: Request) -> Response:
+        jwt, refresh = state.exchange_refresh_token(request.json())
+        return json_response(200, {"jwt": jwt, "refreshToken": refresh})
+
+    def list_users(request: Request) -> Response:
+        account = state.authenticate(request.header("Authorization"))
+        try:
+            page = int(request.query.get("page", ["1"])[0])
+            size = int(request.query.get("pageSize", [str(DEFAULT_PAGE_SIZE)])[0])
+        except ValueError:
+            raise SimError(400, "page and pageSize must be integers") from None
+        if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+            raise SimError(400, f"page >= 1 and 1 <= pageSize <= {MAX_PAGE_SIZE}")
+        listing = [entry for _, entry in state.listing(account.guid)]
+        items = listing[(page - 1) * size : page * size]
+        more = page * size < len(listing)
+        return json_response(
+            200,
+            {
+                "items": items,
+                "page": page,
+                "pageSize": size,
+                "total": len(listing),
+                "next": page + 1 if more else None,
+            },
+        )
+
+    def get_user(request: Request) -> Response:
+        account = state.authenticate(request.header("Authorization"))
+        user = state.user(account.guid, request.params["id"])
+        return json_response(200, user, _etag(user))
+
+    def idempotently(request: Request, account: Account, apply: Callable[[], Response]) -> Response:
+        def guarded() -> Response:
+            try:
+                return apply()
+            except SimError as error:  # a refusal is an answer too, and is replayed as such
+                return json_response(error.status, {"error": error.message}, error.headers)
+
+        return state.once(
+            account, request.header("Idempotency-Key"), _fingerprint(request), guarded
+        )
+
+    def create_user(request: Request) -> Response:
+        account = state.authenticate(request.header("Authorization"))
+        fields = validate_user_fields(request.json(), partial=False)
+
+        def apply() -> Response:
+            user = state.put_user(account.guid, fields)
+            state.count("creates")
+            return json_response(201, user, _etag(user))
+
+        return idempotently(request, account, apply)
+
+    def update_user(request: Request) -> Response:
+        account = state.authenticate(request.header("Authorization"))
+        changes = validate_user_fields(request.json(), partial=True)
+
+        def apply() -> Response:
+            with state.lock:
+                _if_match(request, state.user(account.guid, request.params["id"]))
+                user = state.patch_user(account.guid, request.params["id"], changes)
+            state.count("updates")
+            return json_response(200, user, _etag(user))
+
+        return idempotently(request, account, apply)
+
+    def delete_user(request: Request) -> Response:
+        account = state.authenticate(request.header("Authorization"))
+
+        def apply() -> Response:
+            with state.lock:
+                _if_match(request, state.user(account.guid, request.params["id"]))
+                state.delete_user(account.guid, request.params["id"])
+            state.count("deletes")
+            return Response(204)
+
+        return idempotently(request, account, apply)
+
+    return [
+        _make_route("GET", "/api/simple/GetContacts", get_contacts),
+        _make_route("POST", "/web-api/v1/authenticate/refresh-token", refresh_token),
+        _make_route("GET", USERS, list_users),
+        _make_route("POST", USERS, create_user, write=True),
+        _make_route("GET", USERS + "/{id}", get_user),
+        _make_route("PATCH", USERS + "/{id}", update_user, write=True),
+        _make_route("DELETE", USERS + "/{id}", delete_user, write=True),
+    ]
+
+
+def _admin_routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
+    """/_sim/: inspection and seeding for out-of-process use; no auth, never faulted."""
+
+    def body_object(request: Request) -> dict[str, Any]:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise SimError(400, "body: not a JSON object")
+        return body
+
+    def get_state(request: Request) -> Response:
+        return json_response(200, {**state.snapshot(), "faults": faults.describe()})
+
+    def set_faults(request: Request) -> Response:
+        try:
+            return json_response(200, {"faults": repr(faults.set(**body_object(request)))})
+        except (TypeError, ValueError) as error:
+            raise SimError(400, str(error)) from None
+
+    def add_account(request: Request) -> Response:
+        body = body_object(request)
+        try:
+            guid = body.pop("customer_guid")
+            state.add_account(guid, **body)
+        except (KeyError, TypeError):
+            raise SimError(
+                400, "needs customer_guid, username, password, user_id, refresh_token"
+            ) from None
+        return json_response(201, {"customer_guid": guid})
+
+    def put_user(request: Request) -> Response:
+        user = state.put_user(request.params["guid"], body_object(request))
+        return json_response(201, user)
+
+    def patch_user(request: Request) -> Response:
+        user = state.patch_user(request.params["guid"], request.params["id"], body_object(request))
+        return json_response(200, user)
+
+    def delete_user(request: Request) -> Response:
+        state.delete_user(request.params["guid"], request.params["id"])
+        return Response(204)
+
+    def put_raw(request: Request) -> Response:
+        return json_response(201, {"key": state.put_raw(request.params["guid"], request.json())})
+
+    def reset_counters(request: Request) -> Response:
+        state.reset_counters()
+        return Response(204)
+
+    def expire_tokens(request: Request) -> Response:
+        state.expire_tokens(request.params["guid"])
+        return Response(204)
+
+    accounts = "/_sim/accounts/{guid}"
+    return [
+        _make_route("GET", "/_sim/state", get_state),
+        _make_route("POST", "/_sim/faults", set_faults),
+        _make_route("POST", "/_sim/counters/reset", reset_counters),
+        _make_route("POST", "/_sim/accounts", add_account),
+        _make_route("POST", accounts + "/users", put_user),
+        _make_route("PATCH", accounts + "/users/{id}", patch_user),
+        _make_route("DELETE", accounts + "/users/{id}", delete_user),
+        _make_route("POST", accounts + "/raw", put_raw),
+        _make_route("POST", accounts + "/expire-tokens", expire_tokens),
+    ]

@@ -1,0 +1,114 @@
+"""Whole-customer purge, and the counts behind status output."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from daemon.store import KeyDestroyed, Store
+from daemon.store.schema import customer_keys, customers, fingerprints, metadata
+
+
+def fill(store: Store, customer_id: str) -> list[str]:
+    """Something in every table for the customer; returns its link ids."""
+    link = store.create_link(customer_id)
+    store.set_member(customer_id, link, "zisson", "z-1", "v1", {"given_name": "a"})
+    store.set_member(customer_id, link, "outlook", "o-1", "ck", {"given_name": "a"})
+    empty = store.create_link(customer_id)
+    store.add_tombstones(customer_id, ["t1"])
+    store.set_cursor(customer_id, "outlook", "mailbox", "delta")
+    run = store.start_run("sync", customer_id=customer_id, trigger="schedule")
+    store.add_event(run, "read", detail={"records": 2})
+    store.quarantine(customer_id, "zisson", "z-9", "phones: unparseable", "<Contact/>")
+    store.open_dispute(customer_id, link, "emails", {"zisson": "a", "outlook": "b"})
+    store.open_task(customer_id, "zisson", link, "update", "fp", "Endre tittel")
+    store.approve_deletions(customer_id, 10, by="admin", reason="ticket")
+    store.journal_begin(
+        f"op-{customer_id}",
+        run_id=run,
+        customer_id=customer_id,
+        link_id=link,
+        system="zisson",
+        kind="update",
+    )
+    store.finish_run(run, "completed", {})
+    return [link, empty]
+
+
+def rows_of(store: Store, customer_id: str, link_ids: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    with store._engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            if table is customers:
+                where = customers.c.id == customer_id
+            elif table is fingerprints:
+                where = fingerprints.c.link_id.in_(link_ids)
+            elif "customer_id" in table.c:
+                where = table.c.customer_id == customer_id
+            else:
+                continue
+            n = conn.scalar(sa.select(sa.func.count()).select_from(table).where(where))
+            if n:
+                counts[table.name] = n
+    return counts
+
+
+def test_purge_leaves_only_runs_events_and_the_shredded_key(store: Store) -> None:
+    c1_links = fill(store, "c1")
+    c2_links = fill(store, "c2")
+    c2_before = rows_of(store, "c2", c2_links)
+    assert set(rows_of(store, "c1", c1_links)) == {t.name for t in metadata.sorted_tables} - {
+        "store_meta"
+    }
+
+    deleted = store.purge_customer("c1")
+
+    assert rows_of(store, "c1", c1_links) == {
+        "customers": 1,
+        "customer_keys": 1,
+        "runs": 1,
+        "run_events": 1,
+    }
+    assert deleted == {
+        "fingerprints": 2,
+        "link_members": 2,
+        "links": 2,
+        "tombstones": 1,
+        "cursors": 1,
+        "quarantine": 1,
+        "disputes": 1,
+        "manual_tasks": 1,
+        "approvals": 1,
+        "op_journal": 1,
+    }
+    with store._engine.connect() as conn:
+        marker = conn.execute(
+            sa.select(customer_keys).where(customer_keys.c.customer_id == "c1")
+        ).one()
+    assert marker.wrapped_key is None and marker.destroyed_at is not None
+    with pytest.raises(KeyDestroyed):
+        store.customer_key("c1")
+    assert rows_of(store, "c2", c2_links) == c2_before
+    assert store.purge_customer("c1") == dict.fromkeys(deleted, 0)  # idempotent
+
+
+def test_counts(store: Store) -> None:
+    assert store.counts("c1") == {
+        "links": 0,
+        "members": {},
+        "open_disputes": 0,
+        "open_tasks": 0,
+        "quarantined": 0,
+        "pending_ops": 0,
+    }
+    fill(store, "c1")
+    store.quarantine("c1", "zisson", "z-8", "bad", "p")
+    store.release_quarantine("c1", "zisson", ["z-8"])
+    assert store.counts("c1") == {
+        "links": 2,
+        "members": {"outlook": 1, "zisson": 1},
+        "open_disputes": 1,
+        "open_tasks": 1,
+        "quarantined": 1,
+        "pending_ops": 1,
+    }
