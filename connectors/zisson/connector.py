@@ -382,6 +382,9 @@ class ZissonApiView:
     def project(self, record: ContactRecord) -> ContactRecord:
         return project(self.api, record)
 
+    def for_customer(self, customer: Customer) -> ZissonApiView:
+        return self.connector.for_customer(customer)
+
     async def aclose(self) -> None:
         """Nothing: the connector owns the HTTP client."""
 

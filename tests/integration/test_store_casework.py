@@ -213,9 +213,11 @@ def test_concurrent_consumers_share_approvals_without_double_use(
     assert len(set(runs)) == 2 and None not in runs
 
 
+# PostgreSQL only: SQLite has no row locks, its writers take turns (BEGIN IMMEDIATE).
+@pytest.mark.parametrize(
+    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_locked_approval_is_skipped_not_waited_for(store: Store) -> None:
-    if store.dialect == "sqlite":
-        pytest.skip("SQLite has no row locks: its writers take turns (BEGIN IMMEDIATE)")
     first = store.approve_deletions("c1", 10, by="admin", reason="ticket")
     second = store.approve_deletions("c1", 10, by="admin", reason="ticket")
     with store._engine.connect() as other:  # another instance, mid-consume of `first`

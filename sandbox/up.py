@@ -1,0 +1,247 @@
+"""`pdsync sandbox up`: the outside world on loopback, seeded, with a config to match.
+
+Starts the Zisson simulator and Google's Firestore emulator on free loopback ports,
+seeds both with deterministic Norwegian data, and writes into DATA_DIR:
+
+- `pdsync.toml`: a daemon config pointing at them (Zisson in `api` write mode; the
+  SQLite store, master key and Zisson secrets under DATA_DIR);
+- `seed.json`: everything seeded, with the ids each system gave it;
+- `ready`: once everything answers (removed again on the way down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from connectors.firestore.connector import FirestoreConnector
+from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
+from connectors.zisson.write_api import user_body
+from daemon.domain import Customer
+from sandbox.firestore_emulator import EmulatorError, EmulatorUnavailable, FirestoreEmulator
+from sandbox.seed import SeedCustomer, generate, seed_json
+from sandbox.zisson_sim import ZissonSimulator
+
+log = structlog.get_logger("pdsync.sandbox")
+PROJECT = "pdsync-sandbox"
+
+
+class SandboxError(Exception):
+    """The sandbox cannot start; the message says what is missing."""
+
+
+@dataclass(kw_only=True)
+class Sandbox:
+    data_dir: Path
+    zisson: ZissonSimulator
+    emulator: FirestoreEmulator
+    customers: list[SeedCustomer]
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "pdsync.toml"
+
+    @property
+    def firestore_settings(self) -> FirestoreSettings:
+        return FirestoreSettings(project=PROJECT, emulator_host=self.emulator.host)
+
+
+def _secret_file(path: Path, value: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return path
+
+
+def _api_of(index: int) -> str:
+    return "xml" if index % 3 == 2 else "json"  # every third customer reads through XML
+
+
+def _config_text(box: Sandbox, accounts: dict[str, dict[str, str]]) -> str:
+    data = box.data_dir.resolve()
+    lines = [
+        "# Written by `pdsync sandbox up`: the daemon against the local sandbox.",
+        "[store]",
+        f'url = "sqlite:///{data / "pdsync.db"}"',
+        f'master_key = {{ file = "{data / "secrets" / "master.key"}" }}',
+        "",
+        "[log]",
+        'format = "auto"',
+        'level = "info"',
+        "",
+        "[sync]",
+        "interval_seconds = 30",
+        'authority = "firestore"',
+        'on_foreign_change = "revert"',
+        'on_foreign_record = "dispute"',
+        "",
+        "[sync.deletion_threshold]",
+        "max_count = 25",
+        "max_share = 0.5",
+        "",
+        "[systems.firestore]",
+        f'project = "{PROJECT}"',
+        f'emulator_host = "{box.emulator.host}"',
+        "",
+        "[systems.zisson]",
+        f'base_url = "{box.zisson.url}"',
+        'write_mode = "api"',
+        "",
+    ]
+    for customer in box.customers:
+        account = accounts[customer.id]
+        lines += [
+            "[[customers]]",
+            f'id = "{customer.id}"',
+            f"name = {json.dumps(customer.name, ensure_ascii=False)}",
+            "[customers.firestore]",
+            f'customer_id = "{customer.id}"',
+            "[customers.zisson]",
+            f'api = "{account["api"]}"',
+        ]
+        if account["api"] == "xml":
+            lines += [
+                f'username = "{account["username"]}"',
+                f'password = {{ file = "{account["password_file"]}" }}',
+            ]
+        else:
+            lines += [
+                f'user_id = "{account["user_id"]}"',
+                f'customer_guid = "{account["guid"]}"',
+                f'refresh_token_file = "{account["token_file"]}"',
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+async def _seed_firestore(box: Sandbox) -> None:
+    connector = FirestoreConnector(box.firestore_settings)
+    try:
+        for customer in box.customers:
+            bound = Customer(
+                id=customer.id,
+                name=customer.name,
+                bindings={"firestore": FirestoreBinding(customer_id=customer.id)},
+            )
+            await connector.write_card(
+                bound,
+                {
+                    "name": customer.name,
+                    "instructions": customer.instructions,
+                    "domains": list(customer.domains),
+                },
+            )
+            stored = await connector.put_contacts(bound, [c.card for c in customer.contacts])
+            for contact, record in zip(customer.contacts, stored, strict=True):
+                contact.card = record
+    finally:
+        await connector.aclose()
+
+
+def _seed_zisson(box: Sandbox, seed: int) -> dict[str, dict[str, str]]:
+    accounts: dict[str, dict[str, str]] = {}
+    secrets_dir = box.data_dir.resolve() / "secrets"
+    for index, customer in enumerate(box.customers):
+        guid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{seed}.{customer.id}.zisson.sandbox"))
+        password = secrets.token_urlsafe(18)
+        token = secrets.token_urlsafe(24)
+        account = {
+            "api": _api_of(index),
+            "guid": guid,
+            "user_id": f"pdsync-{customer.id}",
+            "username": f"api-{customer.id}",
+            "token_file": str(_secret_file(secrets_dir / f"zisson-{customer.id}.token", token)),
+            "password_file": str(_secret_file(secrets_dir / f"zisson-{customer.id}.password", password)),
+        }
+        box.zisson.add_account(
+            guid,
+            username=account["username"],
+            password=password,
+            user_id=account["user_id"],
+            refresh_token=token,
+        )
+        for contact in customer.contacts:
+            if contact.zisson is not None:
+                user_id = box.zisson.put_user(guid, user_body(contact.zisson))
+                contact.zisson = replace(contact.zisson, external_id=user_id)
+        accounts[customer.id] = account
+    return accounts
+
+
+@contextlib.contextmanager
+def running(
+    data_dir: Path, *, seed: int = 1, customers: int = 3, contacts: int = 40
+) -> Iterator[Sandbox]:
+    """The sandbox, up and seeded, for the duration of the `with` block."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "ready").unlink(missing_ok=True)
+    # The systems start empty every time, so yesterday's store would only see deletions.
+    for stale in data_dir.glob("pdsync.db*"):
+        stale.unlink()
+    emulator = FirestoreEmulator(log_path=data_dir / "firestore-emulator.log")
+    zisson = ZissonSimulator(seed=seed)
+    try:
+        emulator.start()
+    except EmulatorUnavailable as exc:
+        raise SandboxError(
+            f"Google's Firestore emulator is needed and missing: {exc}. Install the Debian "
+            "package google-cloud-cli-firestore-emulator and Java 17."
+        ) from None
+    except EmulatorError as exc:
+        raise SandboxError(f"the Firestore emulator did not start: {exc}") from None
+    try:
+        zisson.start()
+        box = Sandbox(
+            data_dir=data_dir,
+            zisson=zisson,
+            emulator=emulator,
+            customers=generate(seed=seed, customers=customers, contacts=contacts),
+        )
+        _secret_file(data_dir / "secrets" / "master.key", secrets.token_hex(32))
+        asyncio.run(_seed_firestore(box))
+        accounts = _seed_zisson(box, seed)
+        box.config_path.write_text(_config_text(box, accounts), encoding="utf-8")
+        (data_dir / "seed.json").write_text(
+            json.dumps(seed_json(box.customers, seed=seed), ensure_ascii=False, indent=1),
+            encoding="utf-8",
+        )
+        (data_dir / "ready").write_text(
+            json.dumps(
+                {"zisson": zisson.url, "firestore": emulator.host, "config": str(box.config_path)}
+            ),
+            encoding="utf-8",
+        )
+        log.info(
+            "sandbox_ready",
+            zisson=zisson.url,
+            firestore=emulator.host,
+            customers=customers,
+            contacts_per_customer=contacts,
+            config=str(box.config_path),
+        )
+        yield box
+    finally:
+        (data_dir / "ready").unlink(missing_ok=True)
+        zisson.stop()
+        emulator.stop()
+
+
+def run_foreground(data_dir: Path, *, seed: int, customers: int, contacts: int) -> None:
+    """Run the sandbox until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with running(data_dir, seed=seed, customers=customers, contacts=contacts):
+        stop.wait()
