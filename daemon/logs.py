@@ -86,7 +86,6 @@ def configure(
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.stdlib.add_logger_name,
         structlog.processors.format_exc_info,
         redact_personal_data,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -107,6 +106,7 @@ def configure(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
                 *shared,
             ],

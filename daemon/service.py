@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import structlog
@@ -35,7 +36,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         sync = SyncService(settings, store, connectors)
         schedule = Schedule()
 
-        def job_for(customer: CustomerConfig) -> object:
+        def job_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
             async def job() -> None:
                 task = asyncio.current_task()
                 assert task is not None
@@ -47,9 +48,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
 
             return job
 
-        for customer in settings.customers:
+        interval = settings.sync.interval_seconds
+        for index, customer in enumerate(settings.customers):
+            # The first cycles start at once, a second apart; later ones keep the interval.
             schedule.every(
-                f"sync:{customer.id}", settings.sync.interval_seconds, job_for(customer)  # type: ignore[arg-type]
+                f"sync:{customer.id}", interval, job_for(customer), first_in=index % interval
             )
         schedule.start()
         log.info(

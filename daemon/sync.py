@@ -22,17 +22,9 @@ from daemon import logs
 from daemon.config import CustomerConfig, Settings
 from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult
 from daemon.reconcile import Plan, PlannedOp, Reconciler, SystemView
-from daemon.store import Store
+from daemon.store import RunStatus, Store
 
 log = structlog.get_logger("pdsync.sync")
-
-
-class RunStatus:
-    COMPLETED = "completed"
-    FAILED = "failed"
-    AWAITING_APPROVAL = "awaiting_approval"
-    INTERRUPTED = "interrupted"
-    PLANNED = "planned"
 
 
 @dataclass(kw_only=True, slots=True)
@@ -160,7 +152,7 @@ class SyncService:
         plan = reconciler.plan(views, state)
         report.plan = plan
         if plan_only:
-            report.status = RunStatus.PLANNED
+            report.status = RunStatus.COMPLETED  # a run of kind "plan": nothing applied
             return
         threshold = self.settings.sync.policy().deletion_threshold
         deletions = plan.deleted_contacts

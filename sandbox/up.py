@@ -27,8 +27,11 @@ import structlog
 
 from connectors.firestore.connector import FirestoreConnector
 from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
+from connectors.secrets import SecretRef
+from connectors.zisson.settings import ZissonBinding
 from connectors.zisson.write_api import user_body
 from daemon.domain import Customer
+from sandbox.configfile import CustomerEntry, render
 from sandbox.firestore_emulator import EmulatorError, EmulatorUnavailable, FirestoreEmulator
 from sandbox.seed import SeedCustomer, generate, seed_json
 from sandbox.zisson_sim import ZissonSimulator
@@ -65,65 +68,19 @@ def _secret_file(path: Path, value: str) -> Path:
     return path
 
 
-def _api_of(index: int) -> str:
-    return "xml" if index % 3 == 2 else "json"  # every third customer reads through XML
-
-
-def _config_text(box: Sandbox, accounts: dict[str, dict[str, str]]) -> str:
+def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding]) -> str:
     data = box.data_dir.resolve()
-    lines = [
-        "# Written by `pdsync sandbox up`: the daemon against the local sandbox.",
-        "[store]",
-        f'url = "sqlite:///{data / "pdsync.db"}"',
-        f'master_key = {{ file = "{data / "secrets" / "master.key"}" }}',
-        "",
-        "[log]",
-        'format = "auto"',
-        'level = "info"',
-        "",
-        "[sync]",
-        "interval_seconds = 30",
-        'authority = "firestore"',
-        'on_foreign_change = "revert"',
-        'on_foreign_record = "dispute"',
-        "",
-        "[sync.deletion_threshold]",
-        "max_count = 25",
-        "max_share = 0.5",
-        "",
-        "[systems.firestore]",
-        f'project = "{PROJECT}"',
-        f'emulator_host = "{box.emulator.host}"',
-        "",
-        "[systems.zisson]",
-        f'base_url = "{box.zisson.url}"',
-        'write_mode = "api"',
-        "",
-    ]
-    for customer in box.customers:
-        account = accounts[customer.id]
-        lines += [
-            "[[customers]]",
-            f'id = "{customer.id}"',
-            f"name = {json.dumps(customer.name, ensure_ascii=False)}",
-            "[customers.firestore]",
-            f'customer_id = "{customer.id}"',
-            "[customers.zisson]",
-            f'api = "{account["api"]}"',
-        ]
-        if account["api"] == "xml":
-            lines += [
-                f'username = "{account["username"]}"',
-                f'password = {{ file = "{account["password_file"]}" }}',
-            ]
-        else:
-            lines += [
-                f'user_id = "{account["user_id"]}"',
-                f'customer_guid = "{account["guid"]}"',
-                f'refresh_token_file = "{account["token_file"]}"',
-            ]
-        lines.append("")
-    return "\n".join(lines)
+    return "# Written by `pdsync sandbox up`: the daemon against the local sandbox.\n" + render(
+        store_url=f"sqlite:///{data / 'pdsync.db'}",
+        master_key_file=data / "secrets" / "master.key",
+        firestore_project=PROJECT,
+        firestore_host=box.emulator.host,
+        zisson_url=box.zisson.url,
+        customers=[
+            CustomerEntry(id=c.id, name=c.name, firestore_id=c.id, zisson=bindings[c.id])
+            for c in box.customers
+        ],
+    )
 
 
 async def _seed_firestore(box: Sandbox) -> None:
@@ -150,34 +107,32 @@ async def _seed_firestore(box: Sandbox) -> None:
         await connector.aclose()
 
 
-def _seed_zisson(box: Sandbox, seed: int) -> dict[str, dict[str, str]]:
-    accounts: dict[str, dict[str, str]] = {}
+def _seed_zisson(box: Sandbox, seed: int) -> dict[str, ZissonBinding]:
+    bindings: dict[str, ZissonBinding] = {}
     secrets_dir = box.data_dir.resolve() / "secrets"
     for index, customer in enumerate(box.customers):
         guid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{seed}.{customer.id}.zisson.sandbox"))
         password = secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(24)
-        account = {
-            "api": _api_of(index),
-            "guid": guid,
-            "user_id": f"pdsync-{customer.id}",
-            "username": f"api-{customer.id}",
-            "token_file": str(_secret_file(secrets_dir / f"zisson-{customer.id}.token", token)),
-            "password_file": str(_secret_file(secrets_dir / f"zisson-{customer.id}.password", password)),
-        }
+        user_id, username = f"pdsync-{customer.id}", f"api-{customer.id}"
         box.zisson.add_account(
-            guid,
-            username=account["username"],
-            password=password,
-            user_id=account["user_id"],
-            refresh_token=token,
+            guid, username=username, password=password, user_id=user_id, refresh_token=token
         )
+        if index % 3 == 2:  # every third customer reads through the XML API
+            password_file = _secret_file(secrets_dir / f"zisson-{customer.id}.password", password)
+            bindings[customer.id] = ZissonBinding(
+                api="xml", username=username, password=SecretRef(file=password_file)
+            )
+        else:
+            token_file = _secret_file(secrets_dir / f"zisson-{customer.id}.token", token)
+            bindings[customer.id] = ZissonBinding(
+                api="json", user_id=user_id, customer_guid=guid, refresh_token_file=token_file
+            )
         for contact in customer.contacts:
             if contact.zisson is not None:
                 user_id = box.zisson.put_user(guid, user_body(contact.zisson))
                 contact.zisson = replace(contact.zisson, external_id=user_id)
-        accounts[customer.id] = account
-    return accounts
+    return bindings
 
 
 @contextlib.contextmanager
@@ -211,8 +166,8 @@ def running(
         )
         _secret_file(data_dir / "secrets" / "master.key", secrets.token_hex(32))
         asyncio.run(_seed_firestore(box))
-        accounts = _seed_zisson(box, seed)
-        box.config_path.write_text(_config_text(box, accounts), encoding="utf-8")
+        bindings = _seed_zisson(box, seed)
+        box.config_path.write_text(_config_text(box, bindings), encoding="utf-8")
         (data_dir / "seed.json").write_text(
             json.dumps(seed_json(box.customers, seed=seed), ensure_ascii=False, indent=1),
             encoding="utf-8",

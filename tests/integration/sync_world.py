@@ -1,0 +1,137 @@
+"""A customer bound to the real Firestore emulator and the Zisson simulator, with a store,
+for sync tests. Each system is inspected and edited through its own API, not pdsync's."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.cloud import firestore
+
+from connectors.firestore import FirestoreConnector
+from connectors.firestore.settings import FirestoreBinding
+from connectors.secrets import SecretRef
+from connectors.zisson import ZissonSettings
+from connectors.zisson.write_api import user_body
+from daemon.config import CustomerConfig, Settings, StoreConfig, SyncConfig, SystemsConfig
+from daemon.domain import ContactRecord, Customer
+from daemon.store import Store
+from daemon.sync import SyncReport, SyncService
+from sandbox.configfile import CustomerEntry, render
+from tests.fixtures.firestore import FirestoreEnv
+from tests.fixtures.zisson import ZissonBound
+
+CUSTOMER = "kunde-01"
+
+
+@dataclass(kw_only=True)
+class SyncWorld:
+    settings: Settings
+    store: Store
+    service: SyncService
+    firestore: FirestoreConnector
+    client: firestore.Client
+    zisson: ZissonBound
+    env: FirestoreEnv
+    master_key_file: Path
+
+    @property
+    def customer(self) -> CustomerConfig:
+        return self.settings.customers[0]
+
+    @property
+    def card_customer(self) -> Customer:
+        return self.customer.to_customer()
+
+    async def sync(self) -> SyncReport:
+        return await self.service.sync(self.customer, trigger="test")
+
+    async def settle(self, limit: int = 6) -> int:
+        """Sync until a run plans nothing; returns how many runs it took."""
+        for run in range(1, limit + 1):
+            report = await self.sync()
+            assert report.status == "completed", report.error
+            assert report.plan is not None
+            if not report.plan.ops and not report.plan.members and not report.plan.disputes:
+                return run
+        raise AssertionError(f"no quiet run in {limit} runs")
+
+    # -- the customer card, through Google's client ---------------------------------------
+
+    def contacts_ref(self) -> firestore.CollectionReference:
+        return self.client.collection("customers").document(CUSTOMER).collection("contacts")
+
+    def card(self) -> dict[str, dict[str, Any]]:
+        return {d.id: d.to_dict() or {} for d in self.contacts_ref().stream()}
+
+    async def put_card(self, records: Sequence[ContactRecord]) -> list[ContactRecord]:
+        return await self.firestore.put_contacts(self.card_customer, records)
+
+    # -- Zisson, through the simulator ----------------------------------------------------
+
+    def users(self) -> list[dict[str, Any]]:
+        return self.zisson.users()
+
+    def put_user(self, record: ContactRecord) -> str:
+        return self.zisson.seed(user_body(record))
+
+    def config_file(self, path: Path, **overrides: Any) -> Path:
+        """This world as a config file, for a daemon in another process."""
+        path.write_text(
+            render(
+                store_url=self.settings.store.url,
+                master_key_file=self.master_key_file,
+                firestore_project=self.env.project,
+                firestore_host=self.env.host,
+                zisson_url=self.zisson.sim.url,
+                customers=[
+                    CustomerEntry(id=CUSTOMER, name="Fjord Ærlig AS", firestore_id=CUSTOMER,
+                                  zisson=self.zisson.binding)
+                ],
+                **overrides,
+            ),
+            encoding="utf-8",
+        )
+        return path
+
+
+def make_world(
+    tmp_path: Path,
+    env: FirestoreEnv,
+    zisson: ZissonBound,
+    client: firestore.Client,
+    *,
+    store_url: str | None = None,
+    sync: SyncConfig | None = None,
+) -> SyncWorld:
+    key_file = tmp_path / "master.key"
+    key_file.write_text(secrets.token_hex(32))
+    settings = Settings(
+        store=StoreConfig(
+            url=store_url or f"sqlite:///{tmp_path / 'pdsync.db'}",
+            master_key=SecretRef(file=key_file),
+        ),
+        sync=sync or SyncConfig(),
+        systems=SystemsConfig(
+            firestore=env.settings(),
+            zisson=ZissonSettings(base_url=zisson.sim.url, write_mode="api"),
+        ),
+        customers=[
+            CustomerConfig(
+                id=CUSTOMER,
+                name="Fjord Ærlig AS",
+                firestore=FirestoreBinding(customer_id=CUSTOMER),
+                zisson=zisson.binding,
+            )
+        ],
+    )
+    store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    fs = FirestoreConnector(env.settings())
+    service = SyncService(settings, store, {"firestore": fs, "zisson": zisson.connector})
+    return SyncWorld(
+        settings=settings, store=store, service=service, firestore=fs, client=client,
+        zisson=zisson, env=env, master_key_file=key_file,
+    )
