@@ -178,3 +178,43 @@ class Customer:
             return self.bindings[system]
         except KeyError:
             raise LookupError(f"customer {self.id!r} has no binding for {system!r}") from None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Subject:
+    """A data subject to find or erase, by identifiers within one customer.
+
+    Held only in memory and, encrypted, in the store until the erasure completes;
+    never logged.
+    """
+
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.emails or self.phones or self.names)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ItemRef:
+    """One item a system holds that an erasure or retention run deletes.
+
+    `kind` is "contact", "message", "card" and so on; `scope` is the quota scope it
+    lives in (a mailbox, a database, an account); `id` is stable (Graph ImmutableId).
+    """
+
+    system: str
+    kind: str
+    id: str
+    scope: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Residual:
+    """What a system keeps after a delete, and for how long: shown on certificates."""
+
+    system: str
+    what: str  # e.g. "Recoverable Items (Purges)", "point-in-time recovery"
+    retention: str  # e.g. "up to 14 days (default), up to 30 days configurable"
+    note: str = ""
