@@ -187,9 +187,9 @@ class SyncService:
 
     async def _apply(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
         store = self.store
-        for member in plan.members:
-            store.set_member(customer.id, member.link_id, member.system, member.external_id,
-                             member.version, member.fingerprints)
+        store.set_members(customer.id, [
+            (m.link_id, m.system, m.external_id, m.version, m.fingerprints) for m in plan.members
+        ])
         for link_id, system in plan.removals:
             store.remove_member(customer.id, link_id, system)
         for dispute in plan.disputes:

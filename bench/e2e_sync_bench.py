@@ -1,0 +1,74 @@
+"""End to end: the first sync of one customer with 5,000 contacts through Google's
+Firestore emulator and the Zisson simulator, then a sync with nothing to change.
+
+Prints wall time, outside requests per system and store size, and the ratio of the
+no-change sync's requests to the first sync's (a no-change sync should only read).
+
+    python -m bench.e2e_sync_bench [--contacts 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from daemon import config, logs
+from daemon.store import Store
+from daemon.sync import SyncReport, SyncService
+from daemon.wiring import open_connectors
+from sandbox.up import running
+
+
+async def sync_twice(config_path: Path, zisson_counters: object) -> list[tuple[str, SyncReport, dict[str, int], float]]:
+    settings = config.load(config_path)
+    store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    rows = []
+    try:
+        async with AsyncExitStack() as stack:
+            connectors = await open_connectors(settings, stack)
+            service = SyncService(settings, store, connectors)
+            for label in ("first sync", "no-change sync"):
+                before = {s: getattr(c, "requests", 0) for s, c in connectors.items()}
+                started = time.perf_counter()
+                report = await service.sync(settings.customers[0], trigger="bench")
+                wall = time.perf_counter() - started
+                requests = {s: getattr(c, "requests", 0) - before[s] for s, c in connectors.items()}
+                rows.append((label, report, requests, wall))
+    finally:
+        store.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=5000)
+    args = parser.parse_args()
+    logs.configure(format="json", level="warning")
+    with tempfile.TemporaryDirectory() as tmp, running(
+        Path(tmp), seed=5, customers=1, contacts=args.contacts
+    ) as box:
+        seeded_zisson = sum(1 for c in box.customers[0].contacts if c.zisson is not None)
+        rows = asyncio.run(sync_twice(box.config_path, box.zisson.counters))
+        db = sum(p.stat().st_size for p in Path(tmp).glob("pdsync.db*"))
+    print(f"customer with {args.contacts:,} contacts on the card, {seeded_zisson:,} already in Zisson")
+    print(f"{'run':<16} {'wall s':>7} {'firestore req':>14} {'zisson req':>11} {'changes':>8}")
+    for label, report, requests, wall in rows:
+        changes = sum(v for k, v in report.applied.items() if k.endswith(".applied"))
+        print(
+            f"{label:<16} {wall:>7.2f} {requests.get('firestore', 0):>14} "
+            f"{requests.get('zisson', 0):>11} {changes:>8}   ({report.status})"
+        )
+    first, quiet = rows[0][2], rows[1][2]
+    print(f"no-change requests / first-sync requests: {sum(quiet.values())}/{sum(first.values())}"
+          f" = {sum(quiet.values()) / max(1, sum(first.values())):.3f}")
+    print(f"store on disk: {db / 2**20:.1f} MB; peak RSS: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

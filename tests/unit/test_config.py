@@ -1,0 +1,121 @@
+"""A bad config stops at start with the file, the key and the reason; secrets stay out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon import config
+from daemon.config import ConfigError
+
+GOOD = """
+[store]
+url = "sqlite:///{tmp}/pdsync.db"
+master_key = {{ file = "{tmp}/master.key" }}
+
+[sync]
+interval_seconds = 60
+
+[systems.firestore]
+project = "we4you"
+
+[systems.zisson]
+base_url = "https://zisson.example"
+
+[[customers]]
+id = "kunde-01"
+name = "Fjord Ærlig AS"
+[customers.firestore]
+customer_id = "kunde-01"
+[customers.zisson]
+api = "json"
+user_id = "u1"
+customer_guid = "g1"
+refresh_token_file = "{tmp}/token"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pdsync.toml"
+    path.write_text(text.format(tmp=tmp_path), encoding="utf-8")
+    (tmp_path / "master.key").write_text("ab" * 32)
+    return path
+
+
+def test_a_good_file_loads(tmp_path: Path) -> None:
+    settings = config.load(write(tmp_path, GOOD))
+    assert settings.customers[0].to_customer().name == "Fjord Ærlig AS"
+    assert settings.store.master_key_bytes() == bytes.fromhex("ab" * 32)
+    assert settings.sync.policy().authority == "firestore"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('api = "json"', 'api = "soap"'), "customers[0].zisson.api: Input should be 'json' or 'xml'"),
+        (("interval_seconds = 60", "interval_seconds = 1"), "sync.interval_seconds: Input should be greater than or equal to 5"),
+        (('id = "kunde-01"', 'id = "Kunde 01!"'), "customers[0].id: String should match pattern"),
+        (('customer_guid = "g1"\n', ""), "customers[0].zisson: api = 'json' needs customer_guid"),
+        (('[systems.zisson]\nbase_url = "https://zisson.example"\n', ""), "customers[0].zisson: binds to zisson but [systems.zisson] is not configured"),
+        (("[sync]\n", "[sync]\nbogus = 1\n"), "sync.bogus: Extra inputs are not permitted"),
+        (("[sync]\n", '[sync.fields.shoe_size]\nauthority = "zisson"\n[sync]\n'), "unknown field 'shoe_size'"),
+    ],
+)
+def test_a_bad_file_names_the_key_and_the_reason(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, text))
+    assert str(tmp_path / "pdsync.toml") in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_a_secret_written_in_the_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'api = "json"\nuser_id = "u1"\ncustomer_guid = "g1"\nrefresh_token_file = "{tmp}/token"',
+        'api = "xml"\nusername = "ops"\npassword = "hunter2-secret"',
+    )
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, text))
+    assert "customers[0].zisson.password: a secret may not be written in the config file" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_missing_file_and_broken_toml_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[store\n"))
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDSYNC_SYNC__INTERVAL_SECONDS", "90")
+    assert config.load(write(tmp_path, GOOD)).sync.interval_seconds == 90
+
+
+def test_config_check_exits_non_zero_and_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('api = "json"', 'api = "soap"'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "config", "check", "--config", str(path)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "customers[0].zisson.api" in result.stderr
+    good = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "config", "check", "--config", str(write(tmp_path, GOOD))],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+
+
+def test_a_master_key_of_the_wrong_size_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    (tmp_path / "master.key").write_text("abcd")
+    with pytest.raises(ConfigError, match="store.master_key .*not 32 bytes"):
+        config.load(path).store.master_key_bytes()

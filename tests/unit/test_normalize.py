@@ -1,0 +1,81 @@
+"""Normalisation never loses a digit or a letter (property tests)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemon import crypto, normalize
+from daemon.domain import Phone, PhoneType
+
+NORWEGIAN = "abcdefghijklmnopqrstuvwxyzæøåABCDEFGHIJKLMNOPQRSTUVWXYZÆØÅéü -'"
+SEPARATORS = st.sampled_from(["", " ", "-", ".", "  "])
+eight_digits = st.from_regex(r"[2-9][0-9]{7}", fullmatch=True)
+
+
+def digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """An 8-digit Norwegian number written the ways people write it."""
+    number = draw(eight_digits)
+    prefix = draw(st.sampled_from(["", "+47", "+47 ", "0047", "0047 ", "(+47) "]))
+    groups = draw(st.sampled_from([(8,), (2, 2, 2, 2), (3, 2, 3), (3, 5), (4, 4)]))
+    separator = draw(SEPARATORS)
+    parts, at = [], 0
+    for size in groups:
+        parts.append(number[at : at + size])
+        at += size
+    return number, prefix + separator.join(parts)
+
+
+@given(written_numbers())
+def test_any_written_norwegian_number_normalises_to_plus_47_and_keeps_every_digit(case: tuple[str, str]) -> None:
+    number, written = case
+    phone = normalize.phone(written, PhoneType.MOBILE)
+    assert phone.e164 == "+47" + number
+    assert phone.number == written.strip()  # the verbatim text is kept
+    assert digits(phone.number) == digits(written)
+
+
+@given(st.text(alphabet="0123456789 +-()x#*abc", max_size=25))
+def test_normalising_any_text_never_drops_a_digit_from_what_is_kept(text: str) -> None:
+    phone = normalize.phone(text)
+    assert digits(phone.number) == digits(text)
+    if phone.e164 is not None:
+        assert phone.e164.startswith("+") and digits(phone.e164).endswith(digits(phone.e164)[-4:])
+
+
+@given(st.text(alphabet=NORWEGIAN, min_size=1, max_size=40))
+def test_names_keep_every_letter(name: str) -> None:
+    kept = normalize.text(name)
+    assert kept == name.strip()
+    assert [ch for ch in kept if ch.isalpha()] == [ch for ch in name if ch.isalpha()]
+    key = normalize.name_key(name)
+    assert len([ch for ch in key if ch.isalpha()]) == len([ch for ch in name if ch.isalpha()])
+
+
+@given(st.text(alphabet=NORWEGIAN, min_size=1, max_size=20))
+def test_decomposed_letters_compose_without_loss(name: str) -> None:
+    decomposed = unicodedata.normalize("NFD", name)
+    assert normalize.text(decomposed) == normalize.text(name)
+
+
+@given(written_numbers(), written_numbers())
+def test_formatting_is_not_a_change_but_another_number_is(a: tuple[str, str], b: tuple[str, str]) -> None:
+    key = b"k" * 32
+    first = [Phone(number=a[1], type=PhoneType.WORK, e164=normalize.e164(a[1]))]
+    reformatted = [normalize.phone(" ".join(a[0][i : i + 2] for i in range(0, 8, 2)), PhoneType.WORK)]
+    assert crypto.fingerprint(key, "phones", first) == crypto.fingerprint(key, "phones", reformatted)
+    other = [normalize.phone(b[1], PhoneType.WORK)]
+    assert (crypto.fingerprint(key, "phones", first) == crypto.fingerprint(key, "phones", other)) == (a[0] == b[0])
+
+
+def test_unparseable_numbers_are_kept_verbatim_and_flagged() -> None:
+    phone = normalize.phone("ring sentralbordet")
+    assert phone.number == "ring sentralbordet" and phone.e164 is None
+    assert normalize.phone("12").e164 is None
