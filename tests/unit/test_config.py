@@ -119,3 +119,9 @@ def test_a_master_key_of_the_wrong_size_is_named(tmp_path: Path) -> None:
     (tmp_path / "master.key").write_text("abcd")
     with pytest.raises(ConfigError, match="store.master_key .*not 32 bytes"):
         config.load(path).store.master_key_bytes()
+
+
+def test_the_example_config_in_the_repository_is_valid() -> None:
+    settings = config.load(Path(__file__).parents[2] / "config" / "example.toml")
+    assert [c.id for c in settings.customers] == ["acme", "fjordbakst"]
+    assert settings.systems.zisson is not None and settings.systems.zisson.write_mode == "manual"
