@@ -24,7 +24,9 @@ from daemon.wiring import open_connectors
 from sandbox.up import running
 
 
-async def sync_twice(config_path: Path, zisson_counters: object) -> list[tuple[str, SyncReport, dict[str, int], float]]:
+async def sync_twice(
+    config_path: Path, zisson_counters: object
+) -> list[tuple[str, SyncReport, dict[str, int], float]]:
     settings = config.load(config_path)
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
     rows = []
@@ -49,13 +51,16 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=5000)
     args = parser.parse_args()
     logs.configure(format="json", level="warning")
-    with tempfile.TemporaryDirectory() as tmp, running(
-        Path(tmp), seed=5, customers=1, contacts=args.contacts
-    ) as box:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running(Path(tmp), seed=5, customers=1, contacts=args.contacts) as box,
+    ):
         seeded_zisson = sum(1 for c in box.customers[0].contacts if c.zisson is not None)
         rows = asyncio.run(sync_twice(box.config_path, box.zisson.counters))
         db = sum(p.stat().st_size for p in Path(tmp).glob("pdsync.db*"))
-    print(f"customer with {args.contacts:,} contacts on the card, {seeded_zisson:,} already in Zisson")
+    print(
+        f"customer with {args.contacts:,} contacts on the card, {seeded_zisson:,} already in Zisson"
+    )
     print(f"{'run':<16} {'wall s':>7} {'firestore req':>14} {'zisson req':>11} {'changes':>8}")
     for label, report, requests, wall in rows:
         changes = sum(v for k, v in report.applied.items() if k.endswith(".applied"))
@@ -64,10 +69,14 @@ def main() -> None:
             f"{requests.get('zisson', 0):>11} {changes:>8}   ({report.status})"
         )
     first, quiet = rows[0][2], rows[1][2]
-    print(f"no-change requests / first-sync requests: {sum(quiet.values())}/{sum(first.values())}"
-          f" = {sum(quiet.values()) / max(1, sum(first.values())):.3f}")
-    print(f"store on disk: {db / 2**20:.1f} MB; peak RSS: "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"no-change requests / first-sync requests: {sum(quiet.values())}/{sum(first.values())}"
+        f" = {sum(quiet.values()) / max(1, sum(first.values())):.3f}"
+    )
+    print(
+        f"store on disk: {db / 2**20:.1f} MB; peak RSS: "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,11 @@ def directory(n: int, system: str, rng: random.Random) -> list[ContactRecord]:
                 title="Rådgiver",
                 department="Økonomi",
                 emails=(f"ase{i}@example.no",),
-                phones=(normalize.phone(mobile if system == "zisson" else f"+47 {mobile}", PhoneType.MOBILE),),
+                phones=(
+                    normalize.phone(
+                        mobile if system == "zisson" else f"+47 {mobile}", PhoneType.MOBILE
+                    ),
+                ),
                 version="1",
             )
         )
@@ -85,11 +89,24 @@ def change_one_percent(views: dict[str, SystemView], rng: random.Random) -> dict
     for i in rng.sample(range(n), quarter):
         card[i] = replace(card[i], title="Daglig leder", version="2")
     for i in rng.sample(range(n), quarter):
-        zisson[i] = replace(zisson[i], phones=(normalize.phone("4" + zisson[i].phones[0].number[1:], PhoneType.MOBILE),), version="2")
+        zisson[i] = replace(
+            zisson[i],
+            phones=(normalize.phone("4" + zisson[i].phones[0].number[1:], PhoneType.MOBILE),),
+            version="2",
+        )
     for _ in range(quarter):
         card.pop(rng.randrange(len(card)))
     for j in range(quarter):
-        card.append(replace(card[0], external_id=f"new-{j}", emails=(f"new{j}@example.no",), display_name=f"Ny {j}", given_name=f"Ny{j}", phones=()))
+        card.append(
+            replace(
+                card[0],
+                external_id=f"new-{j}",
+                emails=(f"new{j}@example.no",),
+                display_name=f"Ny {j}",
+                given_name=f"Ny{j}",
+                phones=(),
+            )
+        )
     return {
         "firestore": replace(views["firestore"], records=card),
         "zisson": replace(views["zisson"], records=zisson),
@@ -141,7 +158,8 @@ def main() -> None:
             rows.append(pool.apply(measure, (n,)))
     print("1% plan: the steady state; RSS: peak of the process holding both directories,")
     print("the stored state and the plan; first plan: linking everything from scratch.")
-    print(f"{'contacts':>9} {'first plan s':>12} {'1% plan s':>10} {'plan peak MB':>13} {'RSS MB':>8} {'ops':>6}")
+    header = ("contacts", "first plan s", "1% plan s", "plan peak MB", "RSS MB", "ops")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (9, 12, 10, 13, 8, 6), strict=True)))
     for r in rows:
         print(
             f"{r['contacts']:>9,} {r['first_plan_s']:>12.2f} {r['plan_s']:>10.2f}"
@@ -150,7 +168,8 @@ def main() -> None:
     if len(rows) >= 2:
         ratio = rows[-1]["plan_s"] / rows[0]["plan_s"]
         size_ratio = rows[-1]["contacts"] / rows[0]["contacts"]
-        print(f"ratio {rows[-1]['contacts']:,}/{rows[0]['contacts']:,}: {ratio:.1f} (linear: {size_ratio:.0f})")
+        sizes = f"{rows[-1]['contacts']:,}/{rows[0]['contacts']:,}"
+        print(f"ratio {sizes}: {ratio:.1f} (linear: {size_ratio:.0f})")
         big = rows[-1]
         ok = big["plan_s"] < 3 and big["process_rss_mb"] < 400
         print(f"target 100k < 3 s and < 400 MB: {'met' if ok else 'NOT met'}")

@@ -95,9 +95,14 @@ class Connector(Protocol):
     set of SYNC_FIELDS the system can hold; the others are neither read nor written.
     """
 
-    system: str
-    capabilities: frozenset[Capability]
-    fields: frozenset[str]
+    @property
+    def system(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    @property
+    def fields(self) -> frozenset[str]: ...
 
     async def read(self, customer: Customer) -> ReadResult:
         """Every contact record of `customer` in this system.

@@ -7,7 +7,6 @@ approval (a run stopped at the deletion threshold).
 from __future__ import annotations
 
 import asyncio
-import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,8 +44,9 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path,
-    typer.Option("--config", "-c", envvar=CONFIG_ENV, help="The TOML config file.",
-                 show_default=True),
+    typer.Option(
+        "--config", "-c", envvar=CONFIG_ENV, help="The TOML config file.", show_default=True
+    ),
 ]
 DEFAULT_CONFIG = Path("pdsync.toml")
 
@@ -102,7 +102,9 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
 def sync(
     config: ConfigOption = DEFAULT_CONFIG,
     customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
-    plan: Annotated[bool, typer.Option("--plan", help="Show what would change; change nothing.")] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Show what would change; change nothing.")
+    ] = False,
     approve_deletions: Annotated[
         int | None,
         typer.Option(help="Approve a run deleting up to N contacts (past the threshold)."),
@@ -110,7 +112,8 @@ def sync(
     reason: Annotated[str | None, typer.Option(help="Why (recorded with the approval).")] = None,
 ) -> None:
     """Run one sync cycle now and print what changed (or, with --plan, would change)."""
-    from daemon.sync import RunStatus, SyncService, operator
+    from daemon.store import RunStatus
+    from daemon.sync import SyncService, operator
     from daemon.wiring import open_connectors
 
     settings = _load(config)
@@ -123,13 +126,13 @@ def sync(
         store = _open_store(settings)
         try:
             if approve_deletions is not None and customer:
-                store.approve_deletions(customer, approve_deletions, by=operator(), reason=reason or "")
+                store.approve_deletions(
+                    customer, approve_deletions, by=operator(), reason=reason or ""
+                )
             async with AsyncExitStack() as stack:
                 connectors = await open_connectors(settings, stack)
                 service = SyncService(settings, store, connectors)
-                return [
-                    await service.sync(c, trigger="cli", plan_only=plan) for c in customers
-                ]
+                return [await service.sync(c, trigger="cli", plan_only=plan) for c in customers]
         finally:
             store.close()
 
@@ -139,13 +142,27 @@ def sync(
         err.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(2) from None
     table = Table(title="Planned changes" if plan else "Sync")
-    for column in ("customer", "run", "status", "system", "create", "update", "delete", "disputes", "manual"):
+    for column in (
+        "customer",
+        "run",
+        "status",
+        "system",
+        "create",
+        "update",
+        "delete",
+        "disputes",
+        "manual",
+    ):
         table.add_column(column)
     for report in reports:
         counts = report.plan.counts() if report.plan else {}
         systems = sorted({k.split(".")[0] for k in counts if "." in k}) or ["-"]
         for i, system in enumerate(systems):
-            manual = sum(v for k, v in report.applied.items() if k.startswith(system + ".") and k.endswith(".manual"))
+            manual = sum(
+                v
+                for k, v in report.applied.items()
+                if k.startswith(system + ".") and k.endswith(".manual")
+            )
             table.add_row(
                 report.customer_id if i == 0 else "",
                 report.run_id[:8] if i == 0 else "",
@@ -163,8 +180,10 @@ def sync(
     if any(r.status == RunStatus.FAILED for r in reports):
         raise typer.Exit(1)
     if any(r.status == RunStatus.AWAITING_APPROVAL for r in reports):
-        err.print("a run stopped at the deletion threshold: review with `pdsync sync --plan`, "
-                  "then approve with --approve-deletions N --reason TEXT")
+        err.print(
+            "a run stopped at the deletion threshold: review with `pdsync sync --plan`, "
+            "then approve with --approve-deletions N --reason TEXT"
+        )
         raise typer.Exit(3)
 
 
@@ -203,7 +222,11 @@ def runs_list(
         applied = (row.summary or {}).get("applied", {})
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
         table.add_row(
-            row.id[:8], row.kind, row.customer_id or "-", row.trigger, row.status,
+            row.id[:8],
+            row.kind,
+            row.customer_id or "-",
+            row.trigger,
+            row.status,
             row.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             f"{seconds:.1f}" if seconds is not None else "-",
             str(sum(v for k, v in applied.items() if k.endswith(".applied"))),
@@ -225,14 +248,21 @@ def runs_show(run_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
         events = store.run_events(run_id=row.id)
     finally:
         store.close()
-    out.print(f"run {row.id} {row.kind} {row.customer_id} {row.status} {row.started_at:%Y-%m-%d %H:%M:%S}")
+    out.print(
+        f"run {row.id} {row.kind} {row.customer_id} {row.status} {row.started_at:%Y-%m-%d %H:%M:%S}"
+    )
     out.print(row.summary, highlight=False)
     table = Table()
     for column in ("time", "level", "system", "event", "detail"):
         table.add_column(column)
     for event in events:
-        table.add_row(event.ts.strftime("%H:%M:%S"), event.level, event.system or "-", event.event,
-                      str(event.detail or ""))
+        table.add_row(
+            event.ts.strftime("%H:%M:%S"),
+            event.level,
+            event.system or "-",
+            event.event,
+            str(event.detail or ""),
+        )
     out.print(table)
 
 
@@ -255,8 +285,14 @@ def disputes_list(
     for column in ("id", "customer", "link", "field", "systems", "opened"):
         table.add_column(column)
     for row in rows:
-        table.add_row(str(row.id), row.customer_id, row.link_id[:8], row.field,
-                      ", ".join(sorted(row.fingerprints)), row.opened_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            str(row.id),
+            row.customer_id,
+            row.link_id[:8],
+            row.field,
+            ", ".join(sorted(row.fingerprints)),
+            row.opened_at.strftime("%Y-%m-%d %H:%M"),
+        )
     out.print(table)
 
 
@@ -279,8 +315,14 @@ def tasks_list(
     for column in ("id", "customer", "system", "operation", "link", "created"):
         table.add_column(column)
     for row in rows:
-        table.add_row(str(row.id), row.customer_id, row.system, row.op_kind, row.link_id[:8],
-                      row.created_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            str(row.id),
+            row.customer_id,
+            row.system,
+            row.op_kind,
+            row.link_id[:8],
+            row.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
     out.print(table)
 
 
@@ -314,8 +356,14 @@ def quarantine_list(
     for column in ("id", "customer", "system", "external id", "reason", "seen"):
         table.add_column(column)
     for row in rows:
-        table.add_row(str(row.id), row.customer_id, row.system, row.external_id or "-",
-                      row.reason, str(row.count))
+        table.add_row(
+            str(row.id),
+            row.customer_id,
+            row.system,
+            row.external_id or "-",
+            row.reason,
+            str(row.count),
+        )
     out.print(table)
 
 
@@ -325,7 +373,9 @@ def sandbox_up(
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 1,
     customers: Annotated[int, typer.Option(help="How many customers.")] = 3,
     contacts: Annotated[int, typer.Option(help="Contacts per customer.")] = 40,
-    config: Annotated[Path | None, typer.Option("--config", "-c", envvar=CONFIG_ENV, hidden=True)] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", envvar=CONFIG_ENV, hidden=True)
+    ] = None,
 ) -> None:
     """Start the Zisson simulator and the Firestore emulator with seeded data, write
     DATA_DIR/pdsync.toml, seed.json and ready, and stay up until interrupted."""
@@ -344,4 +394,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

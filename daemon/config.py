@@ -229,6 +229,6 @@ def load(path: str | Path) -> Settings:
             return (env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
 
     try:
-        return _FromFile()
+        return _FromFile()  # type: ignore[call-arg]  # the values come from the sources
     except ValidationError as exc:
         raise ConfigError(describe(exc, str(path))) from None

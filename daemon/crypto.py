@@ -7,8 +7,8 @@ across runs without the store holding the value, and once the key is destroyed
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import hmac
 import operator
 import os
@@ -45,7 +45,9 @@ def canonical(field: str, value: Any) -> str:
     of every record on every run, so it avoids general-purpose serialisers.
     """
     if field == "phones":
-        return "\x1f".join(sorted([f"{p.e164 or _nfc(p.number).strip()}\x1d{p.type}" for p in value]))
+        return "\x1f".join(
+            sorted([f"{p.e164 or _nfc(p.number).strip()}\x1d{p.type}" for p in value])
+        )
     if field == "emails":
         return "\x1f".join(sorted({_nfc(e).strip().casefold() for e in value if e}))
     if field == "kind":
@@ -91,7 +93,6 @@ def decrypt(key: bytes, blob: bytes, *, context: str) -> bytes:
         raise CryptoError(f"cannot decrypt {context}: wrong key or damaged data") from exc
 
 
-
 @functools.lru_cache(maxsize=64)
 def _encoder(fields: tuple[str, ...]) -> Callable[[ContactRecord], str]:
     """The raw-text encoder of a record for `fields`, built once per field set."""
@@ -101,7 +102,7 @@ def _encoder(fields: tuple[str, ...]) -> Callable[[ContactRecord], str]:
 
     def encode(record: ContactRecord) -> str:
         values = getter(record)
-        parts = [values] if len(fields) == 1 else list(values)
+        parts: list[Any] = [values] if len(fields) == 1 else list(values)
         if emails >= 0:
             parts[emails] = "\x1f".join(parts[emails])
         if phones >= 0:

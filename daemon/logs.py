@@ -55,9 +55,7 @@ def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
-        return {
-            k: "[redacted]" if k in PERSONAL_KEYS else _redact(v) for k, v in value.items()
-        }
+        return {k: "[redacted]" if k in PERSONAL_KEYS else _redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact(v) for v in value]
     return value
@@ -77,9 +75,7 @@ def redact_personal_data(
     return event_dict
 
 
-def configure(
-    *, format: str = "auto", level: str = "info", stream: TextIO | None = None
-) -> None:
+def configure(*, format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog and route the standard library's logging through the same chain."""
     stream = stream or sys.stderr
     as_json = format == "json" or (format == "auto" and not stream.isatty())

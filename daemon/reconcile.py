@@ -31,7 +31,9 @@ class SystemView:
     system: str
     fields: frozenset[str]
     records: Sequence[ContactRecord]
-    project: Callable[[ContactRecord], ContactRecord] = lambda record: record  # identity: same object
+    project: Callable[[ContactRecord], ContactRecord] = lambda record: (
+        record
+    )  # identity: same object
     quarantined: frozenset[str] = frozenset()  # external ids read as malformed
 
 
@@ -150,7 +152,7 @@ class Reconciler:
             groups.append(group)
 
         blocked: set[tuple[str, str]] = set()  # (link, system): ambiguous, create nothing
-        order = [self.policy.authority] + sorted(s for s in views if s != self.policy.authority)
+        order = [self.policy.authority, *sorted(s for s in views if s != self.policy.authority)]
         for system in order:
             if system not in views:
                 continue
@@ -259,7 +261,9 @@ class _PlanBuilder:
     def plan_group(self, group: _Group) -> None:
         for system, member in group.stored.items():
             if system in self.views and member.external_id in self.views[system].quarantined:
-                self.notes.append(("skipped_quarantined", {"link": group.link_id, "system": system}))
+                self.notes.append(
+                    ("skipped_quarantined", {"link": group.link_id, "system": system})
+                )
                 return
         authority = self.policy.authority
         present = group.records
@@ -309,7 +313,7 @@ class _PlanBuilder:
             self._dispute(group, RECORD, {s: "present" for s in group.records})
             self._refresh_baselines(group, {}, set())
             return
-        system, source = next(iter(sorted(group.records.items())))
+        _, source = next(iter(sorted(group.records.items())))
         for target in self.views:
             if target not in group.records and (group.link_id, target) not in self.blocked:
                 self._create(group, target, source, reason="propagate")
@@ -357,12 +361,15 @@ class _PlanBuilder:
         present = group.records
         stored = {s: m.fingerprints for s, m in group.stored.items()}
         # Fast path: every system still holds what it held after the last sync.
-        if all(
-            s in stored
-            and stored[s].get(crypto.ALL)
-            == crypto.record_digest(self.key, r, self.sorted_fields[s])
-            for s, r in present.items()
-        ) and group.link_id not in self.dispute_links:
+        if (
+            all(
+                s in stored
+                and stored[s].get(crypto.ALL)
+                == crypto.record_digest(self.key, r, self.sorted_fields[s])
+                for s, r in present.items()
+            )
+            and group.link_id not in self.dispute_links
+        ):
             return
         current = {s: self._fingerprints(s, r) for s, r in present.items()}
         writes: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -505,9 +512,11 @@ class _PlanBuilder:
                     fps.pop(name, None)
             if held:
                 fps[crypto.ALL] = PENDING  # never matches: the next run looks field by field
-            if old is not None and old.external_id == record.external_id and dict(
-                old.fingerprints
-            ) == fps:
+            if (
+                old is not None
+                and old.external_id == record.external_id
+                and dict(old.fingerprints) == fps
+            ):
                 continue
             self.members.append(
                 MemberUpdate(

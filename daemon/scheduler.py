@@ -21,7 +21,9 @@ class Schedule:
     def __init__(self) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
-    def every(self, job_id: str, seconds: float, job: Job, *, first_in: float | None = None) -> None:
+    def every(
+        self, job_id: str, seconds: float, job: Job, *, first_in: float | None = None
+    ) -> None:
         """Run `job` every `seconds`; the first run after `first_in` seconds (default: a
         random point within the first interval, so customers spread out)."""
         delay = random.uniform(0, min(seconds, 30)) if first_in is None else first_in

@@ -66,7 +66,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         schedule.shutdown()
         sync.stop()
         if running:
-            done, pending = await asyncio.wait(running, timeout=DRAIN_SECONDS)
+            _, pending = await asyncio.wait(running, timeout=DRAIN_SECONDS)
             for task in pending:
                 task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):

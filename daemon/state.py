@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 FP_WIDTH = 16  # hex characters of a stored fingerprint (64 bits)
 PENDING = "-" * FP_WIDTH  # a baseline that never matches: compare field by field
@@ -21,7 +22,7 @@ class Fingerprints(Mapping[str, str]):
     """
 
     __slots__ = ("_names", "_packed")
-    _shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
+    _shapes: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
 
     def __init__(self, values: Mapping[str, str]) -> None:
         names = tuple(sorted(values))

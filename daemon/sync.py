@@ -87,8 +87,13 @@ class SyncService:
             except ConnectorError as exc:
                 report.status = RunStatus.FAILED
                 report.error = str(exc)
-                self._event(report, "sync_failed", level="error", system=exc.system,
-                            detail={"error": str(exc), "kind": type(exc).__name__})
+                self._event(
+                    report,
+                    "sync_failed",
+                    level="error",
+                    system=exc.system,
+                    detail={"error": str(exc), "kind": type(exc).__name__},
+                )
             except asyncio.CancelledError:
                 report.status = RunStatus.INTERRUPTED
                 raise
@@ -96,8 +101,7 @@ class SyncService:
                 report.status = RunStatus.FAILED
                 report.error = f"internal error: {type(exc).__name__}"
                 log.exception("sync_crashed")
-                self._event(report, "sync_failed", level="error",
-                            detail={"error": report.error})
+                self._event(report, "sync_failed", level="error", detail={"error": report.error})
             finally:
                 self.store.finish_run(run_id, report.status, report.summary())
                 log.info("sync_finished", status=report.status, **_flat(report.summary()))
@@ -143,8 +147,13 @@ class SyncService:
             )
             unparseable = sum(1 for r in result.records for p in r.phones if p.e164 is None)
             if unparseable:
-                self._event(report, "unparseable_phone", level="warning", system=system,
-                            detail={"count": unparseable})
+                self._event(
+                    report,
+                    "unparseable_phone",
+                    level="warning",
+                    system=system,
+                    detail={"count": unparseable},
+                )
         state = self.store.load_state(customer.id)
         reconciler = Reconciler(
             customer_id=customer.id, key=key, policy=self.settings.sync.policy()
@@ -156,14 +165,21 @@ class SyncService:
             return
         threshold = self.settings.sync.policy().deletion_threshold
         deletions = plan.deleted_contacts
-        if threshold.exceeded_by(deletions, plan.total_contacts) and not self.store.consume_approval(
-            customer.id, deletions, report.run_id
-        ):
+        if threshold.exceeded_by(
+            deletions, plan.total_contacts
+        ) and not self.store.consume_approval(customer.id, deletions, report.run_id):
             report.status = RunStatus.AWAITING_APPROVAL
-            self._event(report, "deletion_threshold_exceeded", level="warning", detail={
-                "deletions": deletions, "total": plan.total_contacts,
-                "max_count": threshold.max_count, "max_share": threshold.max_share,
-            })
+            self._event(
+                report,
+                "deletion_threshold_exceeded",
+                level="warning",
+                detail={
+                    "deletions": deletions,
+                    "total": plan.total_contacts,
+                    "max_count": threshold.max_count,
+                    "max_share": threshold.max_share,
+                },
+            )
             return
         report.status = RunStatus.COMPLETED
         await self._apply(customer, plan, report)  # may set INTERRUPTED on stop
@@ -178,18 +194,22 @@ class SyncService:
             )
             if rejected.external_id is not None:
                 ids.add(rejected.external_id)
-            self._event(report, "quarantined", level="warning", system=system,
-                        detail={"external_id": rejected.external_id, "reason": rejected.reason})
-        self.store.release_quarantine(
-            customer.id, system, [r.external_id for r in result.records]
-        )
+            self._event(
+                report,
+                "quarantined",
+                level="warning",
+                system=system,
+                detail={"external_id": rejected.external_id, "reason": rejected.reason},
+            )
+        self.store.release_quarantine(customer.id, system, [r.external_id for r in result.records])
         return frozenset(ids)
 
     async def _apply(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
         store = self.store
-        store.set_members(customer.id, [
-            (m.link_id, m.system, m.external_id, m.version, m.fingerprints) for m in plan.members
-        ])
+        store.set_members(
+            customer.id,
+            [(m.link_id, m.system, m.external_id, m.version, m.fingerprints) for m in plan.members],
+        )
         for link_id, system in plan.removals:
             store.remove_member(customer.id, link_id, system)
         for dispute in plan.disputes:
@@ -197,9 +217,15 @@ class SyncService:
         for link_id, name in plan.settled_disputes:
             store.close_disputes_for_link(customer.id, link_id, name)
         if plan.disputes:
-            self._event(report, "disputes_open", level="warning",
-                        detail={"fields": sorted({d.field for d in plan.disputes}),
-                                "count": len(plan.disputes)})
+            self._event(
+                report,
+                "disputes_open",
+                level="warning",
+                detail={
+                    "fields": sorted({d.field for d in plan.disputes}),
+                    "count": len(plan.disputes),
+                },
+            )
 
         by_system: dict[str, list[PlannedOp]] = defaultdict(list)
         for planned in plan.ops:
@@ -219,8 +245,14 @@ class SyncService:
         store = self.store
         for planned in planned_ops:
             op = planned.op
-            store.journal_begin(op.op_id, run_id=report.run_id, customer_id=customer.id,
-                                link_id=op.link_id, system=system, kind=str(op.kind))
+            store.journal_begin(
+                op.op_id,
+                run_id=report.run_id,
+                customer_id=customer.id,
+                link_id=op.link_id,
+                system=system,
+                kind=str(op.kind),
+            )
         results = await self.connectors[system].apply(customer, [p.op for p in planned_ops])
         for planned, result in zip(planned_ops, results, strict=True):
             self._record_result(customer, planned, result, report)
@@ -237,28 +269,63 @@ class SyncService:
             else:
                 external_id = result.external_id or op.external_id
                 assert external_id is not None, "an applied create must name the new record"
-                store.set_member(customer.id, op.link_id, op.system, external_id,
-                                 result.version, planned.fingerprints)
+                store.set_member(
+                    customer.id,
+                    op.link_id,
+                    op.system,
+                    external_id,
+                    result.version,
+                    planned.fingerprints,
+                )
             store.journal_finish(op.op_id, "done", result.external_id or op.external_id)
-            self._event(report, f"{op.kind}d", system=op.system, detail={
-                "link": op.link_id, "external_id": result.external_id or op.external_id,
-                "fields": list(planned.changed_fields), "reason": planned.reason,
-                "fingerprints": {k: planned.fingerprints[k] for k in planned.changed_fields
-                                 if k in planned.fingerprints},
-            })
+            self._event(
+                report,
+                f"{op.kind}d",
+                system=op.system,
+                detail={
+                    "link": op.link_id,
+                    "external_id": result.external_id or op.external_id,
+                    "fields": list(planned.changed_fields),
+                    "reason": planned.reason,
+                    "fingerprints": {
+                        k: planned.fingerprints[k]
+                        for k in planned.changed_fields
+                        if k in planned.fingerprints
+                    },
+                },
+            )
         elif result.status is OpStatus.MANUAL:
-            store.open_task(customer.id, op.system, op.link_id, str(op.kind), op.op_id,
-                            result.instruction or f"{op.kind} in {op.system}")
+            store.open_task(
+                customer.id,
+                op.system,
+                op.link_id,
+                str(op.kind),
+                op.op_id,
+                result.instruction or f"{op.kind} in {op.system}",
+            )
             store.journal_finish(op.op_id, "done")
-            self._event(report, "manual_task", system=op.system,
-                        detail={"link": op.link_id, "op": str(op.kind),
-                                "fields": list(planned.changed_fields)})
+            self._event(
+                report,
+                "manual_task",
+                system=op.system,
+                detail={
+                    "link": op.link_id,
+                    "op": str(op.kind),
+                    "fields": list(planned.changed_fields),
+                },
+            )
         else:
             store.journal_finish(op.op_id, "failed")
-            level = "warning" if result.status in (OpStatus.CONFLICT, OpStatus.NOT_FOUND) else "error"
-            self._event(report, f"{op.kind}_{result.status}", level=level, system=op.system,
-                        detail={"link": op.link_id, "external_id": op.external_id,
-                                "error": result.error})
+            level = (
+                "warning" if result.status in (OpStatus.CONFLICT, OpStatus.NOT_FOUND) else "error"
+            )
+            self._event(
+                report,
+                f"{op.kind}_{result.status}",
+                level=level,
+                system=op.system,
+                detail={"link": op.link_id, "external_id": op.external_id, "error": result.error},
+            )
 
     def _close_verified_tasks(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
         """A manual task is done when a read-back shows nothing left to change."""
@@ -266,8 +333,12 @@ class SyncService:
         for task in self.store.list_tasks(customer_id=customer.id, open_only=True):
             if (task.link_id, task.system) not in still_needed:
                 self.store.close_task(task.id, "verified by read-back")
-                self._event(report, "manual_task_verified", system=task.system,
-                            detail={"link": task.link_id, "task": task.id})
+                self._event(
+                    report,
+                    "manual_task_verified",
+                    system=task.system,
+                    detail={"link": task.link_id, "task": task.id},
+                )
 
 
 def _flat(summary: Mapping[str, Any]) -> dict[str, Any]:

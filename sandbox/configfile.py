@@ -63,8 +63,12 @@ def render(
         "",
     ]
     if zisson_url is not None:
-        lines += ["[systems.zisson]", f"base_url = {_value(zisson_url)}",
-                  f"write_mode = {_value(write_mode)}", ""]
+        lines += [
+            "[systems.zisson]",
+            f"base_url = {_value(zisson_url)}",
+            f"write_mode = {_value(write_mode)}",
+            "",
+        ]
     for customer in customers:
         lines += [
             "[[customers]]",

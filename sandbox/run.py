@@ -1,6 +1,6 @@
 """`make run`: the sandbox and the daemon against it, in one process, until Ctrl-C.
 
-    python -m sandbox.run --data-dir .sandbox [--seed 1] [--customers 3] [--contacts 40]
+python -m sandbox.run --data-dir .sandbox [--seed 1] [--customers 3] [--contacts 40]
 """
 
 from __future__ import annotations

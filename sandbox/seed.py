@@ -20,8 +20,16 @@ from daemon.domain import ContactKind, ContactRecord, Phone, PhoneType
 
 DEPARTMENTS = ("Sentralbord", "Økonomi", "Kundeservice", "Lager og logistikk", "Ledelse", "Salg")
 TITLES = (
-    "Daglig leder", "Økonomisjef", "Regnskapsfører", "Selger", "Kundebehandler",
-    "Lagerarbeider", "Prosjektleder", "Styreleder", "Rådgiver", "Sjåfør",
+    "Daglig leder",
+    "Økonomisjef",
+    "Regnskapsfører",
+    "Selger",
+    "Kundebehandler",
+    "Lagerarbeider",
+    "Prosjektleder",
+    "Styreleder",
+    "Rådgiver",
+    "Sjåfør",
 )
 # Names that must always appear, so every run exercises æ, ø and å.
 NORWEGIAN = (("Åse", "Bjørnstad"), ("Kjærsti", "Løvås"), ("Ørjan", "Ødegård"), ("Pål", "Brækhus"))
@@ -162,7 +170,9 @@ def record_json(record: ContactRecord) -> dict[str, Any]:
         "title": record.title,
         "department": record.department,
         "emails": list(record.emails),
-        "phones": [{"number": p.number, "type": str(p.type), "e164": p.e164} for p in record.phones],
+        "phones": [
+            {"number": p.number, "type": str(p.type), "e164": p.e164} for p in record.phones
+        ],
         "notes": record.notes,
     }
 

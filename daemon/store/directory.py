@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from daemon.state import Fingerprints, CustomerState, Link, Member, OpenDispute, OpenTask
+from daemon.state import CustomerState, Fingerprints, Link, Member, OpenDispute, OpenTask
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import DuplicateMember, NotFound

@@ -39,8 +39,21 @@ def test_make_run_syncs_every_customer_stops_on_sigterm_and_leaks_nothing(tmp_pa
     data = tmp_path / "sandbox"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.run", "--data-dir", str(data), "--customers", "3", "--contacts", "25"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sandbox.run",
+            "--data-dir",
+            str(data),
+            "--customers",
+            "3",
+            "--contacts",
+            "25",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
     )
     lines: list[str] = []
     finished: dict[str, str] = {}

@@ -88,8 +88,12 @@ class SyncWorld:
                 firestore_host=self.env.host,
                 zisson_url=self.zisson.sim.url,
                 customers=[
-                    CustomerEntry(id=CUSTOMER, name="Fjord Ærlig AS", firestore_id=CUSTOMER,
-                                  zisson=self.zisson.binding)
+                    CustomerEntry(
+                        id=CUSTOMER,
+                        name="Fjord Ærlig AS",
+                        firestore_id=CUSTOMER,
+                        zisson=self.zisson.binding,
+                    )
                 ],
                 **overrides,
             ),
@@ -132,6 +136,12 @@ def make_world(
     fs = FirestoreConnector(env.settings())
     service = SyncService(settings, store, {"firestore": fs, "zisson": zisson.connector})
     return SyncWorld(
-        settings=settings, store=store, service=service, firestore=fs, client=client,
-        zisson=zisson, env=env, master_key_file=key_file,
+        settings=settings,
+        store=store,
+        service=service,
+        firestore=fs,
+        client=client,
+        zisson=zisson,
+        env=env,
+        master_key_file=key_file,
     )

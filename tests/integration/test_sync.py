@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from connectors.base import RetryPolicy
 from daemon import normalize
 from daemon.config import DeletionThresholdConfig, FieldPolicyConfig, SyncConfig
 from daemon.domain import ContactKind, ContactRecord, PhoneType
@@ -85,9 +84,17 @@ def zisson_by_email(world: SyncWorld) -> dict[str, dict[str, object]]:
     return {u["emails"][0]: u for u in world.users()}
 
 
-async def test_new_card_contacts_reach_zisson_with_letters_and_numbers_exact(world: SyncWorld) -> None:
+async def test_new_card_contacts_reach_zisson_with_letters_and_numbers_exact(
+    world: SyncWorld,
+) -> None:
     records = [
-        person(i, phones=(normalize.phone(FORMATS[i], PhoneType.WORK), normalize.phone(FORMATS[-1 - i], PhoneType.MOBILE)))
+        person(
+            i,
+            phones=(
+                normalize.phone(FORMATS[i], PhoneType.WORK),
+                normalize.phone(FORMATS[-1 - i], PhoneType.MOBILE),
+            ),
+        )
         for i in range(4)
     ]
     await world.put_card(records)
@@ -98,17 +105,22 @@ async def test_new_card_contacts_reach_zisson_with_letters_and_numbers_exact(wor
     for record in records:
         user = users[record.emails[0]]
         assert (user["firstName"], user["lastName"], user["displayName"]) == (
-            record.given_name, record.family_name, record.display_name)
+            record.given_name,
+            record.family_name,
+            record.display_name,
+        )
         assert [p["number"] for p in user["phoneNumbers"]] == [p.number for p in record.phones]
         assert user["title"] == "Rådgiver" and user["department"] == "Økonomi"
     assert await world.settle() <= 2
     assert len(world.users()) == 4  # nothing created twice
 
 
-async def test_matching_contacts_are_linked_not_duplicated_whatever_the_phone_format(world: SyncWorld) -> None:
+async def test_matching_contacts_are_linked_not_duplicated_whatever_the_phone_format(
+    world: SyncWorld,
+) -> None:
     card = [person(i, phones=(normalize.phone(FORMATS[i], PhoneType.WORK),)) for i in range(3)]
     await world.put_card(card)
-    for i, record in enumerate(card):
+    for i in range(len(card)):
         digits = "".join(ch for ch in FORMATS[i] if ch.isdigit())[-8:]
         world.put_user(person(i, phones=(normalize.phone(digits, PhoneType.WORK),)))
     world.zisson.sim.reset_counters()
@@ -118,7 +130,9 @@ async def test_matching_contacts_are_linked_not_duplicated_whatever_the_phone_fo
     assert len(world.users()) == 3
 
 
-async def test_a_title_changed_on_the_card_reaches_zisson_and_nothing_else_changes(world: SyncWorld) -> None:
+async def test_a_title_changed_on_the_card_reaches_zisson_and_nothing_else_changes(
+    world: SyncWorld,
+) -> None:
     [stored] = await world.put_card([person(0)])
     await world.settle()
     before = zisson_by_email(world)["person0@fjord.no"]
@@ -128,40 +142,64 @@ async def test_a_title_changed_on_the_card_reaches_zisson_and_nothing_else_chang
     after = zisson_by_email(world)["person0@fjord.no"]
     assert after["title"] == "Styreleder"
     assert {k: v for k, v in after.items() if k not in ("title", "version")} == {
-        k: v for k, v in before.items() if k not in ("title", "version")}
+        k: v for k, v in before.items() if k not in ("title", "version")
+    }
     assert await world.settle() <= 2
 
 
-async def test_a_phone_changed_in_zisson_is_put_back_when_the_card_is_authority(world: SyncWorld) -> None:
+async def test_a_phone_changed_in_zisson_is_put_back_when_the_card_is_authority(
+    world: SyncWorld,
+) -> None:
     await world.put_card([person(0)])
     await world.settle()
     user = zisson_by_email(world)["person0@fjord.no"]
-    world.zisson.sim.patch_user(world.zisson.guid, user["id"], {"phoneNumbers": [{"number": "99 88 77 66", "type": "mobile"}]})
+    world.zisson.sim.patch_user(
+        world.zisson.guid,
+        user["id"],
+        {"phoneNumbers": [{"number": "99 88 77 66", "type": "mobile"}]},
+    )
     report = await world.sync()
     assert report.applied == Counter({"zisson.update.applied": 1})
-    assert [p["number"] for p in zisson_by_email(world)["person0@fjord.no"]["phoneNumbers"]] == ["90000000"]
+    assert [p["number"] for p in zisson_by_email(world)["person0@fjord.no"]["phoneNumbers"]] == [
+        "90000000"
+    ]
     card = next(iter(world.card().values()))
     assert [p["number"] for p in card["phones"]] == ["90000000"]
 
 
 async def test_a_phone_changed_in_zisson_is_disputed_when_the_policy_says_so(
-    tmp_path: Path, firestore_env: FirestoreEnv, zisson_connect: ZissonConnect, firestore_client: firestore.Client
+    tmp_path: Path,
+    firestore_env: FirestoreEnv,
+    zisson_connect: ZissonConnect,
+    firestore_client: firestore.Client,
 ) -> None:
-    policy = SyncConfig(fields={"phones": FieldPolicyConfig(on_foreign_change=ForeignChange.DISPUTE)})
+    policy = SyncConfig(
+        fields={"phones": FieldPolicyConfig(on_foreign_change=ForeignChange.DISPUTE)}
+    )
     async for world in _world(tmp_path, firestore_env, zisson_connect, firestore_client, policy):
         await world.put_card([person(0)])
         await world.settle()
         user = zisson_by_email(world)["person0@fjord.no"]
-        world.zisson.sim.patch_user(world.zisson.guid, user["id"], {"phoneNumbers": [{"number": "99887766", "type": "mobile"}]})
+        world.zisson.sim.patch_user(
+            world.zisson.guid,
+            user["id"],
+            {"phoneNumbers": [{"number": "99887766", "type": "mobile"}]},
+        )
         for _ in range(2):
             report = await world.sync()
             assert report.applied == Counter()
         disputes = world.store.list_disputes(customer_id="kunde-01")
-        assert [(d.field, sorted(d.fingerprints)) for d in disputes] == [("phones", ["firestore", "zisson"])]
-        assert [p["number"] for p in zisson_by_email(world)["person0@fjord.no"]["phoneNumbers"]] == ["99887766"]
+        assert [(d.field, sorted(d.fingerprints)) for d in disputes] == [
+            ("phones", ["firestore", "zisson"])
+        ]
+        assert [
+            p["number"] for p in zisson_by_email(world)["person0@fjord.no"]["phoneNumbers"]
+        ] == ["99887766"]
 
 
-async def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost(world: SyncWorld) -> None:
+async def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost(
+    world: SyncWorld,
+) -> None:
     [stored] = await world.put_card([person(0)])
     await world.settle()
     user = zisson_by_email(world)["person0@fjord.no"]
@@ -190,7 +228,10 @@ async def test_a_contact_deleted_from_the_card_leaves_zisson(world: SyncWorld) -
 
 
 async def test_a_run_over_the_deletion_threshold_stops_until_approved(
-    tmp_path: Path, firestore_env: FirestoreEnv, zisson_connect: ZissonConnect, firestore_client: firestore.Client
+    tmp_path: Path,
+    firestore_env: FirestoreEnv,
+    zisson_connect: ZissonConnect,
+    firestore_client: firestore.Client,
 ) -> None:
     policy = SyncConfig(deletion_threshold=DeletionThresholdConfig(max_count=3, max_share=0.5))
     async for world in _world(tmp_path, firestore_env, zisson_connect, firestore_client, policy):
@@ -201,7 +242,9 @@ async def test_a_run_over_the_deletion_threshold_stops_until_approved(
         report = await world.sync()
         assert report.status == "awaiting_approval"
         assert len(world.users()) == 10
-        assert [e.event for e in world.store.run_events(run_id=report.run_id)][-1:] == ["deletion_threshold_exceeded"]
+        assert [e.event for e in world.store.run_events(run_id=report.run_id)][-1:] == [
+            "deletion_threshold_exceeded"
+        ]
         world.store.approve_deletions("kunde-01", 4, by="ops", reason="ticket 17")
         report = await world.sync()
         assert report.status == "completed"
@@ -212,9 +255,19 @@ async def test_a_run_over_the_deletion_threshold_stops_until_approved(
         assert (await world.sync()).status == "awaiting_approval"
 
 
-async def test_a_malformed_zisson_record_is_quarantined_and_the_rest_of_the_run_completes(world: SyncWorld) -> None:
+async def test_a_malformed_zisson_record_is_quarantined_and_the_rest_of_the_run_completes(
+    world: SyncWorld,
+) -> None:
     await world.put_card([person(i) for i in range(3)])
-    world.zisson.sim.put_raw(world.zisson.guid, {"id": "bad-1", "firstName": "Åse", "emails": "not-a-list@fjord.no", "phoneNumbers": "22334455"})
+    world.zisson.sim.put_raw(
+        world.zisson.guid,
+        {
+            "id": "bad-1",
+            "firstName": "Åse",
+            "emails": "not-a-list@fjord.no",
+            "phoneNumbers": "22334455",
+        },
+    )
     report = await world.sync()
     assert report.status == "completed"
     assert report.applied["zisson.create.applied"] == 3
@@ -228,9 +281,13 @@ async def test_a_malformed_zisson_record_is_quarantined_and_the_rest_of_the_run_
         assert b"not-a-list@fjord.no" not in path.read_bytes()
 
 
-async def test_with_faults_injected_at_ten_percent_the_sync_still_converges(world: SyncWorld) -> None:
+async def test_with_faults_injected_at_ten_percent_the_sync_still_converges(
+    world: SyncWorld,
+) -> None:
     await world.put_card([person(i) for i in range(30)])
-    world.zisson.sim.set_faults(error_rate=0.1, rate_429=0.1, drop_rate=0.05, latency_ms=2, retry_after=0.05, seed=7)
+    world.zisson.sim.set_faults(
+        error_rate=0.1, rate_429=0.1, drop_rate=0.05, latency_ms=2, retry_after=0.05, seed=7
+    )
     runs = await world.settle(limit=10)
     counters = world.zisson.sim.counters
     assert counters["5xx"] + counters["429"] + counters["drops"] > 0
@@ -240,7 +297,9 @@ async def test_with_faults_injected_at_ten_percent_the_sync_still_converges(worl
 
 
 @pytest.mark.slow
-async def test_a_killed_and_restarted_sync_creates_no_duplicates(world: SyncWorld, tmp_path: Path) -> None:
+async def test_a_killed_and_restarted_sync_creates_no_duplicates(
+    world: SyncWorld, tmp_path: Path
+) -> None:
     await world.put_card([person(i) for i in range(60)])
     config = world.config_file(tmp_path / "pdsync.toml", log_format="json")
     world.zisson.sim.set_faults(latency_ms=40)
@@ -249,7 +308,9 @@ async def test_a_killed_and_restarted_sync_creates_no_duplicates(world: SyncWorl
         before = world.zisson.sim.counters["creates"]
         process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "sync", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + 60
         while world.zisson.sim.counters["creates"] < kill_after and process.poll() is None:

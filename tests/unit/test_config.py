@@ -56,16 +56,30 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (('api = "json"', 'api = "soap"'), "customers[0].zisson.api: Input should be 'json' or 'xml'"),
-        (("interval_seconds = 60", "interval_seconds = 1"), "sync.interval_seconds: Input should be greater than or equal to 5"),
+        (
+            ('api = "json"', 'api = "soap"'),
+            "customers[0].zisson.api: Input should be 'json' or 'xml'",
+        ),
+        (
+            ("interval_seconds = 60", "interval_seconds = 1"),
+            "sync.interval_seconds: Input should be greater than or equal to 5",
+        ),
         (('id = "kunde-01"', 'id = "Kunde 01!"'), "customers[0].id: String should match pattern"),
         (('customer_guid = "g1"\n', ""), "customers[0].zisson: api = 'json' needs customer_guid"),
-        (('[systems.zisson]\nbase_url = "https://zisson.example"\n', ""), "customers[0].zisson: binds to zisson but [systems.zisson] is not configured"),
+        (
+            ('[systems.zisson]\nbase_url = "https://zisson.example"\n', ""),
+            "customers[0].zisson: binds to zisson but [systems.zisson] is not configured",
+        ),
         (("[sync]\n", "[sync]\nbogus = 1\n"), "sync.bogus: Extra inputs are not permitted"),
-        (("[sync]\n", '[sync.fields.shoe_size]\nauthority = "zisson"\n[sync]\n'), "unknown field 'shoe_size'"),
+        (
+            ("[sync]\n", '[sync.fields.shoe_size]\nauthority = "zisson"\n[sync]\n'),
+            "unknown field 'shoe_size'",
+        ),
     ],
 )
-def test_a_bad_file_names_the_key_and_the_reason(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+def test_a_bad_file_names_the_key_and_the_reason(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
     text = GOOD.replace(*change)
     assert text != GOOD
     with pytest.raises(ConfigError) as error:
@@ -81,7 +95,9 @@ def test_a_secret_written_in_the_file_is_refused_without_echoing_it(tmp_path: Pa
     )
     with pytest.raises(ConfigError) as error:
         config.load(write(tmp_path, text))
-    assert "customers[0].zisson.password: a secret may not be written in the config file" in str(error.value)
+    assert "customers[0].zisson.password: a secret may not be written in the config file" in str(
+        error.value
+    )
     assert "hunter2" not in str(error.value)
 
 
@@ -102,13 +118,27 @@ def test_config_check_exits_non_zero_and_names_the_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
     result = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "config", "check", "--config", str(path)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "customers[0].zisson.api" in result.stderr
     good = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "config", "check", "--config", str(write(tmp_path, GOOD))],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "config",
+            "check",
+            "--config",
+            str(write(tmp_path, GOOD)),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert good.returncode == 0, good.stderr
     assert "OK" in good.stdout
@@ -117,7 +147,7 @@ def test_config_check_exits_non_zero_and_names_the_key(tmp_path: Path) -> None:
 def test_a_master_key_of_the_wrong_size_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     (tmp_path / "master.key").write_text("abcd")
-    with pytest.raises(ConfigError, match="store.master_key .*not 32 bytes"):
+    with pytest.raises(ConfigError, match=r"store\.master_key .*not 32 bytes"):
         config.load(path).store.master_key_bytes()
 
 

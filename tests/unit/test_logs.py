@@ -31,8 +31,12 @@ def test_emails_and_phone_numbers_are_redacted_anywhere_in_a_line() -> None:
 
 def test_values_of_personal_keys_are_removed_but_ids_and_counts_stay() -> None:
     line = capture(
-        given_name="Åse", display_name="Åse Bjørnstad", title="Daglig leder", run_id="3f2a4b5c12345678",
-        count=12, link="0e5f9a52-1234-5678-9abc-def012345678",
+        given_name="Åse",
+        display_name="Åse Bjørnstad",
+        title="Daglig leder",
+        run_id="3f2a4b5c12345678",
+        count=12,
+        link="0e5f9a52-1234-5678-9abc-def012345678",
     )
     assert line["given_name"] == line["display_name"] == line["title"] == "[redacted]"
     assert line["run_id"] == "3f2a4b5c12345678" and line["count"] == 12
@@ -53,5 +57,10 @@ def test_exceptions_and_standard_library_logging_are_redacted_too() -> None:
 
 
 def test_ids_timestamps_and_hashes_are_not_mistaken_for_phone_numbers() -> None:
-    for text in ("run 3f2a4b5c12345678", "2026-11-29T04:07:57Z", "op 12345678-aaaa", "took 1234.5 ms"):
+    for text in (
+        "run 3f2a4b5c12345678",
+        "2026-11-29T04:07:57Z",
+        "op 12345678-aaaa",
+        "took 1234.5 ms",
+    ):
         assert logs.redact_text(text) == text

@@ -34,7 +34,9 @@ def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
 
 
 @given(written_numbers())
-def test_any_written_norwegian_number_normalises_to_plus_47_and_keeps_every_digit(case: tuple[str, str]) -> None:
+def test_any_written_norwegian_number_normalises_to_plus_47_and_keeps_every_digit(
+    case: tuple[str, str],
+) -> None:
     number, written = case
     phone = normalize.phone(written, PhoneType.MOBILE)
     assert phone.e164 == "+47" + number
@@ -66,13 +68,21 @@ def test_decomposed_letters_compose_without_loss(name: str) -> None:
 
 
 @given(written_numbers(), written_numbers())
-def test_formatting_is_not_a_change_but_another_number_is(a: tuple[str, str], b: tuple[str, str]) -> None:
+def test_formatting_is_not_a_change_but_another_number_is(
+    a: tuple[str, str], b: tuple[str, str]
+) -> None:
     key = b"k" * 32
     first = [Phone(number=a[1], type=PhoneType.WORK, e164=normalize.e164(a[1]))]
-    reformatted = [normalize.phone(" ".join(a[0][i : i + 2] for i in range(0, 8, 2)), PhoneType.WORK)]
-    assert crypto.fingerprint(key, "phones", first) == crypto.fingerprint(key, "phones", reformatted)
+    reformatted = [
+        normalize.phone(" ".join(a[0][i : i + 2] for i in range(0, 8, 2)), PhoneType.WORK)
+    ]
+    assert crypto.fingerprint(key, "phones", first) == crypto.fingerprint(
+        key, "phones", reformatted
+    )
     other = [normalize.phone(b[1], PhoneType.WORK)]
-    assert (crypto.fingerprint(key, "phones", first) == crypto.fingerprint(key, "phones", other)) == (a[0] == b[0])
+    assert (
+        crypto.fingerprint(key, "phones", first) == crypto.fingerprint(key, "phones", other)
+    ) == (a[0] == b[0])
 
 
 def test_unparseable_numbers_are_kept_verbatim_and_flagged() -> None:

@@ -20,7 +20,9 @@ ALL_FIELDS = frozenset(SYNC_FIELDS)
 class World:
     """Two or three directories in memory and the stored state, applying plans fully."""
 
-    def __init__(self, policy: SyncPolicy | None = None, systems: tuple[str, ...] = ("firestore", "zisson")) -> None:
+    def __init__(
+        self, policy: SyncPolicy | None = None, systems: tuple[str, ...] = ("firestore", "zisson")
+    ) -> None:
         self.policy = policy or SyncPolicy()
         self.records: dict[str, dict[str, ContactRecord]] = {s: {} for s in systems}
         self.links: dict[str, dict[str, Member]] = {}
@@ -30,13 +32,17 @@ class World:
 
     def put(self, system: str, **values: object) -> ContactRecord:
         external_id = str(values.pop("external_id", f"{system}-{next(self.ids)}"))
-        record = ContactRecord(system=system, external_id=external_id, version=str(next(self.ids)), **values)  # type: ignore[arg-type]
+        record = ContactRecord(
+            system=system, external_id=external_id, version=str(next(self.ids)), **values
+        )  # type: ignore[arg-type]
         self.records[system][external_id] = record
         return record
 
     def edit(self, system: str, external_id: str, **values: object) -> None:
         old = self.records[system][external_id]
-        self.records[system][external_id] = replace(old.with_values(values), version=str(next(self.ids)))
+        self.records[system][external_id] = replace(
+            old.with_values(values), version=str(next(self.ids))
+        )
 
     def state(self) -> CustomerState:
         return CustomerState(
@@ -46,17 +52,27 @@ class World:
         )
 
     def plan(self) -> Plan:
-        views = {s: SystemView(system=s, fields=ALL_FIELDS, records=list(r.values())) for s, r in self.records.items()}
+        views = {
+            s: SystemView(system=s, fields=ALL_FIELDS, records=list(r.values()))
+            for s, r in self.records.items()
+        }
         return Reconciler(customer_id="c1", key=KEY, policy=self.policy).plan(views, self.state())
 
     def sync(self) -> Plan:
         plan = self.plan()
         for m in plan.members:
-            self.links.setdefault(m.link_id, {})[m.system] = Member(system=m.system, external_id=m.external_id, version=m.version, fingerprints=dict(m.fingerprints))
+            self.links.setdefault(m.link_id, {})[m.system] = Member(
+                system=m.system,
+                external_id=m.external_id,
+                version=m.version,
+                fingerprints=dict(m.fingerprints),
+            )
         for link_id, system in plan.removals:
             self.links.get(link_id, {}).pop(system, None)
         for d in plan.disputes:
-            self.disputes[(d.link_id, d.field)] = OpenDispute(id=1, link_id=d.link_id, field=d.field, fingerprints=d.fingerprints)
+            self.disputes[(d.link_id, d.field)] = OpenDispute(
+                id=1, link_id=d.link_id, field=d.field, fingerprints=d.fingerprints
+            )
         for key in plan.settled_disputes:
             self.disputes.pop(key, None)
         for p in plan.ops:
@@ -64,12 +80,16 @@ class World:
             self.writes += 1
             if op.kind is OpKind.CREATE:
                 new = self.put(op.system, **dict(op.values))
-                self.links.setdefault(op.link_id, {})[op.system] = Member(system=op.system, external_id=new.external_id, fingerprints=dict(p.fingerprints))
+                self.links.setdefault(op.link_id, {})[op.system] = Member(
+                    system=op.system, external_id=new.external_id, fingerprints=dict(p.fingerprints)
+                )
             elif op.kind is OpKind.UPDATE:
                 assert op.external_id is not None
                 assert self.records[op.system][op.external_id].version == op.expected_version
                 self.edit(op.system, op.external_id, **dict(op.values))
-                self.links[op.link_id][op.system] = Member(system=op.system, external_id=op.external_id, fingerprints=dict(p.fingerprints))
+                self.links[op.link_id][op.system] = Member(
+                    system=op.system, external_id=op.external_id, fingerprints=dict(p.fingerprints)
+                )
             else:
                 assert op.external_id is not None
                 del self.records[op.system][op.external_id]
@@ -94,7 +114,10 @@ def person(**overrides: object) -> dict[str, object]:
         title="Daglig leder",
         department="Økonomi",
         emails=("ase@example.no",),
-        phones=(normalize.phone("22 33 44 55", PhoneType.WORK), normalize.phone("+47 912 34 567", PhoneType.MOBILE)),
+        phones=(
+            normalize.phone("22 33 44 55", PhoneType.WORK),
+            normalize.phone("+47 912 34 567", PhoneType.MOBILE),
+        ),
     )
     values.update(overrides)
     return values
@@ -103,7 +126,15 @@ def person(**overrides: object) -> dict[str, object]:
 def linked_world(policy: SyncPolicy | None = None) -> tuple[World, ContactRecord, ContactRecord]:
     world = World(policy)
     card = world.put("firestore", **person())
-    zisson = world.put("zisson", **person(phones=(normalize.phone("22334455", PhoneType.WORK), normalize.phone("91234567", PhoneType.MOBILE))))
+    zisson = world.put(
+        "zisson",
+        **person(
+            phones=(
+                normalize.phone("22334455", PhoneType.WORK),
+                normalize.phone("91234567", PhoneType.MOBILE),
+            )
+        ),
+    )
     world.settle()
     return world, card, zisson
 
@@ -119,7 +150,9 @@ def test_new_card_contact_is_created_in_zisson_and_then_nothing_more() -> None:
     world = World()
     world.put("firestore", **person())
     plan = world.sync()
-    assert [(p.op.kind, p.op.system, p.reason) for p in plan.ops] == [(OpKind.CREATE, "zisson", "new")]
+    assert [(p.op.kind, p.op.system, p.reason) for p in plan.ops] == [
+        (OpKind.CREATE, "zisson", "new")
+    ]
     assert plan.ops[0].op.values["given_name"] == "Åse"
     assert world.settle() <= 2
     assert len(world.records["zisson"]) == 1
@@ -129,7 +162,9 @@ def test_title_changed_on_card_reaches_zisson_and_only_the_title_is_written() ->
     world, card, zisson = linked_world()
     world.edit("firestore", card.external_id, title="Styreleder")
     plan = world.sync()
-    assert [(p.op.kind, p.op.system, dict(p.op.values)) for p in plan.ops] == [(OpKind.UPDATE, "zisson", {"title": "Styreleder"})]
+    assert [(p.op.kind, p.op.system, dict(p.op.values)) for p in plan.ops] == [
+        (OpKind.UPDATE, "zisson", {"title": "Styreleder"})
+    ]
     assert world.records["zisson"][zisson.external_id].title == "Styreleder"
     world.settle()
     assert world.records["zisson"][zisson.external_id].title == "Styreleder"
@@ -137,16 +172,29 @@ def test_title_changed_on_card_reaches_zisson_and_only_the_title_is_written() ->
 
 def test_phone_changed_in_zisson_is_put_back_when_the_card_is_authority() -> None:
     world, _, zisson = linked_world()
-    world.edit("zisson", zisson.external_id, phones=(normalize.phone("99999999", PhoneType.MOBILE),))
+    world.edit(
+        "zisson", zisson.external_id, phones=(normalize.phone("99999999", PhoneType.MOBILE),)
+    )
     plan = world.sync()
-    assert [(p.op.system, p.reason, p.changed_fields) for p in plan.ops] == [("zisson", "propagate", ("phones",))]
-    assert {p.e164 for p in world.records["zisson"][zisson.external_id].phones} == {"+4722334455", "+4791234567"}
+    assert [(p.op.system, p.reason, p.changed_fields) for p in plan.ops] == [
+        ("zisson", "propagate", ("phones",))
+    ]
+    assert {p.e164 for p in world.records["zisson"][zisson.external_id].phones} == {
+        "+4722334455",
+        "+4791234567",
+    }
 
 
 def test_phone_changed_in_zisson_becomes_a_dispute_when_policy_says_so() -> None:
-    policy = SyncPolicy(fields={"phones": FieldPolicy(authority="firestore", on_foreign_change=ForeignChange.DISPUTE)})
+    policy = SyncPolicy(
+        fields={
+            "phones": FieldPolicy(authority="firestore", on_foreign_change=ForeignChange.DISPUTE)
+        }
+    )
     world, _, zisson = linked_world(policy)
-    world.edit("zisson", zisson.external_id, phones=(normalize.phone("99999999", PhoneType.MOBILE),))
+    world.edit(
+        "zisson", zisson.external_id, phones=(normalize.phone("99999999", PhoneType.MOBILE),)
+    )
     plan = world.sync()
     assert plan.ops == ()
     assert [(d.field) for d in plan.disputes] == ["phones"]
@@ -154,9 +202,15 @@ def test_phone_changed_in_zisson_becomes_a_dispute_when_policy_says_so() -> None
 
 
 def test_phone_changed_in_zisson_propagates_to_the_card_when_policy_says_so() -> None:
-    policy = SyncPolicy(fields={"phones": FieldPolicy(authority="firestore", on_foreign_change=ForeignChange.PROPAGATE)})
+    policy = SyncPolicy(
+        fields={
+            "phones": FieldPolicy(authority="firestore", on_foreign_change=ForeignChange.PROPAGATE)
+        }
+    )
     world, card, zisson = linked_world(policy)
-    world.edit("zisson", zisson.external_id, phones=(normalize.phone("99999999", PhoneType.MOBILE),))
+    world.edit(
+        "zisson", zisson.external_id, phones=(normalize.phone("99999999", PhoneType.MOBILE),)
+    )
     world.settle()
     assert [p.e164 for p in world.records["firestore"][card.external_id].phones] == ["+4799999999"]
 
@@ -186,7 +240,9 @@ def test_contact_deleted_from_the_card_is_deleted_from_zisson() -> None:
     world, card, zisson = linked_world()
     del world.records["firestore"][card.external_id]
     plan = world.sync()
-    assert [(p.op.kind, p.op.system, p.op.external_id) for p in plan.ops] == [(OpKind.DELETE, "zisson", zisson.external_id)]
+    assert [(p.op.kind, p.op.system, p.op.external_id) for p in plan.ops] == [
+        (OpKind.DELETE, "zisson", zisson.external_id)
+    ]
     assert plan.deleted_contacts == 1
     assert world.records["zisson"] == {}
     assert world.links == {}
@@ -215,7 +271,13 @@ def test_a_record_only_in_zisson_becomes_a_record_dispute_by_default() -> None:
 def test_correlation_by_email_then_phone_then_name(shared: str) -> None:
     world = World()
     base = person()
-    other = person(given_name="Per", family_name="Ås", display_name="Per Ås", emails=("per@example.no",), phones=(normalize.phone("33445566"),))
+    other = person(
+        given_name="Per",
+        family_name="Ås",
+        display_name="Per Ås",
+        emails=("per@example.no",),
+        phones=(normalize.phone("33445566"),),
+    )
     if shared == "emails":
         other["emails"] = base["emails"]
     elif shared == "phones":
@@ -242,7 +304,9 @@ def test_two_candidates_are_disputed_and_no_duplicate_is_created() -> None:
 def test_plans_are_deterministic_so_a_rerun_after_a_crash_repeats_the_same_operations() -> None:
     world = World()
     for i in range(5):
-        world.put("firestore", **person(emails=(f"p{i}@example.no",), display_name=f"P {i}", phones=()))
+        world.put(
+            "firestore", **person(emails=(f"p{i}@example.no",), display_name=f"P {i}", phones=())
+        )
     first, second = world.plan(), world.plan()
     assert [p.op.op_id for p in first.ops] == [p.op.op_id for p in second.ops]
     assert [p.op.link_id for p in first.ops] == [p.op.link_id for p in second.ops]
@@ -251,7 +315,15 @@ def test_plans_are_deterministic_so_a_rerun_after_a_crash_repeats_the_same_opera
 def test_a_quarantined_linked_record_is_neither_deleted_nor_recreated() -> None:
     world, _, zisson = linked_world()
     del world.records["zisson"][zisson.external_id]
-    views = {s: SystemView(system=s, fields=ALL_FIELDS, records=list(r.values()), quarantined=frozenset({zisson.external_id}) if s == "zisson" else frozenset()) for s, r in world.records.items()}
+    views = {
+        s: SystemView(
+            system=s,
+            fields=ALL_FIELDS,
+            records=list(r.values()),
+            quarantined=frozenset({zisson.external_id}) if s == "zisson" else frozenset(),
+        )
+        for s, r in world.records.items()
+    }
     plan = Reconciler(customer_id="c1", key=KEY, policy=world.policy).plan(views, world.state())
     assert plan.ops == ()
 
