@@ -7,10 +7,11 @@ approval (a run stopped at the deletion threshold).
 from __future__ import annotations
 
 import asyncio
+import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,7 @@ from rich.table import Table
 from daemon import config as config_module
 from daemon import logs
 from daemon.config import CONFIG_ENV, ConfigError, Settings
+from daemon.domain import Subject
 
 app = typer.Typer(
     name="pdsync",
@@ -32,12 +34,20 @@ disputes_app = typer.Typer(help="Conflicting edits waiting for a person.")
 tasks_app = typer.Typer(help="Manual tasks for an operator (Zisson in manual write mode).")
 quarantine_app = typer.Typer(help="Records a system returned that could not be read.")
 sandbox_app = typer.Typer(help="The outside world on loopback, for trying pdsync out.")
+erase_app = typer.Typer(help="Erase one data subject or a whole customer.", no_args_is_help=True)
+erasures_app = typer.Typer(help="Erasure requests: `pdsync erasures` lists them.")
+certificate_app = typer.Typer(help="Deletion certificates.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(runs_app, name="runs")
 app.add_typer(disputes_app, name="disputes")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(erase_app, name="erase")
+app.add_typer(erasures_app, name="erasures")
+app.add_typer(certificate_app, name="certificate")
+app.add_typer(ledger_app, name="ledger")
 
 out = Console()
 err = Console(stderr=True)
@@ -365,6 +375,449 @@ def quarantine_list(
             str(row.count),
         )
     out.print(table)
+
+
+PlanOption = Annotated[
+    bool, typer.Option("--plan", help="Show what would be erased; change nothing.")
+]
+ExecuteOption = Annotated[bool, typer.Option("--execute", help="Erase (needs --reason).")]
+ReasonOption = Annotated[str | None, typer.Option(help="Why: goes on the certificate.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def _erase(
+    config: Path,
+    customer_id: str,
+    *,
+    scope: str,
+    subject: Subject | None,
+    plan: bool,
+    execute: bool,
+    reason: str | None,
+    yes: bool,
+) -> None:
+    from daemon.erasure import ErasureError
+
+    if plan == execute:
+        err.print("give exactly one of --plan (show) or --execute (erase)")
+        raise typer.Exit(2)
+    if execute and not reason:
+        err.print("--execute needs --reason TEXT (it goes on the certificate)")
+        raise typer.Exit(2)
+    settings = _load(config)
+
+    async def go() -> int:
+        store = _open_store(settings)
+        try:
+            async with AsyncExitStack() as stack:
+                service = await _erasure_service(settings, store, stack)
+                if plan:
+                    counts = await service.preview(customer_id, scope=scope, subject=subject)
+                    _print_plan(customer_id, scope, counts)
+                    return 0
+                if not yes and sys.stdin.isatty():
+                    what = f"customer {customer_id}" if scope == "customer" else "this subject"
+                    typer.confirm(f"Erase {what} in every system, for good?", abort=True)
+                request_id = service.request(
+                    customer_id,
+                    scope=scope,
+                    subject=subject,
+                    requested_by=_operator(),
+                    reason=reason or "",
+                )
+                out.print(f"erasure {request_id} received")
+                row = await service.advance(request_id)
+                _print_erasure(row)
+                return (
+                    3
+                    if row.state in ("awaiting_approval", "verifying")
+                    else (1 if row.state == "failed" else 0)
+                )
+        finally:
+            store.close()
+
+    try:
+        code = asyncio.run(go())
+    except ErasureError as exc:
+        err.print(f"erasure refused: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+async def _erasure_service(settings: Settings, store: Any, stack: AsyncExitStack) -> Any:
+    from daemon.erasure import ErasureService
+    from daemon.proof import certifier_for, open_ledger
+    from daemon.wiring import erasers_for, open_connectors
+
+    connectors = await open_connectors(settings, stack)
+    ledger = open_ledger(settings, store)
+    return ErasureService(
+        settings,
+        store,
+        erasers_for(connectors),
+        recorder=ledger,
+        certify=certifier_for(settings, ledger),
+        progress=_progress_printer(),
+    )
+
+
+def _progress_printer() -> Any:
+    """Progress of long erasures: a bar on a terminal, plain lines elsewhere."""
+    if out.is_terminal:
+        from rich.progress import Progress
+
+        progress = Progress(console=err, transient=True)
+        tasks: dict[str, Any] = {}
+
+        def bar(system: str, done: int, total: int) -> None:
+            if system not in tasks:
+                progress.start()
+                tasks[system] = progress.add_task(f"erasing in {system}", total=total)
+            progress.update(tasks[system], completed=done)
+            if all(t.finished for t in progress.tasks):
+                progress.stop()
+
+        return bar
+
+    def line(system: str, done: int, total: int) -> None:
+        err.print(f"{system}: {done}/{total} erased", highlight=False)
+
+    return line
+
+
+def _print_plan(customer_id: str, scope: str, counts: dict[str, dict[str, int]]) -> None:
+    table = Table(title=f"Erasure plan: {scope} of {customer_id} (nothing changed)")
+    for column in ("system", "what", "count"):
+        table.add_column(column)
+    for system, kinds in counts.items():
+        if not kinds:
+            table.add_row(system, "-", "0")
+        for kind, n in sorted(kinds.items()):
+            table.add_row(system, kind, str(n))
+    out.print(table)
+
+
+def _print_erasure(row: Any) -> None:
+    out.print(
+        f"erasure {row.id}  customer {row.customer_id}  scope {row.scope}  state {row.state}\n"
+        f"requested by {row.requested_by} at {row.requested_at:%Y-%m-%d %H:%M} UTC, "
+        f"deadline {row.deadline:%Y-%m-%d %H:%M} UTC; reason: {row.reason}",
+        highlight=False,
+        markup=False,
+    )
+    if row.masked and any(row.masked.values()):
+        out.print(
+            "identifiers: " + ", ".join(v for vs in row.masked.values() for v in vs),
+            highlight=False,
+            markup=False,
+        )
+    if row.outcome:
+        table = Table()
+        for column in ("system", "outcome", "deleted", "verified absent"):
+            table.add_column(column)
+        for system, result in sorted(row.outcome.items()):
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "-"
+            table.add_row(
+                system, result["outcome"], counts, "yes" if result["verified_absent"] else "NO"
+            )
+        out.print(table)
+    elif row.plan:
+        out.print(
+            "plan: "
+            + "; ".join(
+                f"{s}: " + ", ".join(f"{k} {v}" for k, v in kinds.items())
+                for s, kinds in sorted(row.plan.items())
+            ),
+            highlight=False,
+            markup=False,
+        )
+    if row.state == "awaiting_approval":
+        out.print(f"waiting for a second admin: pdsync erasures approve {row.id}")
+    if row.error:
+        err.print(f"error: {row.error}", highlight=False, markup=False)
+    if row.certificate:
+        out.print(f"certificate issued: pdsync certificate export {row.id} --format pdf -o FILE")
+
+
+def _operator() -> str:
+    from daemon.sync import operator
+
+    return operator()
+
+
+@erase_app.command("subject")
+def erase_subject(
+    customer: Annotated[str, typer.Option(help="The customer the subject belongs to.")],
+    email: Annotated[list[str] | None, typer.Option(help="An e-mail address (repeatable).")] = None,
+    phone: Annotated[list[str] | None, typer.Option(help="A phone number (repeatable).")] = None,
+    name: Annotated[list[str] | None, typer.Option(help="A full name (repeatable).")] = None,
+    plan: PlanOption = False,
+    execute: ExecuteOption = False,
+    reason: ReasonOption = None,
+    yes: YesOption = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Erase one person's data in every system: `--plan` shows, `--execute` erases."""
+    from daemon.normalize import BadIdentifier, parse_subject
+
+    try:
+        subject = parse_subject(emails=email or [], phones=phone or [], names=name or [])
+    except BadIdentifier as exc:
+        err.print(f"erasure refused: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    _erase(
+        config,
+        customer,
+        scope="subject",
+        subject=subject,
+        plan=plan,
+        execute=execute,
+        reason=reason,
+        yes=yes,
+    )
+
+
+@erase_app.command("customer")
+def erase_customer(
+    customer_id: Annotated[str, typer.Argument(help="The customer whose contract ended.")],
+    plan: PlanOption = False,
+    execute: ExecuteOption = False,
+    reason: ReasonOption = None,
+    yes: YesOption = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Erase everything of a customer in every system and in pdsync's own store."""
+    _erase(
+        config,
+        customer_id,
+        scope="customer",
+        subject=None,
+        plan=plan,
+        execute=execute,
+        reason=reason,
+        yes=yes,
+    )
+
+
+@erasures_app.callback(invoke_without_command=True)
+def erasures_list(
+    ctx: typer.Context,
+    config: ConfigOption = DEFAULT_CONFIG,
+    customer: Annotated[str | None, typer.Option()] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only open requests.")] = False,
+) -> None:
+    """List erasure requests, newest first, with their deadlines."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        rows = store.list_erasures(customer_id=customer, open_only=open_only)
+    finally:
+        store.close()
+    table = Table(title="Erasure requests")
+    for column in ("id", "customer", "scope", "state", "requested", "by", "deadline"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for row in rows:
+        late = row.deadline < now and row.state not in ("completed", "cancelled")
+        table.add_row(
+            row.id[:8],
+            row.customer_id,
+            row.scope,
+            row.state,
+            row.requested_at.strftime("%Y-%m-%d %H:%M"),
+            row.requested_by,
+            row.deadline.strftime("%Y-%m-%d %H:%M") + (" LATE" if late else ""),
+        )
+    out.print(table)
+
+
+@erasures_app.command("show")
+def erasures_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """One erasure request: plan, outcome per system, certificate."""
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        _print_erasure(_get_erasure(store, request_id))
+    finally:
+        store.close()
+
+
+def _get_erasure(store: Any, request_id: str) -> Any:
+    from daemon.store import NotFound
+
+    try:
+        return store.get_erasure(request_id)
+    except NotFound as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+def _advance(config: Path, action: Any) -> None:
+    """Apply `action(service) -> request id` and move that request on."""
+    from daemon.erasure import ErasureError
+
+    settings = _load(config)
+
+    async def go() -> Any:
+        store = _open_store(settings)
+        try:
+            async with AsyncExitStack() as stack:
+                service = await _erasure_service(settings, store, stack)
+                request_id = action(service)
+                return await service.advance(request_id)
+        finally:
+            store.close()
+
+    try:
+        row = asyncio.run(go())
+    except ErasureError as exc:
+        err.print(f"refused: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    _print_erasure(row)
+    raise typer.Exit(1 if row.state == "failed" else 0)
+
+
+@erasures_app.command("approve")
+def erasures_approve(
+    request_id: str,
+    by: Annotated[str | None, typer.Option(help="The approving admin (default: you).")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Approve a whole-customer erasure (not by the admin who asked), then carry it out."""
+    _advance(config, lambda service: service.approve(request_id, approver=by or _operator()).id)
+
+
+@erasures_app.command("resume")
+def erasures_resume(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Move an open request on now (the daemon does this on its own, too)."""
+    _advance(config, lambda service: service.store.get_erasure(request_id).id)
+
+
+@erasures_app.command("cancel")
+def erasures_cancel(
+    request_id: str,
+    by: Annotated[str | None, typer.Option(help="Who cancels (default: you).")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Cancel a request that has not started erasing."""
+    _advance(config, lambda service: service.cancel(request_id, by=by or _operator()).id)
+
+
+@certificate_app.command("show")
+def certificate_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Print a certificate's JSON."""
+    out.print(_certificate_json(config, request_id), highlight=False, markup=False, soft_wrap=True)
+
+
+def _certificate_json(config: Path, request_id: str) -> str:
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        row = _get_erasure(store, request_id)
+    finally:
+        store.close()
+    if not row.certificate:
+        err.print(f"erasure {row.id} has no certificate (state {row.state})")
+        raise typer.Exit(2)
+    return str(row.certificate)
+
+
+@certificate_app.command("export")
+def certificate_export(
+    request_id: str,
+    format: Annotated[str, typer.Option("--format", help="json or pdf")] = "json",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: stdout for json)")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Write a certificate as signed JSON or as a PDF (Norwegian and English)."""
+    from daemon.certificate import Certificate, render_pdf
+
+    text = _certificate_json(config, request_id)
+    if format == "json":
+        data = text.encode("utf-8")
+    elif format == "pdf":
+        if output is None:
+            err.print("--format pdf needs -o FILE")
+            raise typer.Exit(2)
+        data = render_pdf(Certificate.from_json(text.encode("utf-8")))
+    else:
+        err.print("--format is json or pdf")
+        raise typer.Exit(2)
+    if output is None:
+        sys.stdout.buffer.write(data + b"\n")
+    else:
+        output.write_bytes(data)
+        out.print(f"wrote {output}")
+
+
+@certificate_app.command("verify")
+def certificate_verify(
+    file: Annotated[Path, typer.Argument(help="A certificate JSON file.")],
+    key_id: Annotated[str | None, typer.Option(help="The issuer's published key id.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", envvar=CONFIG_ENV, help="Take the trusted key id from this config."
+        ),
+    ] = None,
+) -> None:
+    """Check a certificate offline: signature, ledger inclusion proof, checkpoint."""
+    from daemon.certificate import verify_certificate
+
+    trusted = key_id
+    if trusted is None and config is not None and config.exists():
+        from daemon.proof import signer_from
+
+        signer = signer_from(_load(config))
+        trusted = signer.key_id if signer else None
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        err.print(f"{file}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    problems = verify_certificate(data, trusted_key_id=trusted)
+    if problems:
+        for problem in problems:
+            err.print(f"INVALID: {problem}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    out.print(
+        f"{file}: valid"
+        + (
+            f" (signed by key {trusted})"
+            if trusted
+            else " (signature checked against the key inside; pass --key-id to pin the issuer)"
+        )
+    )
+
+
+@ledger_app.command("verify")
+def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Recompute every ledger row and checkpoint; name the first row that was changed,
+    removed or reordered."""
+    from daemon.ledger import verify_ledger
+    from daemon.proof import trusted_verifiers
+
+    settings = _load(config)
+    try:
+        verifiers = trusted_verifiers(settings)
+    except ConfigError as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    store = _open_store(settings)
+    try:
+        report = verify_ledger(store, verifiers)
+    finally:
+        store.close()
+    if report.ok:
+        out.print(f"ledger OK: {report.rows} entries, {report.checkpoints} signed checkpoints")
+        return
+    for finding in report.findings:
+        err.print(f"TAMPERED: {finding}", highlight=False, markup=False)
+    raise typer.Exit(1)
 
 
 @sandbox_app.command("up")

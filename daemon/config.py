@@ -121,6 +121,22 @@ class SyncConfig(_Model):
         )
 
 
+class ErasureConfig(_Model):
+    # The statement promises erasure "at once"; the law allows a month. Alerts fire
+    # when a request nears or passes its deadline.
+    deadline_hours: int = Field(default=24 * 30, ge=1)
+    # A whole-customer erasure waits for a second admin (not the requester) to approve.
+    require_second_admin: bool = True
+    # How often the daemon's worker moves open requests on (and re-checks manual ones).
+    worker_interval_seconds: int = Field(default=60, ge=5)
+
+
+class LedgerConfig(_Model):
+    # Ed25519 private key (PEM) that signs ledger checkpoints and deletion certificates.
+    signing_key: SecretRef | None = None
+    checkpoint_interval_seconds: int = Field(default=3600, ge=10)
+
+
 class SystemsConfig(_Model):
     firestore: FirestoreSettings | None = None
     zisson: ZissonSettings | None = None
@@ -147,6 +163,8 @@ class Settings(BaseSettings):
     store: StoreConfig
     log: LogConfig = LogConfig()
     sync: SyncConfig = SyncConfig()
+    erasure: ErasureConfig = ErasureConfig()
+    ledger: LedgerConfig = LedgerConfig()
     systems: SystemsConfig = SystemsConfig()
     customers: list[CustomerConfig] = Field(default_factory=list)
 

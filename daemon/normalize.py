@@ -11,7 +11,7 @@ import unicodedata
 
 import phonenumbers
 
-from daemon.domain import Phone, PhoneType
+from daemon.domain import ContactRecord, Phone, PhoneType, Subject
 
 DEFAULT_REGION = "NO"
 _SPACES = re.compile(r"\s+")
@@ -75,3 +75,51 @@ def phone_type(value: str | None) -> PhoneType:
         "fax": PhoneType.FAX,
     }
     return aliases.get(label, PhoneType.OTHER)
+
+
+def subject_matches(subject: Subject, record: ContactRecord) -> bool:
+    """Whether `record` holds any of the subject's identifiers: an e-mail (case
+    insensitive), a phone number (by E.164, whatever its formatting) or a full name."""
+    emails = {email(e) for e in subject.emails}
+    if emails & {email(e) for e in record.emails}:
+        return True
+    phones = {e164(p) or text(p) for p in subject.phones}
+    if phones & {p.e164 or text(p.number) for p in record.phones}:
+        return True
+    names = {name_key(n) for n in subject.names}
+    candidates = {
+        name_key(record.display_name),
+        name_key(f"{record.given_name} {record.family_name}"),
+    }
+    return bool(names & (candidates - {""}))
+
+
+class BadIdentifier(ValueError):
+    """An identifier of an erasure request is malformed; the message never repeats it."""
+
+
+def parse_subject(
+    *,
+    emails: list[str] | tuple[str, ...] = (),
+    phones: list[str] | tuple[str, ...] = (),
+    names: list[str] | tuple[str, ...] = (),
+) -> Subject:
+    """A Subject from what an admin typed, each identifier checked."""
+    for i, value in enumerate(emails, 1):
+        local, _, domain = text(value).partition("@")
+        if not local or "." not in domain or " " in value.strip():
+            raise BadIdentifier(f"--email #{i} is not an e-mail address")
+    for i, value in enumerate(phones, 1):
+        if e164(value) is None:
+            raise BadIdentifier(f"--phone #{i} is not a phone number (8 digits, or +country)")
+    for i, value in enumerate(names, 1):
+        if len(name_key(value)) < 2 or not any(ch.isalpha() for ch in value):
+            raise BadIdentifier(f"--name #{i} is not a name")
+    subject = Subject(
+        emails=tuple(email(e) for e in emails),
+        phones=tuple(e164(p) or text(p) for p in phones),
+        names=tuple(text(n) for n in names),
+    )
+    if not subject:
+        raise BadIdentifier("give at least one --email, --phone or --name")
+    return subject

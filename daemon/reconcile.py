@@ -78,7 +78,15 @@ class Plan:
 
     @property
     def deleted_contacts(self) -> int:
-        return len({p.op.link_id for p in self.ops if p.op.kind is OpKind.DELETE})
+        """Contacts this plan deletes, counted against the threshold (erased data that
+        reappeared is not: deleting it again is owed, not a judgement)."""
+        return len(
+            {
+                p.op.link_id
+                for p in self.ops
+                if p.op.kind is OpKind.DELETE and p.reason != "tombstone"
+            }
+        )
 
     def counts(self) -> dict[str, int]:
         counter = Counter(f"{p.op.system}.{p.op.kind}" for p in self.ops)
@@ -265,6 +273,18 @@ class _PlanBuilder:
                     ("skipped_quarantined", {"link": group.link_id, "system": system})
                 )
                 return
+        if self.state.tombstones and any(
+            crypto.record_fingerprints(self.key, r) & self.state.tombstones
+            for r in group.records.values()
+        ):
+            # Erased data came back (restored from a backup, typed in again): erase it
+            # again, and say so loudly.
+            self.notes.append(
+                ("incident_erased_data_reappeared",
+                 {"link": group.link_id, "systems": sorted(group.records)})
+            )
+            self._delete_everywhere(group, reason="tombstone")
+            return
         authority = self.policy.authority
         present = group.records
         if authority in present:

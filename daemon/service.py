@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 
 import structlog
 
 from daemon.config import CustomerConfig, Settings
+from daemon.erasure import ErasureService
+from daemon.proof import certifier_for, open_ledger
 from daemon.scheduler import Schedule
 from daemon.store import Store
 from daemon.sync import SyncService
-from daemon.wiring import open_connectors
+from daemon.wiring import erasers_for, open_connectors
 
 log = structlog.get_logger("pdsync.daemon")
+
+
+async def _check_deadlines(store: Store) -> None:
+    """Alert on erasures near (last fifth of their time) or past their deadline."""
+    now = datetime.now(UTC)
+    for row in store.list_erasures(open_only=True):
+        if row.deadline <= now:
+            log.error(
+                "erasure_deadline_passed",
+                request_id=row.id,
+                customer=row.customer_id,
+                state=str(row.state),
+                overdue_hours=round((now - row.deadline).total_seconds() / 3600, 1),
+            )
+        elif row.deadline - now < (row.deadline - row.requested_at) / 5:
+            log.warning(
+                "erasure_deadline_near",
+                request_id=row.id,
+                customer=row.customer_id,
+                state=str(row.state),
+                hours_left=round((row.deadline - now).total_seconds() / 3600, 1),
+            )
+
+
 DRAIN_SECONDS = 120
 
 
@@ -33,20 +61,54 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         if interrupted:
             log.warning("runs_interrupted_by_previous_stop", count=interrupted)
         connectors = await open_connectors(settings, stack)
-        sync = SyncService(settings, store, connectors)
+        ledger = open_ledger(settings, store)
+        if ledger is not None:
+            digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+            ledger.record("config.loaded", config_sha256=digest, customers=len(settings.customers))
+        else:
+            log.warning("ledger_unsigned", hint="set ledger.signing_key to record proof")
+        sync = SyncService(settings, store, connectors, ledger=ledger)
+        erasures = ErasureService(
+            settings,
+            store,
+            erasers_for(connectors),
+            recorder=ledger,
+            certify=certifier_for(settings, ledger),
+        )
         schedule = Schedule()
 
-        def job_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
-            async def job() -> None:
+        def tracked(job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
                 task = asyncio.current_task()
                 assert task is not None
                 running.add(task)
                 try:
-                    await sync.sync(customer, trigger="schedule")
+                    await job()
+                except Exception:
+                    log.exception("job_failed")
                 finally:
                     running.discard(task)
 
-            return job
+            return run
+
+        schedule.every(
+            "erasures",
+            settings.erasure.worker_interval_seconds,
+            tracked(erasures.advance_all),
+            first_in=1,
+        )
+        schedule.every(
+            "erasure-deadlines", 300, tracked(lambda: _check_deadlines(store)), first_in=5
+        )
+        if ledger is not None:
+            schedule.every(
+                "ledger-checkpoint",
+                settings.ledger.checkpoint_interval_seconds,
+                tracked(lambda: asyncio.to_thread(ledger.checkpoint)),
+            )
+
+        def job_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
+            return tracked(lambda: sync.sync(customer, trigger="schedule"))
 
         interval = settings.sync.interval_seconds
         for index, customer in enumerate(settings.customers):

@@ -21,8 +21,9 @@ from connectors.base import Connector, ConnectorError
 from daemon import logs
 from daemon.config import CustomerConfig, Settings
 from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult
+from daemon.erasure import Recorder
 from daemon.reconcile import Plan, PlannedOp, Reconciler, SystemView
-from daemon.store import RunStatus, Store
+from daemon.store import ErasureState, KeyDestroyed, RunStatus, Store
 
 log = structlog.get_logger("pdsync.sync")
 
@@ -53,11 +54,17 @@ class SyncService:
     the step in flight and stop before the next one."""
 
     def __init__(
-        self, settings: Settings, store: Store, connectors: Mapping[str, Connector]
+        self,
+        settings: Settings,
+        store: Store,
+        connectors: Mapping[str, Connector],
+        *,
+        ledger: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.connectors = connectors
+        self.ledger = ledger
         self.stopping = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -132,7 +139,25 @@ class SyncService:
         return dict(zip(systems, results, strict=True))
 
     async def _cycle(self, customer: Customer, report: SyncReport, *, plan_only: bool) -> None:
-        key = self.store.customer_key(customer.id)
+        erasing = [
+            e
+            for e in self.store.list_erasures(customer_id=customer.id, open_only=True)
+            if e.scope == "customer" and e.state in (ErasureState.EXECUTING, ErasureState.VERIFYING)
+        ]
+        if erasing:
+            # The customer is being erased: a sync now could only get in the way.
+            report.status = RunStatus.COMPLETED
+            self._event(report, "skipped_customer_erasure", detail={"request_id": erasing[0].id})
+            return
+        try:
+            key = self.store.customer_key(customer.id)
+        except KeyDestroyed:
+            report.error = (
+                f"customer {customer.id} was erased (its key is destroyed): "
+                "remove it from the configuration"
+            )
+            self._event(report, "customer_erased", level="error", detail={"error": report.error})
+            return
         reads = await self._read_all(customer)
         views = {}
         for system, result in reads.items():
@@ -212,6 +237,11 @@ class SyncService:
         )
         for link_id, system in plan.removals:
             store.remove_member(customer.id, link_id, system)
+        for note, detail in plan.notes:
+            incident = note.startswith("incident_")
+            self._event(report, note, level="error" if incident else "info", detail=detail)
+            if incident:
+                log.error(note, **detail)
         for dispute in plan.disputes:
             store.open_dispute(customer.id, dispute.link_id, dispute.field, dispute.fingerprints)
         for link_id, name in plan.settled_disputes:
@@ -278,6 +308,22 @@ class SyncService:
                     planned.fingerprints,
                 )
             store.journal_finish(op.op_id, "done", result.external_id or op.external_id)
+            if self.ledger is not None:
+                self.ledger.record(
+                    f"sync.{op.kind}",
+                    customer_id=customer.id,
+                    run_id=report.run_id,
+                    system=op.system,
+                    link_id=op.link_id,
+                    external_id=result.external_id or op.external_id,
+                    reason=planned.reason,
+                    fields=list(planned.changed_fields),
+                    fingerprints={
+                        k: planned.fingerprints[k]
+                        for k in planned.changed_fields
+                        if k in planned.fingerprints
+                    },
+                )
             self._event(
                 report,
                 f"{op.kind}d",

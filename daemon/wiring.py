@@ -8,6 +8,7 @@ from connectors.base import Connector
 from connectors.firestore.connector import FirestoreConnector
 from connectors.zisson.connector import ZissonConnector
 from daemon.config import Settings
+from daemon.erasure import DirectoryEraser, Eraser
 
 
 async def open_connectors(settings: Settings, stack: AsyncExitStack) -> dict[str, Connector]:
@@ -20,3 +21,14 @@ async def open_connectors(settings: Settings, stack: AsyncExitStack) -> dict[str
     for connector in connectors.values():
         stack.push_async_callback(connector.aclose)
     return connectors
+
+
+def erasers_for(connectors: dict[str, Connector]) -> dict[str, Eraser]:
+    """How each system is erased: through its directory, plus what only it holds."""
+    erasers: dict[str, Eraser] = {}
+    for system, connector in connectors.items():
+        if isinstance(connector, FirestoreConnector):
+            erasers[system] = DirectoryEraser(connector, whole_customer=connector.delete_card)
+        else:
+            erasers[system] = DirectoryEraser(connector)
+    return erasers

@@ -40,6 +40,8 @@ def render(
     max_deletions: int = 25,
     max_share: float = 0.5,
     log_format: str = "auto",
+    signing_key_file: Path | None = None,
+    require_second_admin: bool = True,
 ) -> str:
     lines = [
         "[store]",
@@ -53,6 +55,9 @@ def render(
         f"interval_seconds = {interval_seconds}",
         'authority = "firestore"',
         "",
+        "[erasure]",
+        f"require_second_admin = {'true' if require_second_admin else 'false'}",
+        "",
         "[sync.deletion_threshold]",
         f"max_count = {max_deletions}",
         f"max_share = {max_share}",
@@ -62,6 +67,8 @@ def render(
         f"emulator_host = {_value(firestore_host)}",
         "",
     ]
+    if signing_key_file is not None:
+        lines += ["[ledger]", f"signing_key = {{ file = {_value(signing_key_file)} }}", ""]
     if zisson_url is not None:
         lines += [
             "[systems.zisson]",

@@ -31,6 +31,7 @@ from connectors.secrets import SecretRef
 from connectors.zisson.settings import ZissonBinding
 from connectors.zisson.write_api import user_body
 from daemon.domain import Customer
+from daemon.ledger import generate_key_file
 from sandbox.configfile import CustomerEntry, render
 from sandbox.firestore_emulator import EmulatorError, EmulatorUnavailable, FirestoreEmulator
 from sandbox.seed import SeedCustomer, generate, seed_json
@@ -73,6 +74,7 @@ def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding]) -> str:
     return "# Written by `pdsync sandbox up`: the daemon against the local sandbox.\n" + render(
         store_url=f"sqlite:///{data / 'pdsync.db'}",
         master_key_file=data / "secrets" / "master.key",
+        signing_key_file=data / "secrets" / "ledger-signing.pem",
         firestore_project=PROJECT,
         firestore_host=box.emulator.host,
         zisson_url=box.zisson.url,
@@ -165,6 +167,9 @@ def running(
             customers=generate(seed=seed, customers=customers, contacts=contacts),
         )
         _secret_file(data_dir / "secrets" / "master.key", secrets.token_hex(32))
+        signing_key = data_dir / "secrets" / "ledger-signing.pem"
+        if not signing_key.exists():
+            generate_key_file(signing_key)
         asyncio.run(_seed_firestore(box))
         bindings = _seed_zisson(box, seed)
         box.config_path.write_text(_config_text(box, bindings), encoding="utf-8")

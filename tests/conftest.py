@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.firestore",
     "tests.fixtures.zisson",
     "tests.fixtures.store",
+    "tests.fixtures.graph",
 ]

@@ -77,6 +77,7 @@ from daemon.domain import (
     OpStatus,
     ReadResult,
     Rejected,
+    Residual,
 )
 
 T = TypeVar("T")
@@ -469,6 +470,60 @@ class FirestoreConnector(RetryingConnectorBase):
             return ReadResult(records=tuple(records), rejected=tuple(rejected))
 
         return await self._call("read contacts", read_all)
+
+    async def card_documents(self, customer: Customer) -> list[str]:
+        """Paths (below the card) of every document the customer has: the card itself
+        and everything in all its subcollections, contacts included."""
+        binding = self._binding(customer)
+
+        def walk(client: firestore.Client) -> list[str]:
+            card = self._card(client, binding)
+            found: list[str] = []
+
+            def visit(ref: DocumentReference) -> None:
+                self._count()
+                if ref.get(retry=None, timeout=self.rpc_timeout).exists:
+                    found.append(ref.path)
+                for collection in ref.collections():
+                    self._count()
+                    for child in collection.list_documents():
+                        visit(child)
+
+            visit(card)
+            return found
+
+        return await self._call("list card documents", walk)
+
+    async def delete_card(self, customer: Customer) -> int:
+        """Delete the card and every subcollection below it (Firestore does not delete
+        subcollections with their parent); returns the number of documents deleted."""
+        binding = self._binding(customer)
+
+        def delete(client: firestore.Client) -> int:
+            card = self._card(client, binding)
+            self._count()
+            deleted = client.recursive_delete(card)
+            self._count()
+            card.delete(retry=None, timeout=self.rpc_timeout)  # a card with no fields left
+            return int(deleted)
+
+        return await self._call("delete card", delete)
+
+    def residuals(self) -> list[Residual]:
+        return [
+            Residual(
+                system="firestore",
+                what="Point-in-time recovery (PITR)",
+                retention="up to 7 days, where PITR is enabled on the database",
+                note="Deleted documents can be read from earlier versions until then.",
+            ),
+            Residual(
+                system="firestore",
+                what="Scheduled backups and exports",
+                retention="as long as the backup schedule keeps them (up to 14 weeks)",
+                note="Backups taken before the deletion keep the data until they expire.",
+            ),
+        ]
 
     async def read_card(self, customer: Customer) -> dict[str, Any] | None:
         """The card document's fields, or None when the customer has no card."""

@@ -40,6 +40,7 @@ from daemon.domain import (
     OpStatus,
     ReadResult,
     Rejected,
+    Residual,
 )
 
 SYSTEM = "zisson"
@@ -94,6 +95,16 @@ class ZissonConnector(HttpConnectorBase):
         self._views = {api: ZissonApiView(self, api) for api in ("json", "xml")}
 
     # -- views ----------------------------------------------------------------------------
+
+    def residuals(self) -> list[Residual]:
+        return [
+            Residual(
+                system="zisson",
+                what="Zisson's backups, call logs and statistics",
+                retention="not published; per Zisson's data processing agreement",
+                note="Ask Zisson to confirm deletion from backups and logs where needed.",
+            )
+        ]
 
     def for_binding(self, binding: ZissonBinding) -> ZissonApiView:
         return self._views[binding.api]
@@ -384,6 +395,9 @@ class ZissonApiView:
 
     def for_customer(self, customer: Customer) -> ZissonApiView:
         return self.connector.for_customer(customer)
+
+    def residuals(self) -> list[Residual]:
+        return self.connector.residuals()
 
     async def aclose(self) -> None:
         """Nothing: the connector owns the HTTP client."""

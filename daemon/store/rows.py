@@ -166,3 +166,47 @@ class Counts(TypedDict):
     open_tasks: int
     quarantined: int  # not yet released
     pending_ops: int
+
+
+class ErasureState(StrEnum):
+    RECEIVED = "received"
+    PLANNED = "planned"
+    AWAITING_APPROVAL = "awaiting_approval"  # a second admin must approve
+    EXECUTING = "executing"
+    VERIFYING = "verifying"  # waiting for read-backs (and manual tasks) to show absence
+    COMPLETED = "completed"
+    FAILED = "failed"  # needs a person
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ErasureRow:
+    id: str
+    customer_id: str
+    scope: str  # "subject" | "customer"
+    state: ErasureState
+    requested_by: str
+    reason: str
+    requested_at: datetime
+    deadline: datetime
+    approved_by: str | None
+    approved_at: datetime | None
+    masked: Mapping[str, Any]  # masked identifiers, for people and the certificate
+    plan: Mapping[str, Any]  # per system: counts by kind
+    outcome: Mapping[str, Any]  # per system: outcome, counts, verified
+    certificate: str | None  # canonical JSON, once issued
+    error: str | None
+    updated_at: datetime
+    completed_at: datetime | None
+    has_identifiers: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ErasureItemRow:
+    system: str
+    kind: str
+    item_id: str
+    scope: str
+    phase: str  # "plan" | "sweep" (found again after executing the plan)
+    status: str  # pending | done | manual | failed
+    done_at: datetime | None

@@ -298,9 +298,83 @@ op_journal = sa.Table(
     sa.Index(None, "customer_id", "status"),
 )
 
+# The tamper-evident ledger (daemon/ledger): append-only, never purged. Rows hold ids,
+# counts, field names and fingerprints, never personal data; `payload` is canonical JSON
+# text, kept as text because the leaf hash covers its exact bytes.
+ledger_entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("customer_id", CUSTOMER_ID, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("leaf_hash", sa.String(64), nullable=False),
+    sa.CheckConstraint("seq >= 0", name="seq"),
+    sa.Index(None, "customer_id", "seq"),
+)
+
+ledger_checkpoints = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.String(64), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+    sa.CheckConstraint("size >= 0", name="size"),
+)
+
+# Erasure requests (daemon/erasure.py) and the items located for them. They outlive a
+# whole-customer purge like runs do: no personal data (identifiers are encrypted with
+# the customer's key and dropped on completion; items are system ids), and they are
+# the proof of what was erased.
+erasure_requests = sa.Table(
+    "erasure_requests",
+    metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("customer_id", CUSTOMER_ID, nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("deadline", UTCDateTime, nullable=False),
+    sa.Column("approved_by", sa.String(200), nullable=True),
+    sa.Column("approved_at", UTCDateTime, nullable=True),
+    sa.Column("identifiers", sa.LargeBinary, nullable=True),
+    sa.Column("masked", JSON, nullable=True),
+    sa.Column("plan", JSON, nullable=True),
+    sa.Column("outcome", JSON, nullable=True),
+    sa.Column("certificate", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("completed_at", UTCDateTime, nullable=True),
+    sa.CheckConstraint("scope IN ('subject', 'customer')", name="scope"),
+    sa.Index(None, "customer_id", "state"),
+    sa.Index(None, "state"),
+)
+
+erasure_items = sa.Table(
+    "erasure_items",
+    metadata,
+    sa.Column("request_id", UUID, sa.ForeignKey("erasure_requests.id"), nullable=False),
+    sa.Column("system", SYSTEM, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("item_id", EXTERNAL_ID, nullable=False),
+    sa.Column("scope", sa.String(512), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("done_at", UTCDateTime, nullable=True),
+    sa.PrimaryKeyConstraint("request_id", "system", "kind", "item_id"),
+    sa.Index(None, "request_id", "status"),
+)
+
 # Tables whose rows belong to one customer through a `customer_id` column, children
 # first; purge_customer walks them. fingerprints hang off link_members (by link), and
-# customers, customer_keys, runs and run_events are left out on purpose (see there).
+# customers, customer_keys, runs and run_events are left out on purpose (see there), as
+# are ledger_entries and erasure_requests/items: the proof of the erasure must outlive
+# the customer.
 CUSTOMER_TABLES: tuple[sa.Table, ...] = (
     link_members,
     links,

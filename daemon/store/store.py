@@ -1,9 +1,10 @@
 """The Store: everything the daemon keeps, on SQLite (embedded) or PostgreSQL.
 
 One class, assembled from one mixin per concern (keys.py, directory.py, runs.py,
-casework.py, decisions.py, journal.py); each public method is one short transaction.
-It holds no plaintext personal data: links, versions, keyed fingerprints, ids, counts,
-and blobs encrypted with the customer's key (which itself is wrapped with the master key).
+casework.py, decisions.py, journal.py, ledger.py); each public method is one short
+transaction. It holds no plaintext personal data: links, versions, keyed fingerprints,
+ids, counts, the ledger, and blobs encrypted with the customer's key (which itself is
+wrapped with the master key).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from daemon.store import _db
 from daemon.store.casework import CaseworkMixin
 from daemon.store.decisions import DecisionsMixin
 from daemon.store.directory import DirectoryMixin
+from daemon.store.erasures import ErasuresMixin
 from daemon.store.journal import JournalMixin
+from daemon.store.ledger import LedgerMixin
 from daemon.store.rows import Counts, DisputeStatus, JournalStatus, TaskStatus
 from daemon.store.runs import RunsMixin
 from daemon.store.schema import (
@@ -33,7 +36,15 @@ from daemon.store.schema import (
 )
 
 
-class Store(DirectoryMixin, RunsMixin, CaseworkMixin, DecisionsMixin, JournalMixin):
+class Store(
+    DirectoryMixin,
+    RunsMixin,
+    CaseworkMixin,
+    DecisionsMixin,
+    JournalMixin,
+    LedgerMixin,
+    ErasuresMixin,
+):
     """The daemon's durable state. Open with `Store.open(url, master_key=...)`.
 
     Thread-safe (one connection pool); several processes may share a PostgreSQL
@@ -92,9 +103,10 @@ class Store(DirectoryMixin, RunsMixin, CaseworkMixin, DecisionsMixin, JournalMix
 
         For the end of a whole-customer erasure, as its last step (nothing of the
         customer can be decrypted afterwards). Returns the rows deleted per table,
-        for the certificate. What stays: runs and their events (no personal data), and
-        the destroyed-key marker (customer id and timestamps), so that customer_key
-        raises KeyDestroyed instead of quietly starting the customer afresh.
+        for the certificate. What stays: runs and their events and the ledger (no
+        personal data; the ledger proves the erasure), and the destroyed-key marker
+        (customer id and timestamps), so that customer_key raises KeyDestroyed instead
+        of quietly starting the customer afresh.
         """
         now = _db.utcnow()
         deleted: dict[str, int] = {}

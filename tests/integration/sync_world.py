@@ -16,10 +16,22 @@ from connectors.firestore.settings import FirestoreBinding
 from connectors.secrets import SecretRef
 from connectors.zisson import ZissonSettings
 from connectors.zisson.write_api import user_body
-from daemon.config import CustomerConfig, Settings, StoreConfig, SyncConfig, SystemsConfig
+from daemon.config import (
+    CustomerConfig,
+    ErasureConfig,
+    LedgerConfig,
+    Settings,
+    StoreConfig,
+    SyncConfig,
+    SystemsConfig,
+)
 from daemon.domain import ContactRecord, Customer
+from daemon.erasure import ErasureService
+from daemon.ledger import Ledger, generate_key_file
+from daemon.proof import certifier_for, open_ledger
 from daemon.store import Store
 from daemon.sync import SyncReport, SyncService
+from daemon.wiring import erasers_for
 from sandbox.configfile import CustomerEntry, render
 from tests.fixtures.firestore import FirestoreEnv
 from tests.fixtures.zisson import ZissonBound
@@ -37,6 +49,15 @@ class SyncWorld:
     zisson: ZissonBound
     env: FirestoreEnv
     master_key_file: Path
+    signing_key_file: Path
+    ledger: Ledger
+
+    def erasure(self) -> ErasureService:
+        connectors = {"firestore": self.firestore, "zisson": self.zisson.connector}
+        return ErasureService(
+            self.settings, self.store, erasers_for(connectors), recorder=self.ledger,
+            certify=certifier_for(self.settings, self.ledger),
+        )
 
     @property
     def customer(self) -> CustomerConfig:
@@ -95,6 +116,7 @@ class SyncWorld:
                         zisson=self.zisson.binding,
                     )
                 ],
+                signing_key_file=self.signing_key_file,
                 **overrides,
             ),
             encoding="utf-8",
@@ -110,10 +132,15 @@ def make_world(
     *,
     store_url: str | None = None,
     sync: SyncConfig | None = None,
+    erasure: ErasureConfig | None = None,
 ) -> SyncWorld:
     key_file = tmp_path / "master.key"
     key_file.write_text(secrets.token_hex(32))
+    signing_key_file = tmp_path / "ledger.pem"
+    generate_key_file(signing_key_file)
     settings = Settings(
+        ledger=LedgerConfig(signing_key=SecretRef(file=signing_key_file)),
+        erasure=erasure or ErasureConfig(),
         store=StoreConfig(
             url=store_url or f"sqlite:///{tmp_path / 'pdsync.db'}",
             master_key=SecretRef(file=key_file),
@@ -133,8 +160,12 @@ def make_world(
         ],
     )
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    ledger = open_ledger(settings, store)
+    assert ledger is not None
     fs = FirestoreConnector(env.settings())
-    service = SyncService(settings, store, {"firestore": fs, "zisson": zisson.connector})
+    service = SyncService(
+        settings, store, {"firestore": fs, "zisson": zisson.connector}, ledger=ledger
+    )
     return SyncWorld(
         settings=settings,
         store=store,
@@ -144,4 +175,6 @@ def make_world(
         zisson=zisson,
         env=env,
         master_key_file=key_file,
+        signing_key_file=signing_key_file,
+        ledger=ledger,
     )

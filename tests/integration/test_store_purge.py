@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 
@@ -32,6 +34,12 @@ def fill(store: Store, customer_id: str) -> list[str]:
         kind="update",
     )
     store.finish_run(run, "completed", {})
+    store.append_ledger("sync.completed", customer_id, {})
+    request = store.create_erasure(
+        customer_id, scope="subject", identifiers="{}", masked={}, requested_by="admin",
+        reason="ticket", deadline=timedelta(days=30),
+    )
+    store.add_erasure_items(request, [("zisson", "contact", "z-1", customer_id)], phase="plan")
     return [link, empty]
 
 
@@ -58,16 +66,21 @@ def test_purge_leaves_only_runs_events_and_the_shredded_key(store: Store) -> Non
     c2_links = fill(store, "c2")
     c2_before = rows_of(store, "c2", c2_links)
     assert set(rows_of(store, "c1", c1_links)) == {t.name for t in metadata.sorted_tables} - {
-        "store_meta"
+        "store_meta",
+        "ledger_checkpoints",  # not any one customer's
+        "erasure_items",  # belong to a request, not directly to a customer
     }
 
     deleted = store.purge_customer("c1")
 
+    # What stays is the proof: runs, the ledger, the erasure request; no personal data.
     assert rows_of(store, "c1", c1_links) == {
         "customers": 1,
         "customer_keys": 1,
         "runs": 1,
         "run_events": 1,
+        "ledger_entries": 1,
+        "erasure_requests": 1,
     }
     assert deleted == {
         "fingerprints": 2,

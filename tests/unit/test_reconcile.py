@@ -335,3 +335,24 @@ def test_three_systems_converge() -> None:
     world.settle()
     assert len(world.records["zisson"]) == 1
     assert [r.title for r in world.records["outlook"].values()] == ["Daglig leder"]
+
+
+def test_a_tombstoned_contact_is_never_recreated_and_is_erased_again_where_it_reappears() -> None:
+    from daemon import crypto
+    from daemon.domain import Subject
+
+    world = World()
+    world.put("zisson", **person())
+    tombstones = frozenset(crypto.subject_fingerprints(KEY, Subject(emails=("ASE@example.no",))))
+    views = {
+        s: SystemView(system=s, fields=ALL_FIELDS, records=list(r.values()))
+        for s, r in world.records.items()
+    }
+    state = replace(world.state(), tombstones=tombstones)
+    plan = Reconciler(customer_id="c1", key=KEY, policy=world.policy).plan(views, state)
+    assert [(p.op.kind, p.op.system, p.reason) for p in plan.ops] == [
+        (OpKind.DELETE, "zisson", "tombstone")
+    ]
+    assert plan.deleted_contacts == 0  # owed, not counted against the threshold
+    assert [n for n, _ in plan.notes] == ["incident_erased_data_reappeared"]
+    assert not [p for p in plan.ops if p.op.kind is OpKind.CREATE]

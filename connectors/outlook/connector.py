@@ -1,0 +1,222 @@
+"""OutlookConnector: Outlook contacts and mail of the service mailboxes, through Graph."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import ClassVar
+
+import httpx
+from pydantic import ValidationError
+
+from connectors.base import Capability, FatalError, RetryPolicy
+from connectors.outlook.auth import TokenProvider
+from connectors.outlook.directory import ContactDirectory
+from connectors.outlook.graph import GraphClient
+from connectors.outlook.mail import MailStore
+from connectors.outlook.mapping import FIELDS, project
+from connectors.outlook.matching import SubjectMatcher
+from connectors.outlook.settings import OutlookBinding, OutlookSettings
+from connectors.outlook.wire import SYSTEM
+from daemon.domain import (
+    ContactRecord,
+    Customer,
+    ItemRef,
+    Operation,
+    OpResult,
+    OpStatus,
+    ReadResult,
+    Residual,
+    Subject,
+)
+
+
+class OutlookConnector(GraphClient):
+    """Outlook through Microsoft Graph (capabilities: directory, erasable, retention).
+
+    Directory: each customer's contact folder in its service mailbox (directory.py).
+    `project` is what an Outlook contact can hold (mapping.py); it is the same for every
+    customer, so `for_customer` is the connector itself.
+
+    Erasable: `locate(customer, subject)` finds the subject's messages (mail.py) and
+    contacts; `erase(customer, refs)` deletes them for good; `verify_absent` locates
+    again and must come back empty. `locate_customer_mail` finds everything of a
+    customer whose contract ends, `locate_customer` that and its contacts. Retention:
+    `expired(customer, now)`.
+
+    Raises only connector errors: AuthError (credentials), RetriableError (Graph
+    unavailable beyond the retries), FatalError (configuration, a subject too vague to
+    erase by), ResyncRequired (an expired delta cursor).
+    """
+
+    system: ClassVar[str] = SYSTEM
+    capabilities: frozenset[Capability] = frozenset(
+        {Capability.DIRECTORY, Capability.ERASABLE, Capability.RETENTION}
+    )
+    fields: frozenset[str] = FIELDS
+
+    def __init__(
+        self,
+        settings: OutlookSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_policy: RetryPolicy | None = None,
+        tokens: TokenProvider | None = None,
+    ) -> None:
+        super().__init__(settings, transport=transport, retry_policy=retry_policy, tokens=tokens)
+        self.contacts = ContactDirectory(self)
+        self.mail = MailStore(self)
+
+    def project(self, record: ContactRecord) -> ContactRecord:
+        return project(record)
+
+    # -- directory ------------------------------------------------------------------------
+
+    async def read(self, customer: Customer) -> ReadResult:
+        result = await self.contacts.read(self.binding(customer))
+        self.log.info(
+            "read", customer=customer.id, records=len(result.records), rejected=len(result.rejected)
+        )
+        for rejected in result.rejected:
+            self.log.warning("rejected", customer=customer.id, reason=rejected.reason)
+        return result
+
+    async def apply(self, customer: Customer, ops: Sequence[Operation]) -> list[OpResult]:
+        results = await self.contacts.apply(self.binding(customer), ops)
+        for op, result in zip(ops, results, strict=True):
+            self.log.info(
+                "applied",
+                customer=customer.id,
+                op_id=op.op_id,
+                kind=str(op.kind),
+                status=str(result.status),
+            )
+        return results
+
+    async def changes(
+        self, customer: Customer, cursor: str | None
+    ) -> tuple[ReadResult, list[str], str]:
+        """Contacts changed since `cursor` (None: all), removed ids, the next cursor.
+
+        Raises ResyncRequired (a FatalError) when the cursor has expired on the server:
+        call again with `cursor=None` and treat that result as the complete folder.
+        """
+        return await self.contacts.changes(self.binding(customer), cursor)
+
+    # -- erasure --------------------------------------------------------------------------
+
+    async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+        """Every message and contact of `customer` that names `subject`."""
+        return await self.locate_messages(customer, subject) + await self.locate_contacts(
+            customer, subject
+        )
+
+    async def locate_messages(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+        binding = self.binding(customer)
+        refs = await self.mail.locate(binding, subject, _matcher(subject))
+        self.log.info("located messages", customer=customer.id, items=len(refs))
+        return refs
+
+    async def locate_contacts(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+        binding = self.binding(customer)
+        refs = await self.contacts.locate(binding, _matcher(subject))
+        self.log.info("located contacts", customer=customer.id, items=len(refs))
+        return refs
+
+    async def erase(
+        self, customer: Customer, refs: Sequence[ItemRef]
+    ) -> list[tuple[ItemRef, OpStatus]]:
+        """Delete `refs` for good (permanentDelete); APPLIED also for what was gone."""
+        return await self.mail.erase(self.binding(customer), refs)
+
+    async def verify_absent(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+        """What Graph still shows of the subject: empty after a complete erasure."""
+        return await self.locate(customer, subject)
+
+    async def locate_customer_mail(self, customer: Customer) -> list[ItemRef]:
+        """Every message in the customer's folders, and from or to its domains."""
+        refs = await self.mail.locate_customer_mail(self.binding(customer))
+        self.log.info("located customer mail", customer=customer.id, items=len(refs))
+        return refs
+
+    async def locate_customer(self, customer: Customer) -> list[ItemRef]:
+        """Everything Outlook holds of a customer whose contract ends: its mail (as
+        `locate_customer_mail`) and every contact in its contact folder."""
+        binding = self.binding(customer)
+        refs = await self.mail.locate_customer_mail(binding)
+        refs += await self.contacts.locate(binding, None)
+        self.log.info("located customer", customer=customer.id, items=len(refs))
+        return refs
+
+    async def expired(self, customer: Customer, now: datetime) -> list[ItemRef]:
+        """Messages older than the customer's retention rules (per folder) at `now`."""
+        return await self.mail.expired(self.binding(customer), now)
+
+    def residuals(self) -> list[Residual]:
+        """What Exchange Online keeps after pdsync deletes, and for how long."""
+        return [
+            Residual(
+                system=SYSTEM,
+                what="Recoverable Items (Purges) of the mailbox",
+                retention="14 days by default; up to 30 days as the mailbox is configured",
+                note="permanentDelete moves a message there: no mail client or Graph call can "
+                "reach it, and Exchange removes it when the deleted item retention ends.",
+            ),
+            Residual(
+                system=SYSTEM,
+                what="Holds on the mailbox (Litigation Hold, eDiscovery or Purview retention)",
+                retention="as long as the hold or retention policy says, possibly indefinitely",
+                note="a held item stays in Recoverable Items whatever pdsync deletes; check the "
+                "tenant's holds before promising erasure.",
+            ),
+            Residual(
+                system=SYSTEM,
+                what="Contacts deleted where Graph has no permanentDelete for contacts, and "
+                "contacts removed by sync (DELETE)",
+                retention="in Deleted Items until it is emptied, then as Recoverable Items",
+                note="DELETE is a soft delete in Exchange; erasure uses permanentDelete "
+                "wherever Graph offers it for contacts.",
+            ),
+            Residual(
+                system=SYSTEM,
+                what="Exchange Online message trace (sender, recipients, subject)",
+                retention="up to 90 days",
+                note="kept by Microsoft for mail flow troubleshooting; Graph cannot erase it.",
+            ),
+        ]
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def binding(self, customer: Customer) -> OutlookBinding:
+        """The customer's OutlookBinding (a mapping from config is validated here)."""
+        try:
+            binding = customer.binding(SYSTEM)
+        except LookupError as exc:
+            raise FatalError(str(exc), system=SYSTEM) from None
+        if isinstance(binding, Mapping):
+            try:
+                binding = OutlookBinding.model_validate(dict(binding))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'binding'}: {e['msg']}"
+                    for e in exc.errors(include_input=False, include_url=False)
+                )
+                raise FatalError(
+                    f"outlook: the binding of customer {customer.id!r} is invalid: {problems}",
+                    system=SYSTEM,
+                ) from None
+        if not isinstance(binding, OutlookBinding):
+            raise FatalError(
+                f"outlook: the binding of customer {customer.id!r} is not an OutlookBinding",
+                system=SYSTEM,
+            )
+        return binding
+
+
+def _matcher(subject: Subject) -> SubjectMatcher:
+    if not subject:
+        raise FatalError("outlook: the subject has no identifiers", system=SYSTEM)
+    try:
+        return SubjectMatcher(subject)
+    except ValueError as exc:
+        raise FatalError(f"outlook: {exc}", system=SYSTEM) from None

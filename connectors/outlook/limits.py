@@ -1,0 +1,230 @@
+"""Per-mailbox limits: requests in flight (weighted) and a request budget per time window.
+
+In flight: Graph allows 4 concurrent requests per app and mailbox, and a $batch is not
+one request there: Graph hands its items to Exchange up to four at a time, each one
+counting against the mailbox. So a request holds `weight` slots (a $batch of n items
+holds min(n, 4)), and the base class's Limiter is replaced by `WeightedLimiter`.
+
+Budget: at most N request units in any sliding window of W seconds.
+
+Graph allows 10,000 requests per 10 minutes per app and mailbox (each $batch item is a
+request). A token bucket with that rate would still allow a burst of a full bucket on
+top of a full window's worth, so the budget is kept as a sliding log: a request is sent
+only when the units spent in the last W seconds leave room for it, each request counted
+from when its answer arrived (the server counted it before that). That never exceeds
+the server's window, whether the server counts in fixed or sliding windows, and over
+time runs at the budget's full rate.
+
+A 429 pauses the whole mailbox until its Retry-After has passed, so the requests
+already queued do not each spend a throttled attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from connectors.base import Limiter
+
+# How many slots the request about to be sent needs; set around `with_retry` by the
+# Graph client, read by WeightedLimiter.slot (with_retry cannot pass it through).
+slot_weight: contextvars.ContextVar[int] = contextvars.ContextVar("slot_weight", default=1)
+
+
+class WeightedLimiter(Limiter):
+    """At most `concurrency` slots in use per scope; a request takes `slot_weight` slots.
+
+    Waiters are served first come, first served, so a $batch waiting for four free slots
+    is not overtaken forever by single requests.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__(concurrency)
+        self.concurrency = concurrency
+        self._used: dict[str, int] = {}
+        self._queues: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
+        self.max_in_use = 0  # the most slots ever held at once in one scope
+
+    @contextlib.asynccontextmanager
+    async def slot(self, scope: str) -> AsyncIterator[None]:
+        weight = max(1, min(slot_weight.get(), self.concurrency))
+        await self._acquire(scope, weight)
+        try:
+            yield
+        finally:
+            self._release(scope, weight)
+
+    async def _acquire(self, scope: str, weight: int) -> None:
+        queue = self._queues.setdefault(scope, deque())
+        used = self._used.get(scope, 0)
+        if not queue and used + weight <= self.concurrency:
+            self._take(scope, weight)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (weight, waiter)
+        queue.append(entry)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release(scope, weight)  # granted just as we were cancelled
+            else:
+                queue.remove(entry)
+                self._wake(scope)
+            raise
+
+    def _take(self, scope: str, weight: int) -> None:
+        used = self._used.get(scope, 0) + weight
+        self._used[scope] = used
+        self.max_in_use = max(self.max_in_use, used)
+
+    def _release(self, scope: str, weight: int) -> None:
+        self._used[scope] = self._used.get(scope, 0) - weight
+        self._wake(scope)
+
+    def _wake(self, scope: str) -> None:
+        queue = self._queues.get(scope)
+        while queue:
+            weight, waiter = queue[0]
+            if self._used.get(scope, 0) + weight > self.concurrency:
+                return
+            queue.popleft()
+            if not waiter.done():
+                self._take(scope, weight)
+                waiter.set_result(None)
+
+
+class Spending:
+    """Units reserved for one request; stamped when its answer is in."""
+
+    __slots__ = ("settled_at", "units")
+
+    def __init__(self, units: int) -> None:
+        self.units = units
+        self.settled_at = math.inf  # in flight: cannot leave the window yet
+
+
+@dataclass
+class _Scope:
+    spent: deque[Spending] = field(default_factory=deque)
+    total: int = 0
+    paused_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RequestBudget:
+    """At most `budget` units per `window` seconds for each quota scope (a mailbox).
+
+    A request counts from when its answer arrives, not from when it was sent: the
+    server counted it somewhere in between (a $batch's last items are admitted well
+    after the envelope left), so only the answer's time is sure not to be too early.
+    Until then its units stay in the window.
+    """
+
+    def __init__(
+        self,
+        budget: int,
+        window: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if budget < 1 or window <= 0:
+            raise ValueError("budget must be at least 1 and window positive")
+        self.budget = budget
+        self.window = window
+        self.margin = min(0.5, window * 0.01)  # clock granularity, rounding on the server
+        self._clock = clock
+        self._scopes: dict[str, _Scope] = {}
+        self.waited = 0.0  # seconds spent waiting for the budget, for tests and metrics
+
+    def _scope(self, scope: str) -> _Scope:
+        state = self._scopes.get(scope)
+        if state is None:
+            state = self._scopes[scope] = _Scope()
+        return state
+
+    def spent(self, scope: str) -> int:
+        """Units in the current window (in flight included)."""
+        state = self._scope(scope)
+        self._expire(state, self._clock())
+        return state.total
+
+    @contextlib.asynccontextmanager
+    async def spending(self, scope: str, units: int = 1) -> AsyncIterator[Spending]:
+        """Reserve `units` (waiting for room), then stamp them when the block ends."""
+        spending = await self.reserve(scope, units)
+        try:
+            yield spending
+        finally:
+            self.settle(scope, spending)
+
+    async def reserve(self, scope: str, units: int = 1) -> Spending:
+        """Wait until `units` fit into the scope's window, then hold them.
+
+        Waiters are served in order (a lock per scope), so a large $batch is not starved
+        by single requests. More units than the whole budget are held as the whole
+        budget, so a too-large batch waits for an empty window instead of forever.
+        """
+        spending = Spending(max(1, min(units, self.budget)))
+        state = self._scope(scope)
+        async with state.lock:
+            while True:
+                now = self._clock()
+                if now < state.paused_until:
+                    await self._sleep(state.paused_until - now)
+                    continue
+                self._expire(state, now)
+                if state.total + spending.units <= self.budget:
+                    state.spent.append(spending)
+                    state.total += spending.units
+                    return spending
+                room_at = self._room_at(state, spending.units)
+                if math.isinf(room_at):
+                    state.settled.clear()
+                    started = self._clock()
+                    await state.settled.wait()  # room only once an answer is in
+                    self.waited += self._clock() - started
+                else:
+                    await self._sleep(room_at - now)
+
+    def settle(self, scope: str, spending: Spending) -> None:
+        spending.settled_at = self._clock()
+        self._scope(scope).settled.set()
+
+    def pause(self, scope: str, seconds: float) -> None:
+        """Hold every request of the scope for `seconds` (the server said Retry-After)."""
+        state = self._scope(scope)
+        state.paused_until = max(state.paused_until, self._clock() + max(0.0, seconds))
+
+    def paused_for(self, scope: str) -> float:
+        return max(0.0, self._scope(scope).paused_until - self._clock())
+
+    def _expire(self, state: _Scope, now: float) -> None:
+        # In answer order, roughly: one slow request holds back those behind it, which
+        # errs on the safe side.
+        horizon = now - self.window - self.margin
+        while state.spent and state.spent[0].settled_at <= horizon:
+            state.total -= state.spent.popleft().units
+
+    def _room_at(self, state: _Scope, units: int) -> float:
+        """When enough of the oldest entries will have left the window (inf: in flight)."""
+        needed = state.total + units - self.budget
+        freed, latest = 0, 0.0
+        for spending in state.spent:
+            freed += spending.units
+            latest = max(latest, spending.settled_at)
+            if freed >= needed:
+                break
+        return latest + self.window + self.margin + 1e-6
+
+    async def _sleep(self, seconds: float) -> None:
+        seconds = max(seconds, 0.0)
+        self.waited += seconds
+        await asyncio.sleep(seconds)

@@ -1,0 +1,236 @@
+"""Mail of one customer in the service mailbox: locate, erase, retention.
+
+Where messages are looked for: `/messages` (every folder a user sees, Deleted Items
+included) and Recoverable Items/Deletions (what was deleted from Deleted Items, still
+recoverable by users and reachable by Graph as `recoverableitemsdeletions`).
+
+locate          the union of one `$search` per identifier (kql.py) and the exact
+                `$filter` on the sender's address, each paged to its end; a search
+                that returns `search_cap` hits may have been cut short, so then the whole
+                area is scanned instead. Recoverable Items/Deletions is always scanned
+                (it is small, and search there is not to be relied on). Every hit is
+                re-checked (matching.py) before it becomes an ItemRef.
+customer mail   every message in the customer's `mail_folders` (and their subfolders)
+                and every message from or to an address in one of its domains (or
+                their subdomains). This is a full scan: search could miss mail the
+                index has not caught up with, and a domain easily has 1000 hits.
+expired         per retention rule, the messages in that folder received before now
+                minus the rule's days (`$filter=receivedDateTime lt ...`, re-checked).
+erase           `POST .../permanentDelete` per message or contact ($batch): the item
+                goes to Recoverable Items/Purges, out of every client's and Graph's
+                reach; 404 (already gone) counts as done.
+
+Locating always reads to the end before anything is deleted: Graph pages by offset,
+so deleting while paging would skip messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from connectors.base import NotFoundError
+from connectors.outlook import kql
+from connectors.outlook.folders import MailFolders
+from connectors.outlook.graph import GraphClient
+from connectors.outlook.matching import MESSAGE_SELECT, SubjectMatcher, participants
+from connectors.outlook.settings import OutlookBinding
+from connectors.outlook.tasks import run_all
+from connectors.outlook.wire import SYSTEM, BatchItem, segment, user_path
+from daemon import normalize
+from daemon.domain import ItemRef, OpStatus, Subject
+
+DELETIONS = "recoverableitemsdeletions"
+Message = dict[str, Any]
+
+
+class MailStore:
+    """The mail side of the Outlook connector (capabilities: erasable, retention)."""
+
+    def __init__(self, graph: GraphClient) -> None:
+        self.graph = graph
+        self.folders = MailFolders(graph)
+        self.searches = 0  # $search queries sent, for tests
+        self.scans = 0  # full scans made because a search reached the cap
+
+    def _areas(self, binding: OutlookBinding) -> list[str]:
+        user = user_path(binding.mailbox).lstrip("/")
+        return [f"{user}/messages", f"{user}/mailFolders/{DELETIONS}/messages"]
+
+    # -- locating -------------------------------------------------------------------------
+
+    async def locate(
+        self, binding: OutlookBinding, subject: Subject, matcher: SubjectMatcher
+    ) -> list[ItemRef]:
+        """The messages that name the subject, each re-checked client-side."""
+        names = tuple(" ".join(normalize.text(n).split()) for n in subject.names)
+        queries = kql.subject_queries(matcher.emails, matcher.phones, names)
+        found = await run_all(
+            [
+                functools.partial(self._locate_in, binding, area, queries, matcher)
+                for area in self._areas(binding)
+            ]
+        )
+        return _refs(binding, (m for messages in found for m in messages))
+
+    async def _locate_in(
+        self, binding: OutlookBinding, area: str, queries: Sequence[str], matcher: SubjectMatcher
+    ) -> list[Message]:
+        if area.endswith(f"{DELETIONS}/messages"):
+            # Small, and not every Exchange searches it: read it all and re-check.
+            scanned = await self._list(binding, area, select=MESSAGE_SELECT)
+            return [message for message in scanned if matcher.matches_message(message)]
+        searches = [functools.partial(self._search, binding, area, query) for query in queries]
+        filters = [
+            functools.partial(
+                self._list, binding, area, select=MESSAGE_SELECT, filter=kql.sender_filter(email)
+            )
+            for email in matcher.emails
+        ]
+        results = await run_all([*searches, *filters])
+        cap = self.graph.settings.search_cap
+        capped = any(len(messages) >= cap for messages in results[: len(searches)])
+        hits: dict[str, Message] = {}
+        for messages in results:
+            for message in messages:
+                hits.setdefault(str(message.get("id")), message)
+        if capped:
+            # Some search may have been cut off at the cap: trust none of them, look at all.
+            self.scans += 1
+            scanned = await self._list(binding, area, select=MESSAGE_SELECT)
+            hits = {str(m.get("id")): m for m in scanned}
+        return [message for message in hits.values() if matcher.matches_message(message)]
+
+    async def _search(self, binding: OutlookBinding, area: str, query: str) -> list[Message]:
+        self.searches += 1
+        return await self._list(binding, area, select=MESSAGE_SELECT, search=query)
+
+    async def _list(
+        self,
+        binding: OutlookBinding,
+        area: str,
+        *,
+        select: str,
+        filter: str | None = None,
+        search: str | None = None,
+    ) -> list[Message]:
+        params = {"$select": select, "$top": str(self.graph.settings.page_size)}
+        if filter is not None:
+            params["$filter"] = filter
+        if search is not None:
+            params["$search"] = kql.search_value(search)
+        try:
+            items, _ = await self.graph.collect(
+                binding.scope, area, what="list messages", params=params
+            )
+        except NotFoundError:
+            if area.endswith(f"{DELETIONS}/messages"):
+                return []  # a mailbox without Recoverable Items access
+            raise
+        return items
+
+    async def locate_customer_mail(self, binding: OutlookBinding) -> list[ItemRef]:
+        """Everything of the customer: its folders whole, and mail from or to its domains."""
+        folder_ids = set(await self.folders.trees(binding, binding.mail_folders))
+        domains = binding.domains
+        select = "parentFolderId," + ",".join(f for f in MESSAGE_SELECT.split(",") if f != "body")
+
+        def belongs(message: Message) -> bool:
+            if message.get("parentFolderId") in folder_ids:
+                return True
+            return any(
+                _in_domains(address, domains) for address, _ in participants(message) if address
+            )
+
+        found: list[Message] = []
+        for area in self._areas(binding):
+            found += [m for m in await self._list(binding, area, select=select) if belongs(m)]
+        return _refs(binding, found)
+
+    async def expired(self, binding: OutlookBinding, now: dt.datetime) -> list[ItemRef]:
+        """Messages past the customer's retention rules, per folder."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        found: list[Message] = []
+        for folder, days in binding.retention_days.items():
+            (folder_id,) = await self.folders.ids(binding, [folder])
+            cutoff = (now - dt.timedelta(days=days)).astimezone(dt.UTC).replace(microsecond=0)
+            stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
+            area = f"{user_path(binding.mailbox).lstrip('/')}/mailFolders/{segment(folder_id)}"
+            messages = await self._list(
+                binding,
+                area + "/messages",
+                select="id,receivedDateTime",
+                filter=kql.received_before(stamp),
+            )
+            found += [m for m in messages if _before(m, cutoff)]
+        return _refs(binding, found)
+
+    # -- erasing --------------------------------------------------------------------------
+
+    async def erase(
+        self, binding: OutlookBinding, refs: Sequence[ItemRef]
+    ) -> list[tuple[ItemRef, OpStatus]]:
+        """Delete every ref for good; one status per ref, in order.
+
+        Messages and contacts: permanentDelete, to Recoverable Items/Purges. Where Graph
+        has no permanentDelete for contacts (national clouds; the sandbox), it answers
+        400 and the contact is deleted with DELETE instead, which Exchange treats as a
+        soft delete (see residuals). 404 is APPLIED: gone is gone. A ref of another
+        system or mailbox is refused (FAILED), never followed.
+        """
+        statuses: list[OpStatus] = [OpStatus.FAILED] * len(refs)
+        items: list[tuple[int, BatchItem]] = []
+        user = user_path(binding.mailbox)
+        for index, ref in enumerate(refs):
+            if ref.system != SYSTEM or ref.scope.casefold() != binding.scope:
+                continue
+            if ref.kind in ("message", "contact"):
+                url = f"{user}/{ref.kind}s/{segment(ref.id)}/permanentDelete"
+                items.append((index, BatchItem(method="POST", url=url)))
+        answers = await self.graph.execute(binding.scope, [item for _, item in items], what="erase")
+        soft: list[tuple[int, BatchItem]] = []
+        for (index, _), answer in zip(items, answers, strict=True):
+            if answer.ok or answer.status == 404:
+                statuses[index] = OpStatus.APPLIED
+            elif refs[index].kind == "contact" and answer.status in (400, 405, 501):
+                url = f"{user}/contacts/{segment(refs[index].id)}"
+                soft.append((index, BatchItem(method="DELETE", url=url)))
+        if soft:
+            answers = await self.graph.execute(
+                binding.scope, [item for _, item in soft], what="erase contacts"
+            )
+            for (index, _), answer in zip(soft, answers, strict=True):
+                if answer.ok or answer.status == 404:
+                    statuses[index] = OpStatus.APPLIED
+        failed = sum(1 for status in statuses if status is OpStatus.FAILED)
+        self.graph.log.info("erased", items=len(refs), failed=failed, soft=len(soft))
+        return list(zip(refs, statuses, strict=True))
+
+
+def _in_domains(address: str, domains: Iterable[str]) -> bool:
+    domain = address.rpartition("@")[2].rstrip(".")
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def _before(message: Mapping[str, Any], cutoff: dt.datetime) -> bool:
+    received = _received(message)
+    return received is not None and received < cutoff
+
+
+def _received(message: Mapping[str, Any]) -> dt.datetime | None:
+    value = message.get("receivedDateTime")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _refs(binding: OutlookBinding, messages: Iterable[Mapping[str, Any]]) -> list[ItemRef]:
+    ids = dict.fromkeys(str(m.get("id")) for m in messages if m.get("id"))
+    return [ItemRef(system=SYSTEM, kind="message", id=i, scope=binding.mailbox) for i in ids]

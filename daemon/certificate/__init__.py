@@ -1,0 +1,50 @@
+"""Deletion certificates (O6): signed JSON with a ledger inclusion proof, and a PDF.
+
+    facts = CertificateFacts(request_id=..., identifiers=MaskedIdentifiers.of(subject), ...)
+    cert = issue_certificate(facts, ledger=ledger, signer=signer)
+    path.write_bytes(cert.to_json()); pdf_path.write_bytes(render_pdf(cert))
+    problems = verify_certificate(path.read_bytes())   # [] when valid; offline
+
+Modules: masking (identifiers), model (the certificate and its JSON), issue (ledger,
+checkpoint, sign), verify (the offline check), pdf (the document for people).
+"""
+
+from __future__ import annotations
+
+from daemon.certificate.issue import issue_certificate
+from daemon.certificate.masking import mask_email, mask_name, mask_phone
+from daemon.certificate.model import (
+    CERTIFICATE_KIND,
+    CERTIFICATE_VERSION,
+    Certificate,
+    CertificateFacts,
+    Issuer,
+    LedgerProof,
+    MaskedIdentifiers,
+    Outcome,
+    ResidualWindow,
+    Scope,
+    SystemResult,
+)
+from daemon.certificate.pdf import render_pdf
+from daemon.certificate.verify import verify_certificate
+
+__all__ = [
+    "CERTIFICATE_KIND",
+    "CERTIFICATE_VERSION",
+    "Certificate",
+    "CertificateFacts",
+    "Issuer",
+    "LedgerProof",
+    "MaskedIdentifiers",
+    "Outcome",
+    "ResidualWindow",
+    "Scope",
+    "SystemResult",
+    "issue_certificate",
+    "mask_email",
+    "mask_name",
+    "mask_phone",
+    "render_pdf",
+    "verify_certificate",
+]

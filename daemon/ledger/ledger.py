@@ -1,0 +1,214 @@
+"""The Ledger: record what the daemon did, checkpoint it, prove it.
+
+    ledger = Ledger(store, load_signer(config.ledger.key_file))
+    entry = ledger.record("erasure.executed", customer_id="acme", request_id=rid, deleted=12)
+    checkpoint = ledger.checkpoint()
+    proof = ledger.inclusion_proof(entry.seq, checkpoint.size)
+
+Entries never hold personal data: callers pass ids, counts, field names and keyed
+fingerprints, and `record` refuses strings that look like an e-mail address or a phone
+number. The Merkle tree is kept in memory and brought up to date from the store before
+each checkpoint or proof, re-hashing every row it reads, so a checkpoint is never signed
+over rows that do not match their leaf hashes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from daemon.ledger import canonical, merkle
+from daemon.ledger.entry import Checkpoint, LedgerEntry, checkpoint_statement
+from daemon.ledger.signing import Signer, Verifier
+from daemon.ledger.verify import VerifyReport, verify_ledger
+from daemon.logs import EMAIL, PHONE
+
+_KIND = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
+# Values under these keys are identifiers (an org number or a numeric external id may
+# well have eight digits); they are still checked for e-mail addresses.
+# Keys whose values are ids or digests: long digit runs there are not phone numbers (a
+# 16-hex fingerprint is all digits about once in two thousand).
+_ID_KEY = re.compile(r"(?:.*_)?(?:ids?|fingerprints?|sha256|hash)")
+_BATCH = 10_000
+
+
+class LedgerError(Exception):
+    """Root of what the ledger raises."""
+
+
+class PersonalDataRejected(LedgerError, ValueError):
+    """A payload value looks like personal data (an e-mail address or a phone number)."""
+
+
+class LedgerCorrupted(LedgerError):
+    """The stored ledger does not match itself; run `pdsync ledger verify` for details."""
+
+
+class LedgerStore(Protocol):
+    """The part of daemon.store.Store the ledger uses."""
+
+    def append_ledger(
+        self, kind: str, customer_id: str | None, payload: Mapping[str, Any]
+    ) -> LedgerEntry: ...
+
+    def ledger_entries(self, start: int = 0, stop: int | None = None) -> list[LedgerEntry]: ...
+
+    def ledger_size(self) -> int: ...
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint: ...
+
+    def latest_checkpoint(self) -> Checkpoint | None: ...
+
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+
+def check_no_personal_data(payload: Mapping[str, Any]) -> None:
+    """Raise PersonalDataRejected when a key or string value in `payload` (at any depth)
+    looks like an e-mail address, or like a phone number outside id- and digest-named
+    keys (`id`, `*_ids`, `fingerprints`, `*_sha256`, …). The message names the key,
+    never the value."""
+
+    def check(value: Any, path: str, id_like: bool) -> None:
+        if isinstance(value, str):
+            if EMAIL.search(value):
+                raise PersonalDataRejected(f"ledger payload {path} looks like an e-mail address")
+            if not id_like and PHONE.search(value):
+                raise PersonalDataRejected(f"ledger payload {path} looks like a phone number")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                name = str(key)
+                if EMAIL.search(name) or PHONE.search(name):
+                    raise PersonalDataRejected(
+                        f"ledger payload {path} has a key that looks like personal data"
+                    )
+                check(item, f"{path}.{name}", id_like or bool(_ID_KEY.fullmatch(name)))
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                check(item, f"{path}[{index}]", id_like)
+
+    check(payload, "payload", False)
+
+
+class Ledger:
+    """The append-only, Merkle-hashed record of everything the daemon does (O9).
+
+    `signer` signs checkpoints; `trusted` adds verifiers of earlier keys, so that
+    checkpoints signed before a key rotation still verify. Thread-safe.
+    """
+
+    def __init__(
+        self, store: LedgerStore, signer: Signer, *, trusted: Iterable[Verifier] = ()
+    ) -> None:
+        self._store = store
+        self._signer = signer
+        self._verifiers = {v.key_id: v for v in (*trusted, signer.verifier)}
+        self._tree = merkle.MerkleTree()
+        self._lock = threading.Lock()
+
+    @property
+    def verifiers(self) -> Mapping[str, Verifier]:
+        """The trusted keys by key id (the signer's among them)."""
+        return dict(self._verifiers)
+
+    def record(self, kind: str, *, customer_id: str | None = None, **payload: Any) -> LedgerEntry:
+        """Append an entry; returns it with its seq, ts and leaf hash.
+
+        `kind` is a lowercase dotted name such as "erasure.executed". Raises
+        PersonalDataRejected for payload that looks like personal data, TypeError for
+        values without a canonical JSON form (floats, bytes), StoreError from the store.
+        """
+        if not _KIND.fullmatch(kind):
+            raise ValueError(f"not a ledger entry kind: {kind!r} (lowercase, dotted)")
+        if customer_id is not None and EMAIL.search(customer_id):
+            raise PersonalDataRejected("the customer id looks like an e-mail address")
+        plain_payload = canonical.plain(payload)
+        check_no_personal_data(plain_payload)
+        entry = self._store.append_ledger(kind, customer_id, plain_payload)
+        with self._lock:
+            if entry.seq == len(self._tree):  # else another instance appended meanwhile
+                self._tree.append(bytes.fromhex(entry.leaf_hash))
+        return entry
+
+    def size(self) -> int:
+        """The number of entries in the store now."""
+        return self._store.ledger_size()
+
+    def root(self, size: int | None = None) -> str:
+        """The Merkle root (hex) of the first `size` entries (default: all)."""
+        with self._lock:
+            self._catch_up()
+            return self._tree.root(size).hex()
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the current tree head and store it; returns the stored checkpoint.
+
+        Raises LedgerCorrupted, signing nothing, when a row does not match its leaf
+        hash or the rows do not extend the latest stored checkpoint (whoever signed it).
+        """
+        with self._lock:
+            # Latest first: its rows were committed before it was, so they are there now.
+            latest = self._store.latest_checkpoint()
+            self._catch_up()
+            if latest is not None:
+                if latest.size > len(self._tree):
+                    raise LedgerCorrupted(
+                        f"the checkpoint of size {latest.size} covers more rows than the "
+                        f"ledger has ({len(self._tree)})"
+                    )
+                if self._tree.root(latest.size).hex() != latest.root:
+                    raise LedgerCorrupted(
+                        f"the ledger's first {latest.size} rows no longer hash to the root "
+                        "of the checkpoint of that size"
+                    )
+            size, root, ts = len(self._tree), self._tree.root().hex(), datetime.now(UTC)
+        statement = checkpoint_statement(size=size, root=root, ts=ts, key_id=self._signer.key_id)
+        return self._store.save_checkpoint(
+            Checkpoint(
+                size=size,
+                root=root,
+                ts=ts,
+                key_id=self._signer.key_id,
+                signature=self._signer.sign_hex(statement),
+            )
+        )
+
+    def inclusion_proof(self, seq: int, size: int) -> list[str]:
+        """Hex hashes proving entry `seq` is in the tree of the first `size` entries."""
+        with self._lock:
+            self._catch_up(size)
+            return [h.hex() for h in self._tree.inclusion_proof(seq, size)]
+
+    def consistency_proof(self, old: int, new: int) -> list[str]:
+        """Hex hashes proving the tree of `new` entries extends the tree of `old`."""
+        with self._lock:
+            self._catch_up(new)
+            return [h.hex() for h in self._tree.consistency_proof(old, new)]
+
+    def verify(self) -> VerifyReport:
+        """Check every stored row and checkpoint (reads the whole ledger)."""
+        return verify_ledger(self._store, self._verifiers)
+
+    def _catch_up(self, at_least: int | None = None) -> None:
+        """Read the rows appended since (by anyone), checking each against its hash."""
+        if at_least is not None and at_least <= len(self._tree):
+            return
+        end = self._store.ledger_size()
+        if at_least is not None and at_least > end:
+            raise merkle.ProofError(f"the ledger has {end} entries, not {at_least}")
+        while len(self._tree) < end:
+            start = len(self._tree)
+            rows = self._store.ledger_entries(start, min(end, start + _BATCH))
+            hashes: list[bytes] = []
+            for offset, row in enumerate(rows):
+                if row.seq != start + offset:
+                    raise LedgerCorrupted(f"ledger row {start + offset} is missing")
+                digest = merkle.leaf_hash(row.leaf_data())
+                if digest.hex() != row.leaf_hash:
+                    raise LedgerCorrupted(f"ledger row {row.seq} does not match its leaf hash")
+                hashes.append(digest)
+            if not hashes:
+                raise LedgerCorrupted(f"ledger row {start} is missing")
+            self._tree.extend(hashes)

@@ -1,0 +1,248 @@
+"""Erasure requests as a durable state machine, and their per-item progress.
+
+The identifiers of a request (whom to erase) are stored encrypted with the customer's
+key, and only until the request completes. Every item located for erasure is a row that
+is marked done as soon as its system confirms, so a crash resumes where it stopped and
+nothing is deleted twice or forgotten. Requests outlive a whole-customer purge: they
+hold no personal data and are the proof.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from daemon import crypto
+from daemon.store._db import utcnow
+from daemon.store.errors import NotFound
+from daemon.store.keys import KeysMixin
+from daemon.store.rows import ErasureItemRow, ErasureRow, ErasureState
+from daemon.store.schema import erasure_items, erasure_requests
+
+_OPEN = (
+    ErasureState.RECEIVED,
+    ErasureState.PLANNED,
+    ErasureState.AWAITING_APPROVAL,
+    ErasureState.EXECUTING,
+    ErasureState.VERIFYING,
+)
+
+
+def _context(request_id: str) -> str:
+    return f"pdsync/erasure/{request_id}/identifiers"
+
+
+def _row(row: sa.Row[Any]) -> ErasureRow:
+    return ErasureRow(
+        id=row.id,
+        customer_id=row.customer_id,
+        scope=row.scope,
+        state=ErasureState(row.state),
+        requested_by=row.requested_by,
+        reason=row.reason,
+        requested_at=row.requested_at,
+        deadline=row.deadline,
+        approved_by=row.approved_by,
+        approved_at=row.approved_at,
+        masked=row.masked or {},
+        plan=row.plan or {},
+        outcome=row.outcome or {},
+        certificate=row.certificate,
+        error=row.error,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+        has_identifiers=row.identifiers is not None,
+    )
+
+
+class ErasuresMixin(KeysMixin):
+    def create_erasure(
+        self,
+        customer_id: str,
+        *,
+        scope: str,
+        identifiers: str,
+        masked: Mapping[str, Any],
+        requested_by: str,
+        reason: str,
+        deadline: timedelta,
+    ) -> str:
+        """A new request in state `received`; `identifiers` (JSON) is stored encrypted."""
+        key = self.customer_key(customer_id)
+        request_id = str(uuid.uuid4())
+        now = utcnow()
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(erasure_requests).values(
+                    id=request_id,
+                    customer_id=customer_id,
+                    scope=scope,
+                    state=ErasureState.RECEIVED.value,
+                    requested_by=requested_by,
+                    reason=reason,
+                    requested_at=now,
+                    deadline=now + deadline,
+                    identifiers=crypto.encrypt(key, identifiers, context=_context(request_id)),
+                    masked=dict(masked),
+                    updated_at=now,
+                )
+            )
+        return request_id
+
+    def get_erasure(self, request_id: str) -> ErasureRow:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(erasure_requests).where(erasure_requests.c.id == request_id)
+            ).first()
+            if row is None:
+                # A prefix is enough for people typing ids.
+                rows = conn.execute(
+                    sa.select(erasure_requests).where(erasure_requests.c.id.startswith(request_id))
+                ).all()
+                if len(rows) != 1:
+                    raise NotFound(f"no single erasure request matches {request_id!r}")
+                row = rows[0]
+        return _row(row)
+
+    def list_erasures(
+        self, *, customer_id: str | None = None, open_only: bool = False, limit: int = 200
+    ) -> list[ErasureRow]:
+        query = sa.select(erasure_requests).order_by(erasure_requests.c.requested_at.desc())
+        if customer_id is not None:
+            query = query.where(erasure_requests.c.customer_id == customer_id)
+        if open_only:
+            query = query.where(erasure_requests.c.state.in_([s.value for s in _OPEN]))
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(query.limit(limit))]
+
+    def erasure_identifiers(self, request_id: str) -> str:
+        """The request's identifiers (JSON), decrypted; only while the request is open."""
+        row = self.get_erasure(request_id)
+        with self._read() as conn:
+            blob = conn.scalar(
+                sa.select(erasure_requests.c.identifiers).where(erasure_requests.c.id == row.id)
+            )
+        if blob is None:
+            raise NotFound(f"erasure {row.id}: its identifiers were destroyed on completion")
+        key = self.customer_key(row.customer_id)
+        return crypto.decrypt(key, blob, context=_context(row.id)).decode()
+
+    def update_erasure(
+        self,
+        request_id: str,
+        *,
+        state: ErasureState | None = None,
+        expect: Sequence[ErasureState] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Change state and/or columns (plan, outcome, approved_by, approved_at, error,
+        certificate, completed_at). With `expect`, only from one of those states;
+        returns whether the row changed (False: another instance moved it first)."""
+        allowed = {
+            "plan",
+            "outcome",
+            "approved_by",
+            "approved_at",
+            "error",
+            "certificate",
+            "completed_at",
+        }
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"not an erasure column: {', '.join(sorted(unknown))}")
+        changes = dict(values, updated_at=utcnow())
+        if state is not None:
+            changes["state"] = state.value
+        query = sa.update(erasure_requests).where(erasure_requests.c.id == request_id)
+        if expect is not None:
+            query = query.where(erasure_requests.c.state.in_([s.value for s in expect]))
+        with self._write() as conn:
+            return conn.execute(query.values(**changes)).rowcount == 1
+
+    def forget_erasure_identifiers(self, request_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                sa.update(erasure_requests)
+                .where(erasure_requests.c.id == request_id)
+                .values(identifiers=None, updated_at=utcnow())
+            )
+
+    def add_erasure_items(
+        self, request_id: str, items: Iterable[tuple[str, str, str, str]], *, phase: str
+    ) -> int:
+        """Record located items (system, kind, item_id, scope) as pending; items already
+        recorded stay as they are. Returns how many were new."""
+        rows = [
+            {
+                "request_id": request_id,
+                "system": s,
+                "kind": k,
+                "item_id": i,
+                "scope": sc,
+                "phase": phase,
+                "status": "pending",
+            }
+            for s, k, i, sc in items
+        ]
+        if not rows:
+            return 0
+        with self._write() as conn:
+            before = conn.scalar(
+                sa.select(sa.func.count()).where(erasure_items.c.request_id == request_id)
+            )
+            conn.execute(
+                self._upsert(erasure_items).on_conflict_do_nothing(
+                    index_elements=["request_id", "system", "kind", "item_id"]
+                ),
+                rows,
+            )
+            after = conn.scalar(
+                sa.select(sa.func.count()).where(erasure_items.c.request_id == request_id)
+            )
+        return int(after or 0) - int(before or 0)
+
+    def erasure_items(
+        self, request_id: str, *, status: str | None = None, system: str | None = None
+    ) -> list[ErasureItemRow]:
+        query = sa.select(erasure_items).where(erasure_items.c.request_id == request_id)
+        if status is not None:
+            query = query.where(erasure_items.c.status == status)
+        if system is not None:
+            query = query.where(erasure_items.c.system == system)
+        with self._read() as conn:
+            return [
+                ErasureItemRow(
+                    system=r.system,
+                    kind=r.kind,
+                    item_id=r.item_id,
+                    scope=r.scope,
+                    phase=r.phase,
+                    status=r.status,
+                    done_at=r.done_at,
+                )
+                for r in conn.execute(
+                    query.order_by(erasure_items.c.system, erasure_items.c.item_id)
+                )
+            ]
+
+    def mark_erasure_items(
+        self, request_id: str, items: Iterable[tuple[str, str, str]], status: str
+    ) -> None:
+        """Mark (system, kind, item_id) items done / manual / failed, as the system said."""
+        now: datetime = utcnow()
+        with self._write() as conn:
+            for system, kind, item_id in items:
+                conn.execute(
+                    sa.update(erasure_items)
+                    .where(
+                        erasure_items.c.request_id == request_id,
+                        erasure_items.c.system == system,
+                        erasure_items.c.kind == kind,
+                        erasure_items.c.item_id == item_id,
+                    )
+                    .values(status=status, done_at=now if status == "done" else None)
+                )

@@ -1,0 +1,222 @@
+"""Graph's contact endpoints: contact folders, contacts (with change keys), delta."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox.graph.delta import Seen
+from sandbox.graph.errors import GraphError, bad_request
+from sandbox.graph.listing import context_url, delta_page, paged
+from sandbox.graph.odata import option, project, selection
+from sandbox.graph.render import CONTACT_FIELDS, CONTACT_PROPERTIES, contact_json
+from sandbox.graph.service import Ctx, Route, route
+from sandbox.graph.store import Contact, Folder, Mailbox
+from sandbox.zisson.store import Response
+
+READ_ONLY = frozenset(
+    {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "parentFolderId"}
+)
+_STRING_LISTS = ("businessPhones", "homePhones", "imAddresses", "categories", "children")
+USER = "/users/{user}"
+
+
+def validate_contact(body: Any, *, partial: bool) -> dict[str, Any]:
+    """The writable fields of a contact body, as Graph would accept them; else a 400."""
+    if not isinstance(body, Mapping):
+        raise bad_request("The request body must be a JSON object.", "RequestBodyRead")
+    fields: dict[str, Any] = {}
+    for name, value in body.items():
+        if name.startswith("@odata.") or name in READ_ONLY:
+            continue
+        if name not in CONTACT_FIELDS:
+            raise bad_request(
+                f"The property '{name}' does not exist on type 'microsoft.graph.contact'. Make "
+                "sure to only use property names that are defined by the type or mark the type "
+                "as open type.",
+                "RequestBodyRead",
+            )
+        if name in _STRING_LISTS and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise bad_request(f"'{name}' must be a list of strings.", "RequestBodyRead")
+        if name == "emailAddresses":
+            if not isinstance(value, list) or not all(
+                isinstance(v, Mapping) and isinstance(v.get("address", ""), str) for v in value
+            ):
+                raise bad_request(
+                    "'emailAddresses' must be a list of {address, name} objects.", "RequestBodyRead"
+                )
+            value = [
+                {"name": v.get("name") or v.get("address", ""), "address": v.get("address", "")}
+                for v in value
+            ]
+        fields[name] = value
+    if not partial and not fields.get("displayName"):
+        # Exchange composes a display name when none is given.
+        given, surname = fields.get("givenName") or "", fields.get("surname") or ""
+        fields["displayName"] = f"{given} {surname}".strip()
+    return fields
+
+
+def _folder(ctx: Ctx) -> Folder:
+    if "cfolder" in ctx.params:
+        return ctx.mailbox.contact_folder(ctx.params["cfolder"])
+    return ctx.mailbox.contact_folder(ctx.mailbox.default_contacts)
+
+
+def _contact(ctx: Ctx) -> Contact:
+    folder_id = _folder(ctx).id if "cfolder" in ctx.params else None
+    return ctx.mailbox.contact(ctx.params["contact"], folder_id)
+
+
+def check_if_match(mailbox: Mailbox, contact: Contact, if_match: str | None) -> None:
+    if if_match is None or if_match.strip() == "*":
+        return
+    current = contact_json(mailbox, contact)["@odata.etag"]
+    wanted = {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+    if current.removeprefix("W/") not in wanted:
+        raise GraphError(
+            412,
+            "ErrorIrresolvableConflict",
+            "The send or update operation could not be performed because the change key passed "
+            "in the request does not match the current change key for the item.",
+        )
+
+
+def list_contact_folders(ctx: Ctx) -> Response:
+    with ctx.state.lock:
+        documents = [
+            {"id": f.id, "displayName": f.display_name, "parentFolderId": f.parent_id}
+            for f in ctx.mailbox.contact_folders.values()
+            if f.id != ctx.mailbox.default_contacts
+        ]
+    return paged(
+        ctx, documents, properties=("id", "displayName", "parentFolderId"), entity="contactFolder"
+    )
+
+
+def get_contact_folder(ctx: Ctx) -> Response:
+    with ctx.state.lock:
+        folder = _folder(ctx)
+    document = {
+        "id": folder.id,
+        "displayName": folder.display_name,
+        "parentFolderId": folder.parent_id,
+    }
+    return ctx.json(200, {"@odata.context": context_url(ctx), **document})
+
+
+def create_contact_folder(ctx: Ctx) -> Response:
+    body = ctx.call.body
+    if not isinstance(body, Mapping) or not isinstance(body.get("displayName"), str):
+        raise bad_request("The request needs a displayName.", "ErrorInvalidRequest")
+    with ctx.state.lock:
+        folder = ctx.mailbox.add_contact_folder(body["displayName"])
+    document = {
+        "id": folder.id,
+        "displayName": folder.display_name,
+        "parentFolderId": folder.parent_id,
+    }
+    return ctx.json(201, {"@odata.context": context_url(ctx), **document})
+
+
+def delete_contact_folder(ctx: Ctx) -> Response:
+    with ctx.state.lock:
+        ctx.mailbox.delete_contact_folder(_folder(ctx).id)
+    ctx.state.count("deletes")
+    return Response(204)
+
+
+def list_contacts(ctx: Ctx) -> Response:
+    if option(ctx.call.query, "$search") is not None:
+        raise bad_request("$search is not supported on contacts.")
+    with ctx.state.lock:
+        documents = [contact_json(ctx.mailbox, c) for c in ctx.mailbox.contacts_in(_folder(ctx).id)]
+    return paged(ctx, documents, properties=CONTACT_PROPERTIES, entity="contact")
+
+
+def create_contact(ctx: Ctx) -> Response:
+    fields = validate_contact(ctx.call.body, partial=False)
+    with ctx.state.lock:
+        contact = ctx.mailbox.add_contact(_folder(ctx).id, fields)
+        document = contact_json(ctx.mailbox, contact)
+    ctx.state.count("contact_creates")
+    return ctx.json(
+        201, {"@odata.context": context_url(ctx), **document}, {"ETag": document["@odata.etag"]}
+    )
+
+
+def get_contact(ctx: Ctx) -> Response:
+    chosen = selection(ctx.call.query, CONTACT_PROPERTIES, "contact")
+    with ctx.state.lock:
+        document = contact_json(ctx.mailbox, _contact(ctx))
+    return ctx.json(
+        200,
+        {"@odata.context": context_url(ctx), **project(document, chosen)},
+        {"ETag": document["@odata.etag"]},
+    )
+
+
+def update_contact(ctx: Ctx) -> Response:
+    changes = validate_contact(ctx.call.body, partial=True)
+    with ctx.state.lock:
+        contact = _contact(ctx)
+        check_if_match(ctx.mailbox, contact, ctx.call.headers.get("if-match"))
+        ctx.mailbox.update_contact(contact, changes)
+        document = contact_json(ctx.mailbox, contact)
+    ctx.state.count("contact_updates")
+    return ctx.json(
+        200, {"@odata.context": context_url(ctx), **document}, {"ETag": document["@odata.etag"]}
+    )
+
+
+def delete_contact(ctx: Ctx) -> Response:
+    with ctx.state.lock:
+        contact = _contact(ctx)
+        check_if_match(ctx.mailbox, contact, ctx.call.headers.get("if-match"))
+        del ctx.mailbox.contacts[contact.id]
+    ctx.state.count("deletes")
+    return Response(204)
+
+
+def contact_delta(ctx: Ctx) -> Response:
+    with ctx.state.lock:
+        folder = _folder(ctx)
+        current = {c.id: Seen(c.version, c.id, c.id) for c in ctx.mailbox.contacts_in(folder.id)}
+
+        def render(key: str) -> dict[str, Any] | None:
+            contact = ctx.mailbox.contacts.get(key)
+            if contact is None or contact.folder_id != folder.id:
+                return None
+            return contact_json(ctx.mailbox, contact)
+
+        return delta_page(
+            ctx,
+            kind="contacts",
+            folder_id=folder.id,
+            current=current,
+            properties=CONTACT_PROPERTIES,
+            render=render,
+        )
+
+
+def contact_routes() -> list[Route]:
+    folders = USER + "/contactFolders"
+    folder = folders + "/{cfolder}"
+    routes = [
+        route("GET", folders, list_contact_folders),
+        route("POST", folders, create_contact_folder),
+        route("GET", folder, get_contact_folder),
+        route("DELETE", folder, delete_contact_folder),
+        route("GET", folder + "/contacts/delta", contact_delta),
+    ]
+    for base in (folder + "/contacts", USER + "/contacts"):
+        routes += [
+            route("GET", base, list_contacts),
+            route("POST", base, create_contact),
+            route("GET", base + "/{contact}", get_contact),
+            route("PATCH", base + "/{contact}", update_contact),
+            route("DELETE", base + "/{contact}", delete_contact),
+        ]
+    return routes

@@ -1,0 +1,226 @@
+"""The simulated Graph's HTTPS side: TLS, routing to Entra, Graph, $batch and /_sim/."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sandbox.graph.batch import run_batch
+from sandbox.graph.entra import Entra
+from sandbox.graph.errors import (
+    EntraError,
+    GraphError,
+    bad_request,
+    entra_error_response,
+    graph_error_response,
+)
+from sandbox.graph.service import Call, GraphService
+from sandbox.zisson.store import Response, json_response
+
+AdminHandler = Callable[[str, str, dict[str, list[str]], bytes], Response]
+_OIDC = re.compile(r"/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration")
+_JWKS = re.compile(r"/(?P<tenant>[^/]+)/discovery/v2\.0/keys")
+_TOKEN = re.compile(r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token")
+
+
+class GraphHttpServer(ThreadingHTTPServer):
+    # Handler threads are joined on close, so stop() leaves nothing running.
+    daemon_threads = False
+    block_on_close = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        context: ssl.SSLContext,
+        entra: Entra,
+        service: GraphService,
+        admin: AdminHandler,
+    ) -> None:
+        self.context = context
+        self.entra = entra
+        self.service = service
+        self.admin = admin
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        # The handshake happens in the handler thread (see _Handler.setup), so a slow or
+        # failing client never blocks the accept loop.
+        return self.context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        ), address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # TLS failures and resets are the client's business; counters tell the story
+
+    def close_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive connections so they end."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "GraphSimulator/1"
+    timeout = 10  # idle keep-alive connections end, so no thread waits forever
+    server: GraphHttpServer
+
+    def setup(self) -> None:
+        self.request.settimeout(self.timeout)
+        try:
+            self.request.do_handshake()
+        except (ssl.SSLError, OSError):
+            self.server.service.state.count("tls_failures")
+            raise
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        query = parse_qs(split.query, keep_blank_values=True)
+        path = split.path
+        if path.startswith("/_sim/"):
+            self._respond(self.server.admin(method, path, query, body))
+            return
+        state = self.server.service.state
+        state.count("requests")
+        if path.startswith("/v1.0/"):
+            self._graph(method, path[len("/v1.0") :], query, headers, body)
+        else:
+            self._respond(self._entra(method, path, headers, body))
+
+    def _entra(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        entra, state = self.server.entra, self.server.service.state
+        for pattern, wanted in ((_OIDC, "GET"), (_JWKS, "GET"), (_TOKEN, "POST")):
+            found = pattern.fullmatch(path)
+            if found is None or method != wanted:
+                continue
+            if found["tenant"] != entra.tenant_id:
+                error = EntraError(
+                    400,
+                    "invalid_tenant",
+                    90002,
+                    f"Tenant '{found['tenant']}' not found. Check to make sure you have the "
+                    "correct tenant ID and are signing into the correct cloud.",
+                )
+                return entra_error_response(error, entra.base_url, headers.get("client-request-id"))
+            if pattern is _OIDC:
+                state.count("GET openid-configuration")
+                return json_response(200, entra.openid_configuration())
+            if pattern is _JWKS:
+                return json_response(200, entra.jwks())
+            state.count("POST token")
+            form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+            try:
+                token = entra.issue(form, headers.get("authorization"))
+            except EntraError as error:
+                state.count("auth_failures")
+                return entra_error_response(error, entra.base_url, headers.get("client-request-id"))
+            state.count("tokens")
+            return json_response(200, token, {"Cache-Control": "no-store, no-cache"})
+        return json_response(
+            404, {"error": "not_found", "error_description": f"No endpoint {path}"}
+        )
+
+    def _graph(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
+        service = self.server.service
+        client_request_id = headers.get("client-request-id")
+        try:
+            client_id = self.server.entra.authenticate(headers.get("authorization"))
+            parsed = _parse_json(body) if body else None
+        except GraphError as error:
+            if error.status == 401:
+                service.state.count("auth_failures")
+            self._respond(graph_error_response(error, client_request_id))
+            return
+        if unquote(path) == "/$batch" and method == "POST":
+            try:
+                self._respond(run_batch(service, parsed, client_id))
+            except GraphError as error:
+                self._respond(graph_error_response(error, client_request_id))
+            return
+        call = Call(method, path, query, headers, parsed)
+        response, drop = service.dispatch(call, client_id)
+        if drop is not None:
+            service.state.count("drops")
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._respond(response)
+
+    def _respond(self, response: Response) -> None:
+        headers = dict(response.headers)
+        request_id = str(uuid.uuid4())
+        self.send_response(response.status)
+        self.send_header("request-id", request_id)
+        self.send_header("client-request-id", self.headers.get("client-request-id") or request_id)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if response.body:
+            self.wfile.write(response.body)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise bad_request("Unable to read JSON request payload.", "BadRequest") from None

@@ -1,0 +1,124 @@
+"""Contacts on the Graph simulator: folders, CRUD, change keys and If-Match."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from sandbox.graph_sim import GraphSimulator
+
+UPN = "sentralbord@kunde.no"
+KARI = {
+    "givenName": "Kari",
+    "surname": "Nordmann",
+    "jobTitle": "Resepsjonist",
+    "department": "Drift",
+    "emailAddresses": [{"address": "kari@firma.no", "name": "Kari Nordmann"}],
+    "businessPhones": ["+47 22 33 44 55"],
+    "mobilePhone": "+47 912 34 567",
+    "homePhones": [],
+    "personalNotes": "Foretrekker SMS",
+}
+
+
+@pytest.fixture
+def mailbox(graph_sim: GraphSimulator) -> GraphSimulator:
+    graph_sim.add_mailbox(UPN)
+    return graph_sim
+
+
+def test_contact_folders_list_and_create(
+    mailbox: GraphSimulator, graph_client: httpx.Client
+) -> None:
+    seeded = mailbox.add_contact_folder(UPN, "Kunde 1")
+    created = graph_client.post(f"/users/{UPN}/contactFolders", json={"displayName": "Kunde 2"})
+    duplicate = graph_client.post(f"/users/{UPN}/contactFolders", json={"displayName": "kunde 2"})
+
+    listed = graph_client.get(f"/users/{UPN}/contactFolders").json()["value"]
+
+    assert created.status_code == 201
+    assert duplicate.status_code == 409
+    assert {f["displayName"]: f["id"] for f in listed} == {
+        "Kunde 1": seeded,
+        "Kunde 2": created.json()["id"],
+    }
+
+
+def test_create_read_update_delete(mailbox: GraphSimulator, graph_client: httpx.Client) -> None:
+    folder = mailbox.add_contact_folder(UPN, "Kunde 1")
+    base = f"/users/{UPN}/contactFolders/{folder}/contacts"
+
+    created = graph_client.post(base, json=KARI)
+    assert created.status_code == 201
+    contact = created.json()
+    assert contact["displayName"] == "Kari Nordmann"
+    assert contact["@odata.etag"] == f'W/"{contact["changeKey"]}"'
+    assert mailbox.contacts(UPN, folder)[0]["businessPhones"] == ["+47 22 33 44 55"]
+
+    patched = graph_client.patch(
+        f"{base}/{contact['id']}",
+        json={"jobTitle": "Daglig leder"},
+        headers={"If-Match": contact["@odata.etag"]},
+    )
+    assert patched.status_code == 200
+    assert patched.json()["changeKey"] != contact["changeKey"]
+
+    stale = graph_client.patch(
+        f"{base}/{contact['id']}",
+        json={"jobTitle": "Noe annet"},
+        headers={"If-Match": contact["@odata.etag"]},
+    )
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "ErrorIrresolvableConflict"
+
+    fetched = graph_client.get(
+        f"/users/{UPN}/contacts/{contact['id']}", params={"$select": "jobTitle"}
+    )
+    assert fetched.json()["jobTitle"] == "Daglig leder"
+    assert set(fetched.json()) == {"@odata.context", "@odata.etag", "id", "jobTitle"}
+
+    assert graph_client.delete(f"{base}/{contact['id']}").status_code == 204
+    assert graph_client.get(f"{base}/{contact['id']}").status_code == 404
+    assert mailbox.contacts(UPN, folder) == []
+
+
+def test_a_hand_edit_invalidates_the_etag_the_client_holds(
+    mailbox: GraphSimulator, graph_client: httpx.Client
+) -> None:
+    folder = mailbox.add_contact_folder(UPN, "Kunde 1")
+    contact_id = mailbox.add_contact(UPN, folder, KARI)
+    etag = graph_client.get(f"/users/{UPN}/contacts/{contact_id}").json()["@odata.etag"]
+
+    mailbox.patch_contact(UPN, contact_id, {"mobilePhone": "+47 999 99 999"})
+    response = graph_client.patch(
+        f"/users/{UPN}/contacts/{contact_id}", json={"surname": "X"}, headers={"If-Match": etag}
+    )
+
+    assert response.status_code == 412
+
+
+def test_unknown_properties_are_refused(
+    mailbox: GraphSimulator, graph_client: httpx.Client
+) -> None:
+    folder = mailbox.add_contact_folder(UPN, "Kunde 1")
+    response = graph_client.post(
+        f"/users/{UPN}/contactFolders/{folder}/contacts", json={"givenName": "Kari", "phone": "1"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "RequestBodyRead"
+
+
+def test_filter_on_contacts(mailbox: GraphSimulator, graph_client: httpx.Client) -> None:
+    folder = mailbox.add_contact_folder(UPN, "Kunde 1")
+    mailbox.add_contact(UPN, folder, KARI)
+    mailbox.add_contact(
+        UPN, folder, {"givenName": "Ola", "emailAddresses": [{"address": "ola@x.no"}]}
+    )
+
+    found = graph_client.get(
+        f"/users/{UPN}/contactFolders/{folder}/contacts",
+        params={"$filter": "emailAddresses/any(a: a/address eq 'KARI@firma.no')"},
+    ).json()["value"]
+
+    assert [c["givenName"] for c in found] == ["Kari"]

@@ -1,0 +1,245 @@
+"""Locating and erasing a data subject's mail and contacts, and retention, against the
+Graph simulator. What happened is checked on the simulator's side (sim.messages,
+sim.purged), never through the connector."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.base import FatalError
+from daemon.domain import ContactRecord, ItemRef, Operation, OpKind, OpStatus, Phone, Subject
+from sandbox.graph_sim import GraphSimulator
+from tests.integration import test_outlook_harness as harness
+from tests.integration.test_outlook_harness import Connect, OutlookWorld
+
+SUBJECT = Subject(
+    emails=("ase.bjornstad@kunde-a.no",), phones=("22334455",), names=("Åse Bjørnstad",)
+)
+NAMING: list[dict[str, Any]] = [  # each names the subject in one way
+    {"subject": "Ring Åse Bjørnstad", "body": "Hun ringte i dag."},
+    {"subject": "Beskjed", "body": "Ring tilbake på 22 33 44 55."},
+    {"subject": "Beskjed", "body": "Nummer: +47 22334455"},
+    {"subject": "Beskjed", "body": "Nummer: 0047 22 33 44 55"},
+    {"subject": "Beskjed", "body": "Mobil 223 34 455"},
+    {"subject": "Fra kunden", "body": "Hei", "sender": "ase.bjornstad@kunde-a.no"},
+    {"subject": "Til kunden", "body": "Hei", "to": ["ASE.Bjornstad@kunde-a.no"]},
+    {"subject": "Kopi", "body": "Hei", "cc": ["ase.bjornstad@kunde-a.no"]},
+    {
+        "subject": "Navn i adressefeltet",
+        "body": "Hei",
+        "to": ["x@y.no"],
+        "to_names": ["Bjørnstad, Åse"],
+    },
+    {"subject": "ÅSE BJØRNSTAD", "body": "store bokstaver"},
+    {"subject": "Beskjed", "body": "skriv til ase.bjornstad@kunde-a.no i dag"},
+]
+# Each looks like the subject to a search, but is someone else.
+NEAR_MISSES: list[dict[str, Any]] = [
+    {"subject": "Ring Åse Bjørnstad-Lie", "body": "Hun ringte."},
+    {"subject": "Beskjed", "body": "Ring 223344556 i dag."},
+    {"subject": "Beskjed", "body": "Kundenummer 122334455"},
+    {"subject": "Beskjed", "body": "Ring 22 33 44 56"},
+    {"subject": "Fra andre", "body": "Hei", "sender": "ase.bjornstad@kunde-a.no.evil.com"},
+    {"subject": "Annen Åse", "body": "Åse Berg og Per Bjørnstad"},
+    {"subject": "Beskjed", "body": "kase.bjornstad@kunde-a.no"},
+]
+
+# Fixtures shared by the test_outlook_* modules (tests/fixtures/ is another engineer's).
+outlook = harness.outlook
+outlook_connect = harness.outlook_connect
+
+
+def seed(world: OutlookWorld, folder: str = "inbox") -> tuple[set[str], set[str]]:
+    naming = {world.message(folder, **fields) for fields in NAMING}
+    misses = {world.message(folder, **fields) for fields in NEAR_MISSES}
+    return naming, misses
+
+
+async def test_locate_finds_exactly_the_messages_that_name_the_subject(
+    outlook: OutlookWorld,
+) -> None:
+    naming, _ = seed(outlook)
+    refs = await outlook.connector.locate_messages(outlook.customer, SUBJECT)
+    assert outlook.ids(refs) == naming
+    assert all(ref.kind == "message" and ref.scope == outlook.mailbox for ref in refs)
+
+
+async def test_erasure_leaves_none_of_them_and_touches_nothing_else(
+    outlook: OutlookWorld, graph_client: httpx.Client
+) -> None:
+    naming, misses = seed(outlook)
+    deleted_once = outlook.message("inbox", subject="Åse Bjørnstad", body="slettet en gang")
+    in_deletions = outlook.message("inbox", subject="Beskjed", body="22334455 (to ganger slettet)")
+    await outlook.connector.apply(  # and a contact of hers
+        outlook.customer,
+        [
+            Operation(
+                op_id="c",
+                kind=OpKind.CREATE,
+                system="outlook",
+                link_id="l",
+                values=ContactRecord(
+                    system="x",
+                    external_id="",
+                    given_name="Åse",
+                    family_name="Bjørnstad",
+                    phones=(Phone(number="+47 22 33 44 55"),),
+                ).values(),
+            )
+        ],
+    )
+    # Deleted by a user: one now in Deleted Items, one on in Recoverable Items/Deletions.
+    for message_id in (deleted_once, in_deletions, in_deletions):
+        answer = graph_client.delete(f"/users/{outlook.mailbox}/messages/{message_id}")
+        assert answer.status_code == 204
+
+    refs = await outlook.connector.locate(outlook.customer, SUBJECT)
+    targets = naming | {deleted_once, in_deletions}
+    assert {r.id for r in refs if r.kind == "message"} == targets
+    assert [r.kind for r in refs].count("contact") == 1
+    statuses = await outlook.connector.erase(outlook.customer, refs)
+    assert [status for _, status in statuses] == [OpStatus.APPLIED] * len(refs)
+
+    assert outlook.remaining() == misses  # checked on the simulator's side
+    assert targets <= outlook.purged()
+    assert outlook.contacts() == []
+    assert await outlook.connector.verify_absent(outlook.customer, SUBJECT) == []
+    again = await outlook.connector.erase(outlook.customer, refs)  # gone already: 404s
+    assert {status for _, status in again} == {OpStatus.APPLIED}
+
+
+async def test_refs_of_another_mailbox_are_refused(outlook: OutlookWorld) -> None:
+    (naming, _) = seed(outlook)
+    refs = await outlook.connector.locate_messages(outlook.customer, SUBJECT)
+    foreign = [ItemRef(system="outlook", kind="message", id=r.id, scope="other@x.no") for r in refs]
+    statuses = await outlook.connector.erase(outlook.customer, foreign)
+    assert {status for _, status in statuses} == {OpStatus.FAILED}
+    assert naming <= outlook.remaining()
+
+
+async def test_a_vague_subject_is_refused(outlook: OutlookWorld) -> None:
+    with pytest.raises(FatalError, match=r"subject names\[0\]: a name of one word"):
+        await outlook.connector.locate(outlook.customer, Subject(names=("Åse",)))
+
+
+async def test_a_search_at_the_cap_is_not_trusted(outlook_connect: Connect) -> None:
+    with GraphSimulator(seed=1, search_cap=40) as sim:
+        world = outlook_connect(sim, search_cap=40, page_size=25)
+        naming = {world.message(subject=f"Åse Bjørnstad #{i}", body="x") for i in range(70)}
+        misses = {world.message(subject=f"Åse Bjørnstad-Lie #{i}", body="x") for i in range(15)}
+        refs = await world.connector.locate_messages(
+            world.customer, Subject(names=("Åse Bjørnstad",))
+        )
+        assert world.ids(refs) == naming and not misses & world.ids(refs)
+        assert world.connector.mail.scans >= 1
+
+
+async def test_a_customers_mail_is_its_folders_and_its_domains(outlook_connect: Connect) -> None:
+    with GraphSimulator(seed=2) as sim:
+        world = outlook_connect(
+            sim, binding={"mail_folders": ["Kunde A"], "domains": ["kunde-a.no"]}
+        )
+        folder = sim.add_folder(world.mailbox, "Kunde A")
+        sub = sim.add_folder(world.mailbox, "Arkiv 2023", parent=folder)
+        other = sim.add_folder(world.mailbox, "Kunde B")
+        mine = {
+            world.message(folder, subject="a", sender="x@annen.no"),
+            world.message(sub, subject="b", sender="x@annen.no"),
+            world.message("inbox", subject="c", sender="per@kunde-a.no"),
+            world.message(
+                "sentitems", subject="d", sender="svc@we4you.no", to=["kari@avd.kunde-a.no"]
+            ),
+            world.message(other, subject="e", sender="x@annen.no", cc=["ola@KUNDE-A.no"]),
+        }
+        theirs = {
+            world.message(other, subject="f", sender="x@kunde-b.no"),
+            world.message("inbox", subject="g", sender="x@kunde-a.no.evil.com"),
+            world.message("inbox", subject="h kunde-a.no", sender="x@annen.no"),
+        }
+        refs = await world.connector.locate_customer_mail(world.customer)
+        assert world.ids(refs) == mine
+        made = await world.connector.apply(
+            world.customer,
+            [
+                Operation(op_id=f"c{i}", kind=OpKind.CREATE, system="outlook", link_id=f"l{i}")
+                for i in range(3)
+            ],
+        )
+        everything = await world.connector.locate_customer(world.customer)
+        assert world.ids(everything) == mine | {str(r.external_id) for r in made}
+        statuses = await world.connector.erase(world.customer, everything)
+        assert {status for _, status in statuses} == {OpStatus.APPLIED}
+        assert world.remaining() == theirs and world.contacts() == []
+
+
+async def test_retention_deletes_exactly_what_is_past_the_rule(outlook_connect: Connect) -> None:
+    with GraphSimulator(seed=3) as sim:
+        world = outlook_connect(sim, binding={"retention_days": {"inbox": 30, "Kunde A": 365}})
+        folder = sim.add_folder(world.mailbox, "Kunde A")
+        now = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+        def at(folder: str, days: float) -> str:
+            return world.message(
+                folder, subject="s", body="b", received=now - dt.timedelta(days=days)
+            )
+
+        past = {at("inbox", 31), at("inbox", 400), at(folder, 366), at(folder, 1000)}
+        kept = {at("inbox", 29), at("inbox", 29.99), at(folder, 364), at("sentitems", 5000)}
+        refs = await world.connector.expired(world.customer, now)
+        assert world.ids(refs) == past
+        await world.connector.erase(world.customer, refs)
+        assert world.remaining() == kept and past <= world.purged()
+
+
+async def test_a_2000_message_erasure_within_the_limits(outlook_connect: Connect) -> None:
+    with GraphSimulator(seed=4) as sim:
+        world = outlook_connect(sim, page_size=500)
+        sim.set_faults(latency_ms=1)  # service time, held in the mailbox's slots
+        subject = Subject(phones=("41234567",))
+        naming = {
+            world.message(subject="Beskjed", body=f"Ring 412 34 567, sak {i}") for i in range(2000)
+        }
+        others = {
+            world.message(subject="Beskjed", body=f"Ring 412 34 568, sak {i}") for i in range(50)
+        }
+        refs = await world.connector.locate(world.customer, subject)
+        assert world.ids(refs) == naming
+        statuses = await world.connector.erase(world.customer, refs)
+        assert {status for _, status in statuses} == {OpStatus.APPLIED}
+        assert world.remaining() == others and naming <= world.purged()
+        counters = sim.counters
+        assert counters["concurrency_violations"] == 0 and counters["429"] == 0
+        assert counters["max_in_flight"] <= 4
+        assert counters["batches"] == 100  # 2,000 deletes, 20 to a $batch
+
+
+async def test_throttled_batch_items_are_retried_and_none_is_lost(outlook_connect: Connect) -> None:
+    with GraphSimulator(seed=5) as sim:
+        world = outlook_connect(sim)
+        naming = {world.message(subject="Åse Bjørnstad", body=f"sak {i}") for i in range(200)}
+        refs = await world.connector.locate(world.customer, Subject(names=("Åse Bjørnstad",)))
+        sim.set_faults(rate_429=0.25, retry_after=1, error_rate=0.05, seed=5)
+        statuses = await world.connector.erase(world.customer, refs)
+        sim.set_faults()
+        assert {status for _, status in statuses} == {OpStatus.APPLIED}
+        assert sim.counters["429"] > 0 and world.connector.throttled > 0
+        assert world.remaining() == set() and naming == world.purged()
+
+
+async def test_the_budget_is_kept_at_close_to_its_rate(outlook_connect: Connect) -> None:
+    # 150 requests per simulated 600 s, which pass in one second at this time scale.
+    with GraphSimulator(seed=6, request_budget=150, time_scale=600) as sim:
+        world = outlook_connect(sim, request_budget=150, budget_window_seconds=1.0)
+        naming = {world.message(subject="Beskjed", body=f"22334455 sak {i}") for i in range(440)}
+        refs = await world.connector.locate_messages(world.customer, Subject(phones=("22334455",)))
+        assert world.ids(refs) == naming
+        started = dt.datetime.now(dt.UTC)
+        statuses = await world.connector.erase(world.customer, refs)
+        elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+        assert {status for _, status in statuses} == {OpStatus.APPLIED}
+        assert sim.counters["throttled_budget"] == 0 and sim.counters["429"] == 0
+        assert 2.0 <= elapsed <= 6.0  # 440 deletes at 150/s: about three windows, not more

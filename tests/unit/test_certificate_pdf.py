@@ -1,0 +1,73 @@
+"""The PDF: Norwegian and English, æ ø å intact, the same facts as the JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+
+import pypdf
+import pytest
+
+from daemon.certificate import Certificate, MaskedIdentifiers, issue_certificate, render_pdf
+from daemon.ledger import Ledger, MemoryLedgerStore, Signer
+from tests.unit.test_certificate import make_facts
+
+
+@pytest.fixture(scope="module")
+def cert() -> Certificate:
+    signer = Signer.generate()
+    return issue_certificate(
+        make_facts(), ledger=Ledger(MemoryLedgerStore(), signer), signer=signer
+    )
+
+
+def text_of(pdf: bytes) -> str:
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    return "\n".join(page.extract_text() for page in reader.pages)
+
+
+def test_the_pdf_states_the_facts_in_both_languages(cert: Certificate) -> None:
+    pdf = render_pdf(cert)
+    assert pdf.startswith(b"%PDF-")
+    text = text_of(pdf)
+    flat = re.sub(r"\s+", "", text)
+
+    for phrase in (
+        "Slettebekreftelse / Deletion certificate",
+        "Forespørsel / Request",
+        "Bekreftet fraværende / Verified absent",
+        "Gjenværende lagring / Residual retention",
+        "venter på manuell sletting / manual deletion pending",
+        "Nøkkel-ID / Key id",
+        "pdsync certificate verify FILE",
+    ):
+        assert phrase in text, phrase
+    facts = cert.facts
+    for fact in (
+        facts.request_id,
+        facts.customer_id,
+        "o***@f***.no",
+        "+47 ** ** ** 55",
+        "Å*** B*** Ø***",
+        "Recoverable Items (Purges)",
+        "message: 12",
+        "2025-01-30 08:15:00 UTC",
+        f"#{cert.ledger.seq}",
+        cert.issuer.key_id,
+    ):
+        assert fact in text, fact
+    for digest in (cert.sha256(), cert.ledger.checkpoint.root, cert.issuer.public_key):
+        assert digest in flat
+    assert "Ødegård" not in text
+
+
+def test_characters_beyond_latin1_do_not_break_it(cert: Certificate) -> None:
+    odd = dataclasses.replace(
+        cert.facts,
+        identifiers=MaskedIdentifiers(names=("Ł*** Ŋ*** Ž***",)),
+        reason="Čeština – “quoted”",
+    )
+    text = text_of(render_pdf(dataclasses.replace(cert, facts=odd)))
+    assert "?*** ?*** Z***" in text
+    assert "Cestina" in text
