@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -79,12 +79,15 @@ class DirectoryEraser:
         self,
         connector: Connector,
         *,
-        whole_customer: Callable[[Customer], Any] | None = None,
+        card_documents: Callable[[Customer], Awaitable[list[str]]] | None = None,
+        delete_card: Callable[[Customer], Awaitable[int]] | None = None,
     ) -> None:
         self.connector = connector
         self.system = connector.system
-        # Extra documents of a whole customer (the Firestore card and its subcollections).
-        self._whole_customer = whole_customer
+        # What only a whole-customer erasure removes: the Firestore card document and
+        # every subcollection below it.
+        self._card_documents = card_documents
+        self._delete_card = delete_card
 
     async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
         result = await self.connector.for_customer(customer).read(customer)
@@ -105,13 +108,9 @@ class DirectoryEraser:
             for r in result.rejected
             if r.external_id
         ]
-        if self._whole_customer is not None and await self._has_card(customer):
+        if self._card_documents is not None and await self._card_documents(customer):
             refs.append(ItemRef(system=self.system, kind="card", id=customer.id, scope=customer.id))
         return refs
-
-    async def _has_card(self, customer: Customer) -> bool:
-        documents = await self.connector.card_documents(customer)
-        return bool(documents)
 
     async def erase(self, customer: Customer, refs: Sequence[ItemRef]) -> list[Erased]:
         contacts = [r for r in refs if r.kind in ("contact", "rejected")]
@@ -131,8 +130,8 @@ class DirectoryEraser:
             for ref, result in zip(contacts, results, strict=True)
         ]
         for ref in refs:
-            if ref.kind == "card" and self._whole_customer is not None:
-                await self._whole_customer(customer)
+            if ref.kind == "card" and self._delete_card is not None:
+                await self._delete_card(customer)
                 erased.append(Erased(ref=ref, status=OpStatus.APPLIED))
         return erased
 

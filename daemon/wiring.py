@@ -28,7 +28,11 @@ def erasers_for(connectors: dict[str, Connector]) -> dict[str, Eraser]:
     erasers: dict[str, Eraser] = {}
     for system, connector in connectors.items():
         if isinstance(connector, FirestoreConnector):
-            erasers[system] = DirectoryEraser(connector, whole_customer=connector.delete_card)
+            erasers[system] = DirectoryEraser(
+                connector,
+                card_documents=connector.card_documents,
+                delete_card=connector.delete_card,
+            )
         else:
             erasers[system] = DirectoryEraser(connector)
     return erasers
