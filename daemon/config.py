@@ -24,13 +24,14 @@ from pydantic_settings import (
 )
 
 from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
+from connectors.outlook.settings import OutlookBinding, OutlookSettings
 from connectors.secrets import SecretRef
 from connectors.zisson.settings import ZissonBinding, ZissonSettings
 from daemon.domain import SYNC_FIELDS, Customer
 from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, SyncPolicy
 
 CONFIG_ENV = "PDSYNC_CONFIG"
-SYSTEMS = ("firestore", "zisson")
+SYSTEMS = ("firestore", "zisson", "outlook")
 
 
 class ConfigError(Exception):
@@ -86,7 +87,7 @@ class DeletionThresholdConfig(_Model):
 
 class SyncConfig(_Model):
     interval_seconds: int = Field(default=300, ge=5)
-    authority: Literal["firestore", "zisson"] = "firestore"
+    authority: Literal["firestore", "zisson", "outlook"] = "firestore"
     on_foreign_change: ForeignChange = ForeignChange.REVERT
     on_foreign_record: ForeignChange = ForeignChange.DISPUTE
     fields: dict[str, FieldPolicyConfig] = Field(default_factory=dict)
@@ -131,6 +132,12 @@ class ErasureConfig(_Model):
     worker_interval_seconds: int = Field(default=60, ge=5)
 
 
+class RetentionConfig(_Model):
+    # How often mail past each customer's retention rule (customers[].outlook.retention_days)
+    # is looked for and deleted.
+    interval_seconds: int = Field(default=6 * 3600, ge=10)
+
+
 class LedgerConfig(_Model):
     # Ed25519 private key (PEM) that signs ledger checkpoints and deletion certificates.
     signing_key: SecretRef | None = None
@@ -140,6 +147,7 @@ class LedgerConfig(_Model):
 class SystemsConfig(_Model):
     firestore: FirestoreSettings | None = None
     zisson: ZissonSettings | None = None
+    outlook: OutlookSettings | None = None
 
 
 class CustomerConfig(_Model):
@@ -147,6 +155,7 @@ class CustomerConfig(_Model):
     name: str
     firestore: FirestoreBinding | None = None
     zisson: ZissonBinding | None = None
+    outlook: OutlookBinding | None = None
 
     def bindings(self) -> dict[str, Any]:
         return {s: getattr(self, s) for s in SYSTEMS if getattr(self, s) is not None}
@@ -164,6 +173,7 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     sync: SyncConfig = SyncConfig()
     erasure: ErasureConfig = ErasureConfig()
+    retention: RetentionConfig = RetentionConfig()
     ledger: LedgerConfig = LedgerConfig()
     systems: SystemsConfig = SystemsConfig()
     customers: list[CustomerConfig] = Field(default_factory=list)

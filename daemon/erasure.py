@@ -140,6 +140,29 @@ class DirectoryEraser:
         return residuals() if residuals else []
 
 
+class OutlookEraser:
+    """Erasure in Outlook: the connector finds mail and contacts itself (KQL search,
+    exact filters, a client-side re-check) and deletes them for good."""
+
+    system = "outlook"
+
+    def __init__(self, connector: Any) -> None:
+        self.connector = connector
+
+    async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+        return list(await self.connector.locate(customer, subject))
+
+    async def locate_customer(self, customer: Customer) -> list[ItemRef]:
+        return list(await self.connector.locate_customer(customer))
+
+    async def erase(self, customer: Customer, refs: Sequence[ItemRef]) -> list[Erased]:
+        results = await self.connector.erase(customer, list(refs))
+        return [Erased(ref=ref, status=status) for ref, status in results]
+
+    def residuals(self) -> list[Residual]:
+        return list(self.connector.residuals())
+
+
 def _json_subject(subject: Subject) -> str:
     return json.dumps(
         {"emails": subject.emails, "phones": subject.phones, "names": subject.names},

@@ -14,6 +14,7 @@ import structlog
 from daemon.config import CustomerConfig, Settings
 from daemon.erasure import ErasureService
 from daemon.proof import certifier_for, open_ledger
+from daemon.retention import RetentionService
 from daemon.scheduler import Schedule
 from daemon.store import Store
 from daemon.sync import SyncService
@@ -109,6 +110,18 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
 
         def job_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
             return tracked(lambda: sync.sync(customer, trigger="schedule"))
+
+        def retention_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
+            return tracked(lambda: retention.run(customer, trigger="schedule"))
+
+        retention = RetentionService(store, connectors, ledger=ledger)
+        for customer in settings.customers:
+            if any(s in customer.bindings() for s in retention.connectors):
+                schedule.every(
+                    f"retention:{customer.id}",
+                    settings.retention.interval_seconds,
+                    retention_for(customer),
+                )
 
         interval = settings.sync.interval_seconds
         for index, customer in enumerate(settings.customers):

@@ -6,9 +6,10 @@ from contextlib import AsyncExitStack
 
 from connectors.base import Connector
 from connectors.firestore.connector import FirestoreConnector
+from connectors.outlook import OutlookConnector
 from connectors.zisson.connector import ZissonConnector
 from daemon.config import Settings
-from daemon.erasure import DirectoryEraser, Eraser
+from daemon.erasure import DirectoryEraser, Eraser, OutlookEraser
 
 
 async def open_connectors(settings: Settings, stack: AsyncExitStack) -> dict[str, Connector]:
@@ -18,6 +19,8 @@ async def open_connectors(settings: Settings, stack: AsyncExitStack) -> dict[str
         connectors["firestore"] = FirestoreConnector(settings.systems.firestore)
     if settings.systems.zisson is not None:
         connectors["zisson"] = ZissonConnector(settings.systems.zisson)
+    if settings.systems.outlook is not None:
+        connectors["outlook"] = OutlookConnector(settings.systems.outlook)
     for connector in connectors.values():
         stack.push_async_callback(connector.aclose)
     return connectors
@@ -27,7 +30,9 @@ def erasers_for(connectors: dict[str, Connector]) -> dict[str, Eraser]:
     """How each system is erased: through its directory, plus what only it holds."""
     erasers: dict[str, Eraser] = {}
     for system, connector in connectors.items():
-        if isinstance(connector, FirestoreConnector):
+        if isinstance(connector, OutlookConnector):
+            erasers[system] = OutlookEraser(connector)
+        elif isinstance(connector, FirestoreConnector):
             erasers[system] = DirectoryEraser(
                 connector,
                 card_documents=connector.card_documents,

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from connectors.outlook.settings import OutlookBinding, OutlookSettings
 from connectors.zisson.settings import ZissonBinding
 
 
@@ -19,11 +22,25 @@ class CustomerEntry:
     name: str
     firestore_id: str
     zisson: ZissonBinding | None
+    outlook: OutlookBinding | None = None
+
+
+def _model_lines(section: str, model: BaseModel) -> list[str]:
+    lines = [f"[{section}]"]
+    for key, value in model.model_dump(exclude_none=True).items():
+        if isinstance(value, dict):  # a secret reference, or a table such as retention_days
+            inner = ", ".join(f"{k} = {_value(v)}" for k, v in value.items() if v is not None)
+            lines.append(f"{key} = {{ {inner} }}")
+        else:
+            lines.append(f"{key} = {_value(value)}")
+    return lines
 
 
 def _value(value: object) -> str:
     if isinstance(value, Path):
         value = str(value)
+    if isinstance(value, tuple):
+        value = [str(v) if isinstance(v, Path) else v for v in value]
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
@@ -42,6 +59,7 @@ def render(
     log_format: str = "auto",
     signing_key_file: Path | None = None,
     require_second_admin: bool = True,
+    outlook: OutlookSettings | None = None,
 ) -> str:
     lines = [
         "[store]",
@@ -76,6 +94,8 @@ def render(
             f"write_mode = {_value(write_mode)}",
             "",
         ]
+    if outlook is not None:
+        lines += [*_model_lines("systems.outlook", outlook), ""]
     for customer in customers:
         lines += [
             "[[customers]]",
@@ -85,12 +105,8 @@ def render(
             f"customer_id = {_value(customer.firestore_id)}",
         ]
         if customer.zisson is not None:
-            lines.append("[customers.zisson]")
-            for key, value in customer.zisson.model_dump(exclude_none=True).items():
-                if isinstance(value, dict):  # a secret reference
-                    inner = ", ".join(f"{k} = {_value(v)}" for k, v in value.items() if v)
-                    lines.append(f"{key} = {{ {inner} }}")
-                else:
-                    lines.append(f"{key} = {_value(value)}")
+            lines += _model_lines("customers.zisson", customer.zisson)
+        if customer.outlook is not None:
+            lines += _model_lines("customers.outlook", customer.outlook)
         lines.append("")
     return "\n".join(lines)

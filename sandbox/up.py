@@ -15,18 +15,21 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from connectors.firestore.connector import FirestoreConnector
 from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
+from connectors.outlook.settings import OutlookBinding, OutlookSettings
 from connectors.secrets import SecretRef
 from connectors.zisson.settings import ZissonBinding
 from connectors.zisson.write_api import user_body
@@ -34,6 +37,8 @@ from daemon.domain import Customer
 from daemon.ledger import generate_key_file
 from sandbox.configfile import CustomerEntry, render
 from sandbox.firestore_emulator import EmulatorError, EmulatorUnavailable, FirestoreEmulator
+from sandbox.graph.appcert import make_app_certificate
+from sandbox.graph_sim import GraphSimulator
 from sandbox.seed import SeedCustomer, generate, seed_json
 from sandbox.zisson_sim import ZissonSimulator
 
@@ -45,12 +50,21 @@ class SandboxError(Exception):
     """The sandbox cannot start; the message says what is missing."""
 
 
+SERVICE_MAILBOX = "sentralbord@we4you.no"
+GRAPH_APP = "5f1c2a9e-0b7d-4c53-9e57-7d7f1e0c0a11"
+
+
 @dataclass(kw_only=True)
 class Sandbox:
     data_dir: Path
     zisson: ZissonSimulator
     emulator: FirestoreEmulator
+    graph: GraphSimulator
     customers: list[SeedCustomer]
+    # Per customer, the id of its contact folder in the service mailbox.
+    contact_folders: dict[str, str] = field(default_factory=dict)
+    # Per customer, its Zisson account (customer guid) in the simulator.
+    zisson_accounts: dict[str, str] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:
@@ -69,7 +83,70 @@ def _secret_file(path: Path, value: str) -> Path:
     return path
 
 
-def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding]) -> str:
+def _outlook_binding(customer: SeedCustomer) -> OutlookBinding:
+    return OutlookBinding(
+        mailbox=SERVICE_MAILBOX,
+        contact_folder=f"Kunde {customer.id}",
+        mail_folders=(f"Kunde {customer.id}",),
+        domains=customer.domains,
+        retention_days={"inbox": 365},
+    )
+
+
+def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
+    """The app registration (certificate), the service mailbox, and each customer's mail:
+    messages from and to its people, naming them and their numbers, some past retention."""
+    graph = box.graph
+    cert_pem, key_pem, _ = make_app_certificate("pdsync-sandbox")
+    graph.add_app(GRAPH_APP, certificate_pem=cert_pem)
+    credential = _secret_file(
+        box.data_dir.resolve() / "secrets" / "outlook-app.pem", (key_pem + cert_pem).decode()
+    )
+    graph.add_mailbox(SERVICE_MAILBOX)
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    for customer in box.customers:
+        folder = graph.add_folder(SERVICE_MAILBOX, f"Kunde {customer.id}")
+        box.contact_folders[customer.id] = graph.add_contact_folder(
+            SERVICE_MAILBOX, f"Kunde {customer.id}"
+        )
+        people = [c.card for c in customer.contacts if c.card.emails][
+            : max(4, len(customer.contacts) // 2)
+        ]
+        for i, person in enumerate(people):
+            phone = person.phones[0].number if person.phones else ""
+            name = person.display_name
+            graph.add_message(
+                SERVICE_MAILBOX,
+                folder,
+                subject=f"Beskjed til {name}",
+                body=f"Hei {name}, ring tilbake på {phone}. Hilsen sentralbordet.",
+                sender="sentralbord@we4you.no",
+                to=person.emails,
+                to_names=(name,),
+                received=now - timedelta(days=rng.randint(1, 300)),
+            )
+            graph.add_message(
+                SERVICE_MAILBOX,
+                "inbox",
+                subject="Fravær i dag",
+                body=f"Jeg er borte i dag, sett over til mobil {phone}. Mvh {name}",
+                sender=person.emails[0],
+                sender_name=name,
+                to=(SERVICE_MAILBOX,),
+                received=now - timedelta(days=400 + i if i % 5 == 0 else rng.randint(1, 300)),
+            )
+    return OutlookSettings(
+        tenant_id=graph.tenant_id,
+        client_id=GRAPH_APP,
+        authority_host=graph.url,
+        graph_url=graph.graph_url,
+        certificate_file=credential,
+        ca_bundle=graph.ca_file,
+    )
+
+
+def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding], outlook: OutlookSettings) -> str:
     data = box.data_dir.resolve()
     return "# Written by `pdsync sandbox up`: the daemon against the local sandbox.\n" + render(
         store_url=f"sqlite:///{data / 'pdsync.db'}",
@@ -79,9 +156,16 @@ def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding]) -> str:
         firestore_host=box.emulator.host,
         zisson_url=box.zisson.url,
         customers=[
-            CustomerEntry(id=c.id, name=c.name, firestore_id=c.id, zisson=bindings[c.id])
+            CustomerEntry(
+                id=c.id,
+                name=c.name,
+                firestore_id=c.id,
+                zisson=bindings[c.id],
+                outlook=_outlook_binding(c),
+            )
             for c in box.customers
         ],
+        outlook=outlook,
     )
 
 
@@ -117,6 +201,7 @@ def _seed_zisson(box: Sandbox, seed: int) -> dict[str, ZissonBinding]:
         password = secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(24)
         user_id, username = f"pdsync-{customer.id}", f"api-{customer.id}"
+        box.zisson_accounts[customer.id] = guid
         box.zisson.add_account(
             guid, username=username, password=password, user_id=user_id, refresh_token=token
         )
@@ -149,6 +234,7 @@ def running(
         stale.unlink()
     emulator = FirestoreEmulator(log_path=data_dir / "firestore-emulator.log")
     zisson = ZissonSimulator(seed=seed)
+    graph = GraphSimulator(seed=seed)
     try:
         emulator.start()
     except EmulatorUnavailable as exc:
@@ -160,10 +246,12 @@ def running(
         raise SandboxError(f"the Firestore emulator did not start: {exc}") from None
     try:
         zisson.start()
+        graph.start()
         box = Sandbox(
             data_dir=data_dir,
             zisson=zisson,
             emulator=emulator,
+            graph=graph,
             customers=generate(seed=seed, customers=customers, contacts=contacts),
         )
         _secret_file(data_dir / "secrets" / "master.key", secrets.token_hex(32))
@@ -172,14 +260,20 @@ def running(
             generate_key_file(signing_key)
         asyncio.run(_seed_firestore(box))
         bindings = _seed_zisson(box, seed)
-        box.config_path.write_text(_config_text(box, bindings), encoding="utf-8")
+        outlook = _seed_outlook(box, seed)
+        box.config_path.write_text(_config_text(box, bindings, outlook), encoding="utf-8")
         (data_dir / "seed.json").write_text(
             json.dumps(seed_json(box.customers, seed=seed), ensure_ascii=False, indent=1),
             encoding="utf-8",
         )
         (data_dir / "ready").write_text(
             json.dumps(
-                {"zisson": zisson.url, "firestore": emulator.host, "config": str(box.config_path)}
+                {
+                    "zisson": zisson.url,
+                    "firestore": emulator.host,
+                    "graph": graph.url,
+                    "config": str(box.config_path),
+                }
             ),
             encoding="utf-8",
         )
@@ -187,6 +281,7 @@ def running(
             "sandbox_ready",
             zisson=zisson.url,
             firestore=emulator.host,
+            graph=graph.url,
             customers=customers,
             contacts_per_customer=contacts,
             config=str(box.config_path),
@@ -194,6 +289,7 @@ def running(
         yield box
     finally:
         (data_dir / "ready").unlink(missing_ok=True)
+        graph.stop()
         zisson.stop()
         emulator.stop()
 

@@ -366,7 +366,8 @@ async def test_the_cli_erases_exports_and_verifies_and_catches_tampering(
         seq = conn.scalar(sa.text("SELECT min(seq) FROM ledger_entries WHERE kind = 'sync.create'"))
         conn.execute(
             sa.text(
-                "UPDATE ledger_entries SET payload = replace(payload, 'zisson', 'zissom') WHERE seq = :s"
+                "UPDATE ledger_entries SET payload = replace(payload, 'zisson', 'zissom')"
+                " WHERE seq = :s"
             ),
             {"s": seq},
         )
