@@ -13,6 +13,7 @@ are the connectors' business (they wait, they do not fight).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -330,13 +331,18 @@ class ErasureService:
 
     async def _locate_into(self, row: ErasureRow, customer: Customer, *, phase: str) -> int:
         subject = self._subject(row)
-        new = 0
-        for eraser in self._erasers_for(customer).values():
-            refs = await self._locate(eraser, customer, row.scope, subject)
-            new += self.store.add_erasure_items(
+        erasers = list(self._erasers_for(customer).values())
+        # Each system at once: the slowest system's rate limit bounds the erasure, not
+        # the sum of them all.
+        located = await asyncio.gather(
+            *(self._locate(e, customer, row.scope, subject) for e in erasers)
+        )
+        return sum(
+            self.store.add_erasure_items(
                 row.id, [(r.system, r.kind, r.id, r.scope) for r in refs], phase=phase
             )
-        return new
+            for refs in located
+        )
 
     async def _plan(self, row: ErasureRow, customer: Customer) -> None:
         if row.scope == "subject":
@@ -368,34 +374,42 @@ class ErasureService:
             by_system[item.system].append(
                 ItemRef(system=item.system, kind=item.kind, id=item.item_id, scope=item.scope)
             )
-        batch = 200
-        for system, refs in sorted(by_system.items()):
-            eraser = self.erasers[system]
-            total, done = len(refs), 0
-            for start in range(0, total, batch):
-                chunk = refs[start : start + batch]
-                results = await eraser.erase(customer, chunk)
-                by_status: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-                for result in results:
-                    status = {
-                        OpStatus.APPLIED: "done",
-                        OpStatus.NOT_FOUND: "done",
-                        OpStatus.MANUAL: "manual",
-                    }.get(result.status, "failed")
-                    by_status[status].append((system, result.ref.kind, result.ref.id))
-                    if result.status is OpStatus.MANUAL:
-                        self.store.open_task(
-                            row.customer_id,
-                            system,
-                            f"erasure:{row.id}",
-                            "erase",
-                            result.ref.id,
-                            result.instruction or f"delete {result.ref.id}",
-                        )
-                for status, items in by_status.items():
-                    self.store.mark_erasure_items(row.id, items, status)
-                done += len(chunk)
-                self.progress(system, done, total)
+        await asyncio.gather(
+            *(self._erase_system(row, customer, s, refs) for s, refs in sorted(by_system.items()))
+        )
+
+    async def _erase_system(
+        self, row: ErasureRow, customer: Customer, system: str, refs: list[ItemRef]
+    ) -> None:
+        # Progress is persisted after every chunk: a crash repeats at most one chunk,
+        # and a repeated delete of something already gone counts as done.
+        batch = 500
+        eraser = self.erasers[system]
+        total, done = len(refs), 0
+        for start in range(0, total, batch):
+            chunk = refs[start : start + batch]
+            results = await eraser.erase(customer, chunk)
+            by_status: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+            for result in results:
+                status = {
+                    OpStatus.APPLIED: "done",
+                    OpStatus.NOT_FOUND: "done",
+                    OpStatus.MANUAL: "manual",
+                }.get(result.status, "failed")
+                by_status[status].append((system, result.ref.kind, result.ref.id))
+                if result.status is OpStatus.MANUAL:
+                    self.store.open_task(
+                        row.customer_id,
+                        system,
+                        f"erasure:{row.id}",
+                        "erase",
+                        result.ref.id,
+                        result.instruction or f"delete {result.ref.id}",
+                    )
+            for status, items in by_status.items():
+                self.store.mark_erasure_items(row.id, items, status)
+            done += len(chunk)
+            self.progress(system, done, total)
 
     async def _execute(self, row: ErasureRow, customer: Customer) -> None:
         await self._erase_pending(row, customer)

@@ -234,15 +234,21 @@ class ErasuresMixin(KeysMixin):
     ) -> None:
         """Mark (system, kind, item_id) items done / manual / failed, as the system said."""
         now: datetime = utcnow()
+        rows = [
+            {"b_system": system, "b_kind": kind, "b_item": item_id}
+            for system, kind, item_id in items
+        ]
+        if not rows:
+            return
+        statement = (
+            sa.update(erasure_items)
+            .where(
+                erasure_items.c.request_id == request_id,
+                erasure_items.c.system == sa.bindparam("b_system"),
+                erasure_items.c.kind == sa.bindparam("b_kind"),
+                erasure_items.c.item_id == sa.bindparam("b_item"),
+            )
+            .values(status=status, done_at=now if status == "done" else None)
+        )
         with self._write() as conn:
-            for system, kind, item_id in items:
-                conn.execute(
-                    sa.update(erasure_items)
-                    .where(
-                        erasure_items.c.request_id == request_id,
-                        erasure_items.c.system == system,
-                        erasure_items.c.kind == kind,
-                        erasure_items.c.item_id == item_id,
-                    )
-                    .values(status=status, done_at=now if status == "done" else None)
-                )
+            conn.execute(statement, rows)
