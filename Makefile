@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SANDBOX_DIR ?= .sandbox
 
-.PHONY: run test bootstrap lint typecheck bench clean
+.PHONY: run test bootstrap lint typecheck bench clean chromium
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "pdsync needs $(PYTHON) on PATH (set PYTHON=...)" >&2; exit 1; }
@@ -19,7 +19,18 @@ bootstrap: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m sandbox.run --data-dir $(SANDBOX_DIR)
 
-test: $(STAMP)
+# The dashboard is tested in a real headless Chromium (Debian's package; Playwright drives
+# it, no browser download). Installed on first use where we may; otherwise say what to do.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the dashboard test"; \
+	    apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs Chromium for the dashboard test: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from daemon import cli_ops, logs
 from daemon import config as config_module
-from daemon import logs
 from daemon.config import CONFIG_ENV, ConfigError, Settings
 from daemon.domain import Subject
 
@@ -48,6 +48,7 @@ app.add_typer(erase_app, name="erase")
 app.add_typer(erasures_app, name="erasures")
 app.add_typer(certificate_app, name="certificate")
 app.add_typer(ledger_app, name="ledger")
+cli_ops.register(app)
 
 out = Console()
 err = Console(stderr=True)

@@ -27,6 +27,7 @@ from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
 from connectors.outlook.settings import OutlookBinding, OutlookSettings
 from connectors.secrets import SecretRef
 from connectors.zisson.settings import ZissonBinding, ZissonSettings
+from daemon.api.settings import ApiConfig
 from daemon.domain import SYNC_FIELDS, Customer
 from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, SyncPolicy
 
@@ -68,6 +69,14 @@ class StoreConfig(_Model):
         raise ConfigError(
             f"store.master_key ({self.master_key.describe()}): not 32 bytes in hex or base64"
         )
+
+
+class DaemonConfig(_Model):
+    # A work item's lease: a dead instance's work is taken over this long after it died.
+    lease_seconds: float = Field(default=60, ge=3)
+    workers: int = Field(default=2, ge=1, le=16)  # work items carried out at once
+    # How often an instance that does not lead tries to take over.
+    leader_poll_seconds: float = Field(default=3, gt=0, le=60)
 
 
 class LogConfig(_Model):
@@ -171,6 +180,8 @@ class Settings(BaseSettings):
 
     store: StoreConfig
     log: LogConfig = LogConfig()
+    api: ApiConfig = ApiConfig()
+    daemon: DaemonConfig = DaemonConfig()
     sync: SyncConfig = SyncConfig()
     erasure: ErasureConfig = ErasureConfig()
     retention: RetentionConfig = RetentionConfig()

@@ -80,14 +80,14 @@ class DirectoryEraser:
         self,
         connector: Connector,
         *,
-        card_documents: Callable[[Customer], Awaitable[list[str]]] | None = None,
+        has_card: Callable[[Customer], Awaitable[bool]] | None = None,
         delete_card: Callable[[Customer], Awaitable[int]] | None = None,
     ) -> None:
         self.connector = connector
         self.system = connector.system
         # What only a whole-customer erasure removes: the Firestore card document and
         # every subcollection below it.
-        self._card_documents = card_documents
+        self._has_card = has_card
         self._delete_card = delete_card
 
     async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
@@ -109,7 +109,7 @@ class DirectoryEraser:
             for r in result.rejected
             if r.external_id
         ]
-        if self._card_documents is not None and await self._card_documents(customer):
+        if self._has_card is not None and await self._has_card(customer):
             refs.append(ItemRef(system=self.system, kind="card", id=customer.id, scope=customer.id))
         return refs
 
@@ -120,7 +120,8 @@ class DirectoryEraser:
                 op_id=Operation.make_id("erase", self.system, r.id),
                 kind=OpKind.DELETE,
                 system=self.system,
-                link_id="erasure",
+                # One "link" per item: connectors run ops of different links in parallel.
+                link_id=f"erasure:{r.id}",
                 external_id=r.id,
             )
             for r in contacts

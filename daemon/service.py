@@ -1,26 +1,39 @@
-"""The daemon: scheduled sync per customer until SIGTERM, then a clean stop."""
+"""The daemon: one leader schedules, every instance works, SIGTERM drains.
+
+The leader (a PostgreSQL advisory lock; on SQLite the only instance) turns schedules
+into work items: a sync or retention run per customer, moving erasures on, ledger
+checkpoints, deadline checks. Every instance claims work items with a lease and carries
+them out, so a dead instance's work is taken over when its lease runs out, and a
+duplicate trigger does nothing (one item of a kind per customer at a time).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from daemon.config import CustomerConfig, Settings
+from daemon.api.server import start_api
+from daemon.config import ConfigError, Settings
 from daemon.erasure import ErasureService
 from daemon.proof import certifier_for, open_ledger
 from daemon.retention import RetentionService
 from daemon.scheduler import Schedule
 from daemon.store import Store
+from daemon.store.rows import WorkItem
+from daemon.store.work import InstanceLocked, Leadership, SingleInstanceLock
 from daemon.sync import SyncService
 from daemon.wiring import erasers_for, open_connectors
 
 log = structlog.get_logger("pdsync.daemon")
+
+DRAIN_SECONDS = 120
 
 
 async def _check_deadlines(store: Store) -> None:
@@ -45,22 +58,65 @@ async def _check_deadlines(store: Store) -> None:
             )
 
 
-DRAIN_SECONDS = 120
+def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> Schedule:
+    """The leader's schedules: each tick only queues a work item."""
+    schedule = Schedule()
+
+    def enqueue(kind: str, key: str) -> Callable[[], Awaitable[None]]:
+        async def tick() -> None:
+            await asyncio.to_thread(store.enqueue_work, kind, key)
+
+        return tick
+
+    schedule.every(
+        "erasures", settings.erasure.worker_interval_seconds, enqueue("erasures", "all"), first_in=1
+    )
+    schedule.every("deadlines", 300, enqueue("deadlines", "all"), first_in=5)
+    if settings.ledger.signing_key is not None:
+        schedule.every(
+            "checkpoint",
+            settings.ledger.checkpoint_interval_seconds,
+            enqueue("checkpoint", "ledger"),
+        )
+    interval = settings.sync.interval_seconds
+    for index, customer in enumerate(settings.customers):
+        # The first cycles start at once, a second apart; later ones keep the interval.
+        schedule.every(
+            f"sync:{customer.id}", interval, enqueue("sync", customer.id), first_in=index % interval
+        )
+        if retention_systems & set(customer.bindings()):
+            schedule.every(
+                f"retention:{customer.id}",
+                settings.retention.interval_seconds,
+                enqueue("retention", customer.id),
+            )
+    return schedule
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
-    """Run until `stop` is set or SIGTERM/SIGINT arrives; the step in flight finishes."""
+    """Run until `stop` is set or SIGTERM/SIGINT arrives; work in flight finishes."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running: set[asyncio.Task[object]] = set()
     async with AsyncExitStack() as stack:
         store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
         stack.callback(store.close)
-        interrupted = store.mark_interrupted_runs()
+        lease = timedelta(seconds=settings.daemon.lease_seconds)
+        if store.dialect == "sqlite":
+            lock = SingleInstanceLock(settings.store.url.removeprefix("sqlite:///"))
+            try:
+                lock.acquire()
+            except InstanceLocked as exc:
+                raise ConfigError(f"store.url: {exc}") from None
+            stack.callback(lock.release)
+            interrupted = store.mark_interrupted_runs()
+        else:
+            # Only runs nobody has touched for a while: the others may be another
+            # instance's, alive and well.
+            interrupted = store.mark_interrupted_runs(idle_for=lease * 2)
         if interrupted:
-            log.warning("runs_interrupted_by_previous_stop", count=interrupted)
+            log.warning("runs_interrupted_by_previous_stop", count=len(interrupted))
         connectors = await open_connectors(settings, stack)
         ledger = open_ledger(settings, store)
         if ledger is not None:
@@ -76,75 +132,139 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
             recorder=ledger,
             certify=certifier_for(settings, ledger),
         )
-        schedule = Schedule()
-
-        def tracked(job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                task = asyncio.current_task()
-                assert task is not None
-                running.add(task)
-                try:
-                    await job()
-                except Exception:
-                    log.exception("job_failed")
-                finally:
-                    running.discard(task)
-
-            return run
-
-        schedule.every(
-            "erasures",
-            settings.erasure.worker_interval_seconds,
-            tracked(erasures.advance_all),
-            first_in=1,
-        )
-        schedule.every(
-            "erasure-deadlines", 300, tracked(lambda: _check_deadlines(store)), first_in=5
-        )
-        if ledger is not None:
-            schedule.every(
-                "ledger-checkpoint",
-                settings.ledger.checkpoint_interval_seconds,
-                tracked(lambda: asyncio.to_thread(ledger.checkpoint)),
-            )
-
-        def job_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
-            return tracked(lambda: sync.sync(customer, trigger="schedule"))
-
-        def retention_for(customer: CustomerConfig) -> Callable[[], Awaitable[None]]:
-            return tracked(lambda: retention.run(customer, trigger="schedule"))
-
         retention = RetentionService(store, connectors, ledger=ledger)
-        for customer in settings.customers:
-            if any(s in customer.bindings() for s in retention.connectors):
-                schedule.every(
-                    f"retention:{customer.id}",
-                    settings.retention.interval_seconds,
-                    retention_for(customer),
-                )
+        customers = {c.id: c for c in settings.customers}
+        await start_api(
+            settings, store, stack, sync_service=sync, erasure_service=erasures, ledger=ledger
+        )
 
-        interval = settings.sync.interval_seconds
-        for index, customer in enumerate(settings.customers):
-            # The first cycles start at once, a second apart; later ones keep the interval.
-            schedule.every(
-                f"sync:{customer.id}", interval, job_for(customer), first_in=index % interval
-            )
-        schedule.start()
+        async def checkpoint() -> None:
+            if ledger is not None:
+                await asyncio.to_thread(ledger.checkpoint)
+
+        handlers: Mapping[str, Callable[[str], Awaitable[object]]] = {
+            "sync": lambda key: sync.sync(customers[key], trigger="schedule"),
+            "retention": lambda key: retention.run(customers[key], trigger="schedule"),
+            "erasures": lambda key: erasures.advance_all(),
+            "deadlines": lambda key: _check_deadlines(store),
+            "checkpoint": lambda key: checkpoint(),
+        }
+        leadership = Leadership(store._engine, store.dialect)
+        stack.callback(leadership.release)
+        retention_systems = set(retention.connectors)
+        tasks = [
+            asyncio.create_task(
+                _lead(
+                    store,
+                    leadership,
+                    lambda: _schedule(settings, store, retention_systems),
+                    stop,
+                    settings.daemon.leader_poll_seconds,
+                )
+            ),
+            *(
+                asyncio.create_task(_work(store, handlers, stop, customers, lease))
+                for _ in range(settings.daemon.workers)
+            ),
+        ]
         log.info(
             "daemon_started",
-            customers=len(settings.customers),
+            instance=store.instance_id,
+            customers=len(customers),
             interval_seconds=settings.sync.interval_seconds,
             systems=sorted(connectors),
         )
         await stop.wait()
-        log.info("daemon_stopping", in_flight=len(running))
-        schedule.shutdown()
+        log.info("daemon_stopping", instance=store.instance_id)
         sync.stop()
-        if running:
-            _, pending = await asyncio.wait(running, timeout=DRAIN_SECONDS)
-            for task in pending:
-                task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.to_thread(store.forget_instance)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("daemon_stopped")
     return 0
+
+
+async def _lead(
+    store: Store,
+    leadership: Leadership,
+    make_schedule: Callable[[], Schedule],
+    stop: asyncio.Event,
+    poll_seconds: float,
+) -> None:
+    """Become leader when the lock is free, run the schedules while leading."""
+    schedule: Schedule | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if schedule is not None and not await asyncio.to_thread(leadership.still_leading):
+                    log.error("leadership_lost", instance=store.instance_id)
+                    schedule.shutdown()
+                    schedule = None
+                if schedule is None and await asyncio.to_thread(leadership.try_acquire):
+                    log.info("became_leader", instance=store.instance_id)
+                    schedule = make_schedule()
+                    schedule.start()
+                await asyncio.to_thread(store.heartbeat, leader=schedule is not None)
+            except Exception:
+                log.exception("leadership_check_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_seconds)
+    finally:
+        if schedule is not None:
+            schedule.shutdown()
+
+
+async def _work(
+    store: Store,
+    handlers: Mapping[str, Callable[[str], Awaitable[object]]],
+    stop: asyncio.Event,
+    customers: Mapping[str, object],
+    lease: timedelta,
+) -> None:
+    """Claim work items one at a time until stopped; the one in hand is finished."""
+    while not stop.is_set():
+        try:
+            item = await asyncio.to_thread(store.claim_work, lease=lease)
+        except Exception:
+            log.exception("claim_failed")
+            item = None
+        if item is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            continue
+        await _carry_out(store, item, handlers, customers, lease)
+
+
+async def _carry_out(
+    store: Store,
+    item: WorkItem,
+    handlers: Mapping[str, Callable[[str], Awaitable[object]]],
+    customers: Mapping[str, object],
+    lease: timedelta,
+) -> None:
+    if item.kind in ("sync", "retention") and item.key not in customers:
+        await asyncio.to_thread(
+            store.finish_work, item.id, state="failed", error="customer no longer configured"
+        )
+        return
+
+    async def keep_lease() -> None:
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            if not await asyncio.to_thread(store.renew_work, item.id, lease=lease):
+                log.error("work_taken_over", item=item.id, kind=item.kind)
+                return
+
+    renewer = asyncio.create_task(keep_lease())
+    state, error = "done", None
+    try:
+        await handlers[item.kind](item.key)
+    except Exception as exc:
+        state, error = "failed", type(exc).__name__
+        log.exception("work_failed", item=item.id, kind=item.kind)
+    finally:
+        renewer.cancel()
+        await asyncio.to_thread(store.finish_work, item.id, state=state, error=error)

@@ -35,7 +35,7 @@ def erasers_for(connectors: dict[str, Connector]) -> dict[str, Eraser]:
         elif isinstance(connector, FirestoreConnector):
             erasers[system] = DirectoryEraser(
                 connector,
-                card_documents=connector.card_documents,
+                has_card=connector.has_card,
                 delete_card=connector.delete_card,
             )
         else:

@@ -97,7 +97,7 @@ def generate(*, seed: int = 1, customers: int = 3, contacts: int = 40) -> list[S
         )
         for i in range(contacts):
             if i % 12 == 5:
-                department = DEPARTMENTS[i % len(DEPARTMENTS)]
+                department = DEPARTMENTS[(i // 12) % len(DEPARTMENTS)]
                 work = f"{rng.randint(2, 7)}{rng.randint(1000000, 9999999)}"
                 card = ContactRecord(
                     system="firestore",
@@ -105,7 +105,7 @@ def generate(*, seed: int = 1, customers: int = 3, contacts: int = 40) -> list[S
                     kind=ContactKind.DEPARTMENT,
                     display_name=department,
                     department=department,
-                    emails=(f"{_ascii(department.split()[0])}@{domain}",),
+                    emails=(f"{_ascii(department.split()[0])}{i}@{domain}",),
                     phones=(_phone(_formats(work, rng), PhoneType.WORK),),
                     notes="Åpent 08–16",
                 )

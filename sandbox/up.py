@@ -143,6 +143,7 @@ def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
         graph_url=graph.graph_url,
         certificate_file=credential,
         ca_bundle=graph.ca_file,
+        page_size=1000,  # full scans (a whole customer's mail) in as few requests as possible
     )
 
 

@@ -471,28 +471,23 @@ class FirestoreConnector(RetryingConnectorBase):
 
         return await self._call("read contacts", read_all)
 
-    async def card_documents(self, customer: Customer) -> list[str]:
-        """Paths (below the card) of every document the customer has: the card itself
-        and everything in all its subcollections, contacts included."""
+    async def has_card(self, customer: Customer) -> bool:
+        """Whether the customer has a card or anything below it: one read per
+        subcollection at most, however many documents there are."""
         binding = self._binding(customer)
 
-        def walk(client: firestore.Client) -> list[str]:
+        def probe(client: firestore.Client) -> bool:
             card = self._card(client, binding)
-            found: list[str] = []
+            self._count()
+            if card.get(retry=None, timeout=self.rpc_timeout).exists:
+                return True
+            for collection in card.collections():
+                self._count(2)
+                if any(True for _ in collection.limit(1).stream()):
+                    return True
+            return False
 
-            def visit(ref: DocumentReference) -> None:
-                self._count()
-                if ref.get(retry=None, timeout=self.rpc_timeout).exists:
-                    found.append(ref.path)
-                for collection in ref.collections():
-                    self._count()
-                    for child in collection.list_documents():
-                        visit(child)
-
-            visit(card)
-            return found
-
-        return await self._call("list card documents", walk)
+        return await self._call("look for the card", probe)
 
     async def delete_card(self, customer: Customer) -> int:
         """Delete the card and every subcollection below it (Firestore does not delete

@@ -7,6 +7,7 @@ with Store.open("sqlite:///var/lib/pdsync/store.db", master_key=key) as store:
 
 from __future__ import annotations
 
+from daemon.store.audit import AuditRow
 from daemon.store.errors import (
     DuplicateMember,
     KeyDestroyed,
@@ -25,6 +26,7 @@ from daemon.store.rows import (
     ErasureState,
     EventLevel,
     EventRow,
+    InstanceRow,
     JournalRow,
     JournalStatus,
     QuarantineRow,
@@ -32,11 +34,14 @@ from daemon.store.rows import (
     RunStatus,
     TaskRow,
     TaskStatus,
+    WorkItem,
 )
 from daemon.store.store import Store
+from daemon.store.tokens import Role, TokenNameTaken, TokenRow
 
 __all__ = [
     "ApprovalRow",
+    "AuditRow",
     "Counts",
     "DisputeRow",
     "DisputeStatus",
@@ -46,11 +51,13 @@ __all__ = [
     "ErasureState",
     "EventLevel",
     "EventRow",
+    "InstanceRow",
     "JournalRow",
     "JournalStatus",
     "KeyDestroyed",
     "NotFound",
     "QuarantineRow",
+    "Role",
     "RunRow",
     "RunStatus",
     "Store",
@@ -58,5 +65,8 @@ __all__ = [
     "StoreUnavailable",
     "TaskRow",
     "TaskStatus",
+    "TokenNameTaken",
+    "TokenRow",
+    "WorkItem",
     "WrongMasterKey",
 ]

@@ -210,3 +210,26 @@ class ErasureItemRow:
     phase: str  # "plan" | "sweep" (found again after executing the plan)
     status: str  # pending | done | manual | failed
     done_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkItem:
+    id: int
+    kind: str  # "sync" | "retention" | "erasures" | "checkpoint" | "deadlines"
+    key: str  # the customer id, or "all"
+    state: str  # queued | running | done | failed
+    attempts: int
+    claimed_by: str | None
+    lease_until: datetime | None
+    enqueued_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstanceRow:
+    id: str
+    pid: int
+    host: str
+    started_at: datetime
+    last_seen: datetime
+    is_leader: bool

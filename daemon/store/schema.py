@@ -370,6 +370,50 @@ erasure_items = sa.Table(
     sa.Index(None, "request_id", "status"),
 )
 
+# Bearer tokens of the admin API (daemon/api): only a keyed hash of each token is kept
+# (HMAC-SHA256 with a per-store pepper, itself encrypted in store_meta). A name is unique
+# among the tokens not revoked; revoked ones stay, so the audit log keeps its meaning.
+ACTIVE_ONLY = sa.text("revoked_at IS NULL")
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_by", sa.String(200), nullable=True),
+    sa.CheckConstraint("role IN ('admin', 'operator', 'auditor')", name="role"),
+    sa.Index(
+        "uq_api_tokens_active_name",
+        "name",
+        unique=True,
+        sqlite_where=ACTIVE_ONLY,
+        postgresql_where=ACTIVE_ONLY,
+    ),
+)
+
+# Every call to the admin API: who (token name and role), what (method and the route's
+# path template, never the raw path or query, which may carry personal data), and the
+# status. Never bodies.
+api_audit = sa.Table(
+    "api_audit",
+    metadata,
+    sa.Column("id", BIGID, primary_key=True, autoincrement=True),
+    sa.Column("ts", UTCDateTime, nullable=False, index=True),
+    sa.Column("token_name", sa.String(64), nullable=True),
+    sa.Column("role", sa.String(16), nullable=True),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("route", sa.String(200), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Index(None, "token_name", "id"),
+)
+
 # Tables whose rows belong to one customer through a `customer_id` column, children
 # first; purge_customer walks them. fingerprints hang off link_members (by link), and
 # customers, customer_keys, runs and run_events are left out on purpose (see there), as
@@ -385,4 +429,42 @@ CUSTOMER_TABLES: tuple[sa.Table, ...] = (
     manual_tasks,
     approvals,
     op_journal,
+)
+
+# Work shared by several daemons on one PostgreSQL (daemon/store/work.py): at most one
+# item of a kind and key is queued or running (the partial unique index), so a
+# duplicate trigger does nothing and no customer is synced twice at once.
+work_items = sa.Table(
+    "work_items",
+    metadata,
+    sa.Column("id", BIGID, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("enqueued_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(
+        "uq_work_items_active",
+        "kind",
+        "key",
+        unique=True,
+        sqlite_where=sa.text("state IN ('queued', 'running')"),
+        postgresql_where=sa.text("state IN ('queued', 'running')"),
+    ),
+    sa.Index(None, "state", "id"),
+)
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("is_leader", sa.Boolean, nullable=False),
 )

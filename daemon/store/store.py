@@ -1,10 +1,10 @@
 """The Store: everything the daemon keeps, on SQLite (embedded) or PostgreSQL.
 
 One class, assembled from one mixin per concern (keys.py, directory.py, runs.py,
-casework.py, decisions.py, journal.py, ledger.py); each public method is one short
-transaction. It holds no plaintext personal data: links, versions, keyed fingerprints,
-ids, counts, the ledger, and blobs encrypted with the customer's key (which itself is
-wrapped with the master key).
+casework.py, decisions.py, journal.py, ledger.py, erasures.py, tokens.py, audit.py);
+each public method is one short transaction. It holds no plaintext personal data:
+links, versions, keyed fingerprints, ids, counts, the ledger, and blobs encrypted with
+the customer's key (which itself is wrapped with the master key).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from daemon.crypto import KEY_BYTES
 from daemon.store import _db
+from daemon.store.audit import AuditMixin
 from daemon.store.casework import CaseworkMixin
 from daemon.store.decisions import DecisionsMixin
 from daemon.store.directory import DirectoryMixin
@@ -34,6 +35,8 @@ from daemon.store.schema import (
     op_journal,
     quarantine,
 )
+from daemon.store.tokens import TokensMixin
+from daemon.store.work import WorkMixin
 
 
 class Store(
@@ -44,6 +47,9 @@ class Store(
     JournalMixin,
     LedgerMixin,
     ErasuresMixin,
+    TokensMixin,
+    AuditMixin,
+    WorkMixin,
 ):
     """The daemon's durable state. Open with `Store.open(url, master_key=...)`.
 

@@ -1,0 +1,263 @@
+"""The proof side of the API: erasure requests, deletion certificates, ledger verification.
+
+Creating, approving and cancelling an erasure is for admins; the request is recorded
+under the caller's token name, and a second admin (another token name) must approve a
+whole-customer erasure. The daemon's erasure worker carries requests out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from daemon.api.context import ApiContext, Principal, context, principal
+from daemon.api.errors import ApiError, refuse_personal_data
+from daemon.api.models import (
+    CUSTOMER_PATTERN,
+    ErasureIn,
+    ErasureOut,
+    Finding,
+    LedgerReport,
+    Masked,
+    Problem,
+    Progress,
+    SystemOutcome,
+)
+from daemon.certificate import Certificate, render_pdf
+from daemon.config import ConfigError
+from daemon.erasure import ErasureError, ErasureService
+from daemon.ledger import verify_ledger
+from daemon.logs import redact_text
+from daemon.normalize import BadIdentifier, parse_subject
+from daemon.proof import trusted_verifiers
+from daemon.store import ErasureRow, ErasureState, NotFound, Store
+
+router = APIRouter(prefix="/api/v1", responses={401: {"model": Problem}, 403: {"model": Problem}})
+
+Ctx = Annotated[ApiContext, Depends(context)]
+Who = Annotated[Principal, Depends(principal)]
+RequestId = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+_FINAL = (ErasureState.COMPLETED, ErasureState.CANCELLED)
+_404: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
+_409: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 409: {"model": Problem}}
+
+
+def erasure_out(store: Store, row: ErasureRow, *, now: datetime | None = None) -> ErasureOut:
+    """A request as the API and the dashboard show it: masked identifiers, counts."""
+    now = now or datetime.now(UTC)
+    items = Counter(item.status for item in store.erasure_items(row.id))
+    masked = row.masked or {}
+    return ErasureOut(
+        id=row.id,
+        customer=row.customer_id,
+        scope=row.scope,
+        state=str(row.state),
+        requested_by=row.requested_by,
+        reason=redact_text(row.reason),
+        requested_at=row.requested_at,
+        deadline=row.deadline,
+        overdue=row.deadline < now and row.state not in _FINAL,
+        approved_by=row.approved_by,
+        approved_at=row.approved_at,
+        completed_at=row.completed_at,
+        masked=Masked(
+            emails=list(masked.get("emails", ())),
+            phones=list(masked.get("phones", ())),
+            names=list(masked.get("names", ())),
+        ),
+        plan={s: {k: int(n) for k, n in kinds.items()} for s, kinds in row.plan.items()},
+        outcome={
+            system: SystemOutcome(
+                outcome=str(o.get("outcome", "")),
+                counts={k: int(n) for k, n in o.get("counts", {}).items()},
+                verified_absent=bool(o.get("verified_absent")),
+                remaining=int(o.get("remaining", 0)),
+                verified_at=o.get("verified_at"),
+            )
+            for system, o in row.outcome.items()
+        },
+        progress=Progress(
+            total=sum(items.values()),
+            done=items["done"],
+            manual=items["manual"],
+            failed=items["failed"],
+            pending=items["pending"],
+        ),
+        certificate=row.certificate is not None,
+        error=redact_text(row.error) if row.error else None,
+    )
+
+
+def _service(ctx: ApiContext) -> ErasureService:
+    if ctx.erasure_service is None:
+        raise ApiError(503, "erasure_unavailable", "this server runs no erasure service")
+    return ctx.erasure_service
+
+
+def _get(store: Store, request_id: str) -> ErasureRow:
+    try:
+        return store.get_erasure(request_id)
+    except NotFound:
+        raise ApiError(404, "not_found", "no such erasure request") from None
+
+
+@router.get("/erasures", summary="Erasure requests, newest first")
+def list_erasures(
+    ctx: Ctx,
+    customer: Annotated[str | None, Query(pattern=CUSTOMER_PATTERN)] = None,
+    open_only: Annotated[bool, Query(alias="open")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> list[ErasureOut]:
+    rows = ctx.store.list_erasures(customer_id=customer, open_only=open_only, limit=limit)
+    now = datetime.now(UTC)
+    return [erasure_out(ctx.store, row, now=now) for row in rows]
+
+
+@router.post(
+    "/erasures",
+    status_code=201,
+    summary="Ask for an erasure (the daemon's worker carries it out)",
+    responses={410: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+)
+def create_erasure(ctx: Ctx, who: Who, body: ErasureIn) -> ErasureOut:
+    service = _service(ctx)
+    ctx.customer(body.customer)
+    refuse_personal_data(body.reason, "the reason")
+    identifiers = body.emails or body.phones or body.names
+    if body.scope == "customer":
+        if identifiers:
+            raise ApiError(422, "invalid_request", "a customer erasure takes no identifiers")
+        subject = None
+    else:
+        try:
+            subject = parse_subject(emails=body.emails, phones=body.phones, names=body.names)
+        except BadIdentifier as exc:
+            raise ApiError(422, "bad_identifier", str(exc).replace("--", "")) from None
+    try:
+        request_id = service.request(
+            body.customer,
+            scope=body.scope,
+            subject=subject,
+            requested_by=who.name,
+            reason=body.reason,
+        )
+    except ErasureError as exc:
+        raise ApiError(422, "refused", str(exc)) from None
+    return erasure_out(ctx.store, ctx.store.get_erasure(request_id))
+
+
+@router.get("/erasures/{request_id}", summary="One erasure request", responses=_404)
+def get_erasure(ctx: Ctx, request_id: RequestId) -> ErasureOut:
+    return erasure_out(ctx.store, _get(ctx.store, request_id))
+
+
+@router.post(
+    "/erasures/{request_id}/approve",
+    summary="Approve a whole-customer erasure (a second admin: not the requester)",
+    responses={**_409, 503: {"model": Problem}},
+)
+def approve_erasure(ctx: Ctx, who: Who, request_id: RequestId) -> ErasureOut:
+    service = _service(ctx)
+    row = _get(ctx.store, request_id)
+    if row.requested_by == who.name:
+        raise ApiError(403, "same_admin", "the admin who asked for an erasure cannot approve it")
+    if row.state is not ErasureState.AWAITING_APPROVAL:
+        raise ApiError(409, "wrong_state", f"the request is {row.state}, not awaiting approval")
+    try:
+        service.approve(row.id, approver=who.name)
+    except ErasureError as exc:
+        raise ApiError(409, "wrong_state", str(exc)) from None
+    return erasure_out(ctx.store, ctx.store.get_erasure(row.id))
+
+
+@router.post(
+    "/erasures/{request_id}/cancel",
+    summary="Cancel a request that has not started erasing",
+    responses={**_409, 503: {"model": Problem}},
+)
+def cancel_erasure(ctx: Ctx, who: Who, request_id: RequestId) -> ErasureOut:
+    service = _service(ctx)
+    row = _get(ctx.store, request_id)
+    try:
+        service.cancel(row.id, by=who.name)
+    except ErasureError as exc:
+        raise ApiError(409, "wrong_state", str(exc)) from None
+    return erasure_out(ctx.store, ctx.store.get_erasure(row.id))
+
+
+@router.get(
+    "/certificates/{request_id}",
+    summary="A deletion certificate: signed JSON (byte for byte as issued), or PDF",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}, "application/pdf": {}}},
+        **_404,
+    },
+)
+def get_certificate(
+    ctx: Ctx,
+    request_id: RequestId,
+    format: Annotated[Literal["json", "pdf"], Query()] = "json",
+) -> Response:
+    row = _get(ctx.store, request_id)
+    if row.certificate is None:
+        raise ApiError(404, "no_certificate", f"no certificate yet (the request is {row.state})")
+    name = f"pdsync-certificate-{row.id}"
+    if format == "pdf":
+        pdf = render_pdf(Certificate.from_json(row.certificate.encode("utf-8")))
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
+        )
+    return Response(
+        row.certificate.encode("utf-8"),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+    )
+
+
+def _verify(ctx: ApiContext) -> LedgerReport:
+    if ctx.ledger is not None:
+        verifiers = dict(ctx.ledger.verifiers)
+    else:
+        try:
+            verifiers = trusted_verifiers(ctx.settings)
+        except ConfigError:
+            raise ApiError(
+                503, "ledger_unavailable", "ledger.signing_key is not configured"
+            ) from None
+    report = verify_ledger(ctx.store, verifiers)
+    return LedgerReport(
+        ok=report.ok,
+        rows=report.rows,
+        checkpoints=report.checkpoints,
+        findings=[
+            Finding(
+                problem=f.problem.value,
+                seq=f.seq,
+                checkpoint_size=f.checkpoint_size,
+                detail=f.detail,
+            )
+            for f in report.findings
+        ],
+    )
+
+
+@router.get(
+    "/ledger/verify",
+    summary="Recompute the ledger and check its signed checkpoints",
+    responses={503: {"model": Problem}},
+)
+def verify_ledger_get(ctx: Ctx) -> LedgerReport:
+    return _verify(ctx)
+
+
+@router.post("/ledger/verify", summary="The same, as POST", responses={503: {"model": Problem}})
+def verify_ledger_post(ctx: Ctx) -> LedgerReport:
+    return _verify(ctx)

@@ -1,0 +1,305 @@
+"""Ops commands of the `pdsync` CLI: `log`, `tokens`, `disputes resolve`, `tasks done`.
+
+daemon/cli.py registers them with `cli_ops.register(app)`; `python -m daemon.cli_ops`
+runs the whole CLI with them registered (for tests, and until cli.py does).
+Exit codes as in cli.py: 0 done, 2 bad usage, configuration or unknown item.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from daemon import config as config_module
+from daemon import logs
+from daemon.config import CONFIG_ENV, ConfigError, Settings
+
+if TYPE_CHECKING:
+    from daemon.store import Store
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", envvar=CONFIG_ENV, help="The TOML config file.")
+]
+DEFAULT_CONFIG = Path("pdsync.toml")
+FOLLOW_SECONDS = 1.0
+
+tokens_app = typer.Typer(
+    help="API tokens: `create NAME --role ROLE` (shown once), `list`, `revoke NAME`.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(message, highlight=False, markup=False)
+    return typer.Exit(2)
+
+
+def _load(path: Path) -> Settings:
+    try:
+        settings = config_module.load(path)
+    except ConfigError as exc:
+        raise _fail(f"config error\n{exc}") from None
+    logs.configure(format=settings.log.format, level=settings.log.level)
+    return settings
+
+
+def _open_store(settings: Settings) -> Store:
+    from daemon.store import Store
+
+    try:
+        return Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    except ConfigError as exc:
+        raise _fail(f"config error\n{exc}") from None
+
+
+def _operator() -> str:
+    from daemon.sync import operator
+
+    return operator()
+
+
+def _record(settings: Settings, store: Store, kind: str, customer_id: str, **payload: Any) -> None:
+    """Into the ledger, when one is configured (decisions are proof, like approvals)."""
+    from daemon.proof import open_ledger
+
+    ledger = open_ledger(settings, store)
+    if ledger is not None:
+        ledger.record(kind, customer_id=customer_id, **payload)
+
+
+# -- pdsync log --------------------------------------------------------------------------
+
+
+def _run_id(store: Store, prefix: str) -> str:
+    matches = [r.id for r in store.list_runs(limit=100_000) if r.id.startswith(prefix)]
+    if len(matches) != 1:
+        raise _fail(f"no single run matches {prefix!r}")
+    return matches[0]
+
+
+def log_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
+    since: Annotated[str, typer.Option(help="24h, 30m, 7d, or an ISO 8601 time.")] = "24h",
+    level: Annotated[str, typer.Option(help="Lowest level: debug, info, warning, error.")] = "info",
+    run: Annotated[str | None, typer.Option("--run", help="Only this run (id or prefix).")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """What the daemon did: runs and their events from the store, oldest first."""
+    from daemon.api import eventlog
+    from daemon.api.filters import parse_level, parse_since
+
+    try:
+        start, min_level = parse_since(since), parse_level(level)
+    except ValueError as exc:
+        raise _fail(f"pdsync log: {exc}") from None
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        query = eventlog.LogQuery(
+            store=store,
+            customer=customer,
+            since=start,
+            level=min_level,
+            run_id=_run_id(store, run) if run else None,
+            limit=limit,
+        )
+        while True:
+            for line in query.read():
+                typer.echo(line.json() if as_json else line.text())
+            if not follow:
+                return
+            sys.stdout.flush()
+            time.sleep(FOLLOW_SECONDS)
+    except KeyboardInterrupt:
+        return
+    finally:
+        store.close()
+
+
+# -- pdsync tokens ---------------------------------------------------------------------
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Who or what holds it: a-z, 0-9, _ and -.")],
+    role: Annotated[str, typer.Option(help="admin, operator or auditor.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Make an API token and print it: the only time it is shown (only its hash is kept)."""
+    from daemon.store import Role, TokenNameTaken
+
+    if role not in {r.value for r in Role}:
+        raise _fail("--role is admin, operator or auditor")
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        token = store.create_token(name, role, created_by=_operator())
+    except (TokenNameTaken, ValueError) as exc:
+        raise _fail(f"tokens create: {exc}") from None
+    finally:
+        store.close()
+    err.print(f"token {name} ({role}) made; it is shown once, here:", highlight=False)
+    typer.echo(token)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    config: ConfigOption = DEFAULT_CONFIG,
+    all_tokens: Annotated[bool, typer.Option("--all", help="Revoked ones too.")] = True,
+) -> None:
+    """Tokens: name, role, created, last used, revoked (never the token itself)."""
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        rows = store.list_tokens(include_revoked=all_tokens)
+    finally:
+        store.close()
+    table = Table(title="API tokens")
+    for column in ("name", "role", "created", "by", "last used", "revoked"):
+        table.add_column(column)
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    for row in rows:
+        revoked = f"{when(row.revoked_at)} by {row.revoked_by}" if row.revoked_at else "-"
+        table.add_row(
+            row.name,
+            row.role.value,
+            when(row.created_at),
+            row.created_by,
+            when(row.last_used_at),
+            revoked,
+        )
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Revoke the active token of this name: its next request gets 401."""
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        revoked = store.revoke_token(name, by=_operator())
+    finally:
+        store.close()
+    if not revoked:
+        raise _fail(f"no active token named {name!r}")
+    out.print(f"token {name} revoked")
+
+
+# -- pdsync disputes resolve, pdsync tasks done -------------------------------------------
+
+
+def disputes_resolve(
+    dispute_id: int,
+    winner: Annotated[str, typer.Option(help="The system whose value stands.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Record the decision on a dispute: which system's value stands, and who decided."""
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        found = [d for d in store.list_disputes(open_only=False) if d.id == dispute_id]
+        if not found:
+            raise _fail(f"no dispute {dispute_id}")
+        dispute = found[0]
+        if winner not in dispute.fingerprints:
+            raise _fail(f"--winner is one of {', '.join(sorted(dispute.fingerprints))}")
+        by = _operator()
+        if not store.resolve_dispute(dispute_id, winner=winner, by=by):
+            raise _fail(f"dispute {dispute_id} was already resolved")
+        _record(
+            settings,
+            store,
+            "dispute.resolved",
+            dispute.customer_id,
+            dispute_id=dispute_id,
+            link_id=dispute.link_id,
+            field=dispute.field,
+            winner=winner,
+            by=by,
+        )
+    finally:
+        store.close()
+    out.print(f"dispute {dispute_id} resolved: {winner} wins")
+
+
+def tasks_done(
+    task_id: int,
+    note: Annotated[str | None, typer.Option(help="For ops; no personal data.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Mark a manual task done (a sync that still finds the change missing opens a new one)."""
+    from daemon.store import NotFound
+
+    if note and (logs.EMAIL.search(note) or logs.PHONE.search(note)):
+        raise _fail("--note must not hold e-mail addresses or phone numbers")
+    settings = _load(config)
+    store = _open_store(settings)
+    try:
+        tasks = [t for t in store.list_tasks(open_only=False) if t.id == task_id]
+        by = _operator()
+        try:
+            closed = store.close_task(task_id, f"{note} (by {by})" if note else f"by {by}")
+        except NotFound:
+            raise _fail(f"no manual task {task_id}") from None
+        if not closed:
+            raise _fail(f"task {task_id} was already done")
+        task = tasks[0]
+        _record(
+            settings,
+            store,
+            "task.done",
+            task.customer_id,
+            task_id=task_id,
+            system=task.system,
+            link_id=task.link_id,
+            by=by,
+        )
+    finally:
+        store.close()
+    out.print(f"task {task_id} done")
+
+
+def _group(app: typer.Typer, name: str) -> typer.Typer:
+    for group in app.registered_groups:
+        if group.name == name and group.typer_instance is not None:
+            return group.typer_instance
+    raise LookupError(f"the CLI has no `{name}` command group to extend")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ops commands to the `pdsync` app (idempotent)."""
+    if any(group.name == "tokens" for group in app.registered_groups):
+        return
+    app.command("log")(log_command)
+    app.add_typer(tokens_app, name="tokens")
+    _group(app, "disputes").command("resolve")(disputes_resolve)
+    _group(app, "tasks").command("done")(tasks_done)
+
+
+def main() -> None:
+    from daemon.cli import app
+
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Work items and instances: how several daemons share the work on one PostgreSQL.
+
+The leader enqueues work (a sync of a customer, a retention run, moving erasures on);
+every instance claims items with `FOR UPDATE SKIP LOCKED` and holds a lease it renews
+while it works. A dead instance's lease runs out and another instance takes the item
+over. At most one item of a kind and key is queued or running at a time, so a duplicate
+trigger does nothing and no customer is synced twice at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+import sqlalchemy as sa
+
+from daemon.store._base import StoreBase
+from daemon.store._db import utcnow
+from daemon.store.rows import InstanceRow, WorkItem
+from daemon.store.schema import instances, work_items
+
+ACTIVE = ("queued", "running")
+
+
+def _item(row: sa.Row[Any]) -> WorkItem:
+    return WorkItem(
+        id=row.id,
+        kind=row.kind,
+        key=row.key,
+        state=row.state,
+        attempts=row.attempts,
+        claimed_by=row.claimed_by,
+        lease_until=row.lease_until,
+        enqueued_at=row.enqueued_at,
+        finished_at=row.finished_at,
+    )
+
+
+class WorkMixin(StoreBase):
+    def enqueue_work(self, kind: str, key: str) -> bool:
+        """Queue `kind` for `key` unless one is already queued or running; True if queued."""
+        with self._write() as conn:
+            active = conn.scalar(
+                sa.select(work_items.c.id).where(
+                    work_items.c.kind == kind,
+                    work_items.c.key == key,
+                    work_items.c.state.in_(ACTIVE),
+                )
+            )
+            if active is not None:
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        sa.insert(work_items).values(
+                            kind=kind,
+                            key=key,
+                            state="queued",
+                            attempts=0,
+                            enqueued_at=utcnow(),
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                return False  # another instance queued it a moment ago
+        return True
+
+    def claim_work(
+        self, *, lease: timedelta, kinds: tuple[str, ...] | None = None
+    ) -> WorkItem | None:
+        """Take the oldest queued item, or one whose lease ran out; None if there is none."""
+        now = utcnow()
+        claimable = sa.or_(
+            work_items.c.state == "queued",
+            sa.and_(work_items.c.state == "running", work_items.c.lease_until < now),
+        )
+        query = sa.select(work_items.c.id).where(claimable)
+        if kinds:
+            query = query.where(work_items.c.kind.in_(kinds))
+        query = query.order_by(work_items.c.id).limit(1)
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        with self._write() as conn:
+            item_id = conn.scalar(query)
+            if item_id is None:
+                return None
+            conn.execute(
+                sa.update(work_items)
+                .where(work_items.c.id == item_id)
+                .values(
+                    state="running",
+                    claimed_by=self.instance_id,
+                    lease_until=now + lease,
+                    attempts=work_items.c.attempts + 1,
+                )
+            )
+            row = conn.execute(sa.select(work_items).where(work_items.c.id == item_id)).one()
+        return _item(row)
+
+    def renew_work(self, item_id: int, *, lease: timedelta) -> bool:
+        """Extend our lease; False when the item is no longer ours (taken over)."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    sa.update(work_items)
+                    .where(
+                        work_items.c.id == item_id,
+                        work_items.c.claimed_by == self.instance_id,
+                        work_items.c.state == "running",
+                    )
+                    .values(lease_until=utcnow() + lease)
+                ).rowcount
+                == 1
+            )
+
+    def finish_work(self, item_id: int, *, state: str = "done", error: str | None = None) -> bool:
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    sa.update(work_items)
+                    .where(work_items.c.id == item_id, work_items.c.claimed_by == self.instance_id)
+                    .values(state=state, finished_at=utcnow(), lease_until=None, error=error)
+                ).rowcount
+                == 1
+            )
+
+    def work_items(self, *, kind: str | None = None, limit: int = 1000) -> list[WorkItem]:
+        query = sa.select(work_items).order_by(work_items.c.id.desc()).limit(limit)
+        if kind is not None:
+            query = query.where(work_items.c.kind == kind)
+        with self._read() as conn:
+            return [_item(r) for r in conn.execute(query)]
+
+    # -- instances ------------------------------------------------------------------------
+
+    def heartbeat(self, *, leader: bool) -> None:
+        """Say this instance is alive (and whether it leads); for takeover and dashboards."""
+        now = utcnow()
+        values = {
+            "pid": os.getpid(),
+            "host": socket.gethostname()[:200],
+            "last_seen": now,
+            "is_leader": leader,
+        }
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(instances).where(instances.c.id == self.instance_id).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    sa.insert(instances).values(id=self.instance_id, started_at=now, **values)
+                )
+
+    def instances(self, *, seen_within: timedelta | None = None) -> list[InstanceRow]:
+        query = sa.select(instances).order_by(instances.c.started_at)
+        if seen_within is not None:
+            query = query.where(instances.c.last_seen >= utcnow() - seen_within)
+        with self._read() as conn:
+            return [
+                InstanceRow(
+                    id=r.id,
+                    pid=r.pid,
+                    host=r.host,
+                    started_at=r.started_at,
+                    last_seen=r.last_seen,
+                    is_leader=r.is_leader,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def forget_instance(self, *, leader_until: datetime | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                sa.update(instances)
+                .where(instances.c.id == self.instance_id)
+                .values(is_leader=False, last_seen=leader_until or utcnow())
+            )
+
+
+class SingleInstanceLock:
+    """SQLite serves one daemon: a second one on the same file is refused, clearly."""
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}.instance-lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held while running
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise InstanceLocked(
+                f"another pdsync daemon (pid {holder}) is running on this SQLite store; "
+                "several instances need PostgreSQL (store.url = postgresql+psycopg://…)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class InstanceLocked(Exception):
+    pass
+
+
+# pg_try_advisory_lock key of the leader ("pdsyncLD").
+LEADER_LOCK = 0x706473796E634C44
+
+
+class Leadership:
+    """Who runs the schedules: the holder of a PostgreSQL advisory lock, kept on a
+    connection of its own (the lock goes when that session ends, a dead leader's too).
+    On SQLite the single instance always leads."""
+
+    def __init__(self, engine: sa.Engine, dialect: str) -> None:
+        self._engine = engine
+        self._dialect = dialect
+        self._conn: sa.Connection | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._dialect != "postgresql" or self._conn is not None
+
+    def try_acquire(self) -> bool:
+        if self.is_leader:
+            return True
+        conn = self._engine.connect()
+        try:
+            won = bool(conn.scalar(sa.select(sa.func.pg_try_advisory_lock(LEADER_LOCK))))
+            conn.commit()
+        except sa.exc.DBAPIError:
+            conn.close()
+            return False
+        if won:
+            self._conn = conn
+        else:
+            conn.close()
+        return won
+
+    def still_leading(self) -> bool:
+        """Check the lock's session is alive; drop leadership if it is not."""
+        if self._conn is None:
+            return self._dialect != "postgresql"
+        try:
+            self._conn.scalar(sa.select(1))
+            self._conn.commit()
+            return True
+        except sa.exc.DBAPIError:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self._conn.close()  # the session ends, and with it the lock
+            self._conn = None
