@@ -155,3 +155,13 @@ def test_the_example_config_in_the_repository_is_valid() -> None:
     settings = config.load(Path(__file__).parents[2] / "config" / "example.toml")
     assert [c.id for c in settings.customers] == ["acme", "fjordbakst"]
     assert settings.systems.zisson is not None and settings.systems.zisson.write_mode == "manual"
+
+
+def test_the_deploy_configs_are_valid() -> None:
+    deploy = Path(__file__).parents[2] / "deploy" / "config"
+    files = sorted(deploy.glob("*.toml"))
+    assert len(files) == 3
+    for path in files:
+        settings = config.load(path)
+        assert settings.store.url.startswith(("sqlite:///", "postgresql+psycopg://"))
+        assert settings.ledger.signing_key is not None
