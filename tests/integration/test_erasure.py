@@ -375,3 +375,55 @@ async def test_the_cli_erases_exports_and_verifies_and_catches_tampering(
     verdict = _cli("ledger", "verify", "--config", config)
     assert verdict.returncode == 1
     assert f"seq {seq}" in verdict.stderr
+
+
+async def test_zisson_in_manual_mode_gets_a_task_and_the_request_waits_for_the_read_back(
+    tmp_path: Path,
+    firestore_env: FirestoreEnv,
+    zisson_connect: ZissonConnect,
+    firestore_client: firestore.Client,
+) -> None:
+    zisson = zisson_connect("json", write_mode="manual")
+    world = make_world(tmp_path, firestore_env, zisson, firestore_client)
+    try:
+        records = await world.put_card([person(i) for i in range(3)])
+        for i in range(3):  # already in Zisson: manual mode could not have put them there
+            world.put_user(person(i))
+        await world.settle()
+        service = world.erasure()
+        request = service.request(
+            CUSTOMER,
+            scope="subject",
+            subject=Subject(emails=("person1@fjord.no",)),
+            requested_by="ops",
+            reason="ticket 12",
+        )
+        row = await service.advance(request)
+        assert row.state is ErasureState.VERIFYING
+        assert row.outcome["zisson"]["outcome"] == "manual_pending"
+        assert row.outcome["firestore"]["outcome"] == "executed"
+        [task] = [
+            t
+            for t in world.store.list_tasks(customer_id=CUSTOMER)
+            if t.link_id == f"erasure:{request}"
+        ]
+        [user] = [u for u in world.users() if "person1@fjord.no" in u["emails"]]
+        instruction = world.store.task_instruction(task.id)  # for the operator, decrypted
+        assert "Kjærsti Løvås" in instruction and user["id"] in instruction
+        assert "person1@fjord.no" in emails_in_zisson(world)  # nothing done behind its back
+        assert (await service.advance(request)).state is ErasureState.VERIFYING  # still waits
+
+        # The operator deletes the entry in Zisson by hand; the read-back sees it gone.
+        world.zisson.sim.delete_user(world.zisson.guid, user["id"])
+        row = await service.advance(request)
+        assert row.state is ErasureState.COMPLETED
+        assert row.outcome["zisson"]["outcome"] == "executed"
+        assert all(
+            t.link_id != f"erasure:{request}"
+            for t in world.store.list_tasks(customer_id=CUSTOMER, open_only=True)
+        )
+        assert len(records) == 3
+        assert "person1@fjord.no" not in emails_on_card(world)
+    finally:
+        world.store.close()
+        await world.firestore.aclose()
