@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -51,6 +52,7 @@ app.add_typer(ledger_app, name="ledger")
 cli_ops.register(app)
 
 out = Console()
+T = TypeVar("T")
 err = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -80,6 +82,24 @@ def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
     except ConfigError as exc:
         err.print(f"config error\n{exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None
+
+
+def _query(config: Path, read: Callable[[Any], T]) -> T:
+    """Open the configured store, read from it, close it."""
+    store = _open_store(_load(config))
+    try:
+        return read(store)
+    finally:
+        store.close()
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 @config_app.command("check")
@@ -220,12 +240,10 @@ def runs_list(
     """List recent runs, newest first."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        rows = store.list_runs(customer_id=customer, since=_since(since), limit=limit)
-    finally:
-        store.close()
+    rows = _query(
+        config,
+        lambda store: store.list_runs(customer_id=customer, since=_since(since), limit=limit),
+    )
     table = Table(title="Runs")
     for column in ("run", "kind", "customer", "trigger", "status", "started", "seconds", "changes"):
         table.add_column(column)
@@ -286,25 +304,22 @@ def disputes_list(
     """List open disputes (field names only; the values stay in the systems)."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        rows = store.list_disputes(customer_id=customer, open_only=True)
-    finally:
-        store.close()
-    table = Table(title="Open disputes")
-    for column in ("id", "customer", "link", "field", "systems", "opened"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            row.customer_id,
-            row.link_id[:8],
-            row.field,
-            ", ".join(sorted(row.fingerprints)),
-            row.opened_at.strftime("%Y-%m-%d %H:%M"),
-        )
-    out.print(table)
+    rows = _query(config, lambda store: store.list_disputes(customer_id=customer, open_only=True))
+    _table(
+        "Open disputes",
+        ("id", "customer", "link", "field", "systems", "opened"),
+        (
+            (
+                str(row.id),
+                row.customer_id,
+                row.link_id[:8],
+                row.field,
+                ", ".join(sorted(row.fingerprints)),
+                row.opened_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for row in rows
+        ),
+    )
 
 
 @tasks_app.callback(invoke_without_command=True)
@@ -316,36 +331,29 @@ def tasks_list(
     """List open manual tasks; `pdsync tasks show ID` prints one's instruction."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        rows = store.list_tasks(customer_id=customer, open_only=True)
-    finally:
-        store.close()
-    table = Table(title="Open manual tasks")
-    for column in ("id", "customer", "system", "operation", "link", "created"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            row.customer_id,
-            row.system,
-            row.op_kind,
-            row.link_id[:8],
-            row.created_at.strftime("%Y-%m-%d %H:%M"),
-        )
-    out.print(table)
+    rows = _query(config, lambda store: store.list_tasks(customer_id=customer, open_only=True))
+    _table(
+        "Open manual tasks",
+        ("id", "customer", "system", "operation", "link", "created"),
+        (
+            (
+                str(row.id),
+                row.customer_id,
+                row.system,
+                row.op_kind,
+                row.link_id[:8],
+                row.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for row in rows
+        ),
+    )
 
 
 @tasks_app.command("show")
 def tasks_show(task_id: int, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Print a task's instruction for the operator (it holds personal data: not logged)."""
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        out.print(store.task_instruction(task_id), highlight=False, markup=False)
-    finally:
-        store.close()
+    instruction = _query(config, lambda store: store.task_instruction(task_id))
+    out.print(instruction, highlight=False, markup=False)
 
 
 @quarantine_app.callback(invoke_without_command=True)
@@ -357,25 +365,22 @@ def quarantine_list(
     """List quarantined records (the reason names the field; the payload stays encrypted)."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        rows = store.list_quarantine(customer_id=customer, open_only=True)
-    finally:
-        store.close()
-    table = Table(title="Quarantined records")
-    for column in ("id", "customer", "system", "external id", "reason", "seen"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            row.customer_id,
-            row.system,
-            row.external_id or "-",
-            row.reason,
-            str(row.count),
-        )
-    out.print(table)
+    rows = _query(config, lambda store: store.list_quarantine(customer_id=customer, open_only=True))
+    _table(
+        "Quarantined records",
+        ("id", "customer", "system", "external id", "reason", "seen"),
+        (
+            (
+                str(row.id),
+                row.customer_id,
+                row.system,
+                row.external_id or "-",
+                row.reason,
+                str(row.count),
+            )
+            for row in rows
+        ),
+    )
 
 
 PlanOption = Annotated[
@@ -610,12 +615,9 @@ def erasures_list(
     """List erasure requests, newest first, with their deadlines."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        rows = store.list_erasures(customer_id=customer, open_only=open_only)
-    finally:
-        store.close()
+    rows = _query(
+        config, lambda store: store.list_erasures(customer_id=customer, open_only=open_only)
+    )
     table = Table(title="Erasure requests")
     for column in ("id", "customer", "scope", "state", "requested", "by", "deadline"):
         table.add_column(column)
@@ -713,12 +715,7 @@ def certificate_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> 
 
 
 def _certificate_json(config: Path, request_id: str) -> str:
-    settings = _load(config)
-    store = _open_store(settings)
-    try:
-        row = _get_erasure(store, request_id)
-    finally:
-        store.close()
+    row = _query(config, lambda store: _get_erasure(store, request_id))
     if not row.certificate:
         err.print(f"erasure {row.id} has no certificate (state {row.state})")
         raise typer.Exit(2)

@@ -1,0 +1,534 @@
+"""The daemon at rest, and its admin API under concurrent readers: `pdsync run` as a
+separate process with 20 customers against the sandbox (Firestore emulator, Zisson and
+Graph simulators, the SQLite store), its sync interval set to 300 s.
+
+Idle daemon. The daemon starts and carries out its first work items: a sync and a
+retention run per customer, the first erasure, deadline and ledger-checkpoint ticks.
+Once all of them are finished, nothing is measured from outside for `--idle-seconds`
+(no sync falls due in that time; the erasure tick, every 60 s by default, still does).
+CPU is the daemon's utime + stime delta from /proc/PID/stat over the wall time, as a
+share of one core; peak memory is VmHWM from /proc/PID/status. The start-up and
+first-sync phase is shown for contrast. The idle share is then set against what the
+daemon's own polling of the store costs: the same store calls (a claim per worker per
+second, a heartbeat per leader_poll_seconds) timed in this process after the daemon
+has stopped.
+
+Admin API. The same daemon serves the API on a free loopback port; an auditor token is
+made with `pdsync tokens create` beforehand. `--extra-runs` runs (copies of the first
+syncs' summaries, trigger "bench") are added to the store, then `--clients` concurrent
+clients (httpx.AsyncClient, one keep-alive connection each) make `--requests` requests
+each to GET /api/v1/runs (the API's default page: 50 runs, newest first), after one
+untimed warm-up request each. Latency is per request as the client sees it (request
+sent to body read); every request goes through token authentication, the run listing
+and an audit-log write. Errors (anything but 200 with a full page) must be 0.
+
+At the end the daemon gets SIGTERM and must exit 0; nothing may be left running.
+
+    python -m bench.service_bench [--customers 20] [--contacts 5] [--idle-seconds 60]
+        [--clients 50] [--requests 40] [--extra-runs 200] [--sync-interval 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from daemon import config, logs
+from daemon.config import Settings
+from daemon.store import Store
+from daemon.store.work import Leadership
+from sandbox.up import running
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FIRST_SYNC_TIMEOUT = 150.0  # seconds for start-up and every first work item
+STOP_TIMEOUT = 60.0
+TOKEN_NAME = "bench-auditor"
+
+
+# -- the daemon process, seen through /proc --------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (all threads), in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3, "state"
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return int(value.split()[0])
+    raise KeyError(key)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    wall: float  # time.monotonic()
+    cpu: float
+
+    @classmethod
+    def of(cls, pid: int) -> Sample:
+        return cls(wall=time.monotonic(), cpu=cpu_seconds(pid))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phase:
+    label: str
+    wall: float
+    cpu: float
+    hwm_mb: float
+    rss_mb: float
+    threads: int
+    note: str = ""
+
+    @classmethod
+    def between(cls, label: str, pid: int, a: Sample, b: Sample, note: str = "") -> Phase:
+        return cls(
+            label=label,
+            wall=b.wall - a.wall,
+            cpu=b.cpu - a.cpu,
+            hwm_mb=status_kb(pid, "VmHWM") / 1024,
+            rss_mb=status_kb(pid, "VmRSS") / 1024,
+            threads=status_kb(pid, "Threads"),
+            note=note,
+        )
+
+    @property
+    def share(self) -> float:
+        return 100 * self.cpu / self.wall
+
+
+# -- set-up ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def pdsync_command() -> list[str]:
+    """`pdsync`, the console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "pdsync"
+    found = str(script) if script.exists() else shutil.which("pdsync")
+    return [found] if found else [sys.executable, "-m", "daemon.cli"]
+
+
+def write_config(path: Path, *, interval: int, port: int) -> Settings:
+    """The sandbox's config with the sync interval and `[api] listen` set."""
+    text, replaced = re.subn(
+        r"(?m)^(\[sync\]\ninterval_seconds = )\d+$", rf"\g<1>{interval}", path.read_text()
+    )
+    if replaced != 1 or re.search(r"(?m)^\[api\]$", text):
+        raise SystemExit(f"{path}: not the config sandbox.configfile.render writes")
+    text += f'\n[api]\nlisten = "127.0.0.1:{port}"\n'
+    path.write_text(text, encoding="utf-8")
+    settings = config.load(path)
+    assert settings.sync.interval_seconds == interval and settings.api.port == port
+    return settings
+
+
+def make_token(command: list[str], config_path: Path, env: dict[str, str]) -> str:
+    create = ["tokens", "create", TOKEN_NAME, "--role", "auditor", "--config", str(config_path)]
+    done = subprocess.run(
+        [*command, *create], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"pdsync tokens create failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def first_items(settings: Settings) -> set[tuple[str, str]]:
+    """The work items the leader's schedules queue first (daemon/service.py _schedule)."""
+    expected = {("erasures", "all"), ("deadlines", "all")}
+    if settings.ledger.signing_key is not None:
+        expected.add(("checkpoint", "ledger"))
+    for customer in settings.customers:
+        expected.add(("sync", customer.id))
+        if customer.outlook is not None and settings.systems.outlook is not None:
+            expected.add(("retention", customer.id))  # Outlook is the system with retention
+    return expected
+
+
+def aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def wait_first_work(store: Store, settings: Settings, daemon: subprocess.Popen[bytes]) -> None:
+    """Until every first work item is finished and nothing is queued or running."""
+    expected = first_items(settings)
+    deadline = time.monotonic() + FIRST_SYNC_TIMEOUT
+    while True:
+        if daemon.poll() is not None:
+            raise SystemExit(f"the daemon exited ({daemon.returncode}) during its first syncs")
+        items = store.work_items(limit=10_000)
+        finished = {(i.kind, i.key) for i in items if i.state in ("done", "failed")}
+        active = [i for i in items if i.state in ("queued", "running")]
+        if expected <= finished and not active:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"first work items not finished after {FIRST_SYNC_TIMEOUT:.0f} s:"
+                f" {len(expected - finished)} missing, {len(active)} queued or running"
+            )
+        time.sleep(0.5)
+
+
+def add_runs(store: Store, count: int) -> int:
+    """`count` finished runs copied from the daemon's (kind, customer, status, summary)."""
+    model = [r for r in store.list_runs(limit=10_000) if r.finished_at is not None]
+    if not model:
+        raise SystemExit("the daemon recorded no finished run to copy")
+    for i in range(count):
+        row = model[i % len(model)]
+        run_id = store.start_run(row.kind, customer_id=row.customer_id, trigger="bench")
+        store.finish_run(run_id, row.status, row.summary)
+    return len(store.list_runs(limit=100_000))
+
+
+# -- the idle daemon's own polling, timed in this process ---------------------------------
+
+
+def polling_cost(settings: Settings, calls: int) -> tuple[float, float]:
+    """CPU seconds per claim_work (nothing queued) and per heartbeat + leadership check,
+    on the daemon's store after it stopped, in this thread (thread_time)."""
+    store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    try:
+        lease = timedelta(seconds=settings.daemon.lease_seconds)
+        leadership = Leadership(store._engine, store.dialect)
+        if store.claim_work(lease=lease, kinds=("bench-none",)) is not None:
+            raise AssertionError("claimed a work item that does not exist")
+        started = time.thread_time()
+        for _ in range(calls):
+            if store.claim_work(lease=lease, kinds=("bench-none",)) is not None:
+                raise AssertionError("claimed a work item that does not exist")
+        claim = (time.thread_time() - started) / calls
+        started = time.thread_time()
+        for _ in range(calls):
+            leadership.still_leading()
+            store.heartbeat(leader=True)
+        beat = (time.thread_time() - started) / calls
+        store.forget_instance()
+    finally:
+        store.close()
+    return claim, beat
+
+
+# -- the API load ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Load:
+    latencies: list[float]  # seconds, successful and failed requests alike
+    errors: Counter[str]
+    wall: float
+    cpu: float  # the daemon's CPU seconds meanwhile
+    page: int  # runs in one response
+
+
+async def api_load(url: str, token: str, pid: int, clients: int, requests: int, page: int) -> Load:
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+
+    async def get(client: httpx.AsyncClient) -> float:
+        started = time.perf_counter()
+        try:
+            response = await client.get("/api/v1/runs")
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            errors[type(exc).__name__] += 1
+        else:
+            if response.status_code != 200:
+                errors[f"HTTP {response.status_code}"] += 1
+            elif not isinstance(body, list) or len(body) != page:
+                errors["short page"] += 1
+        return time.perf_counter() - started
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for _ in range(requests):
+            latencies.append(await get(client))
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=60
+    ) as client:
+        await asyncio.gather(*(get(client) for _ in range(clients)))  # warm-up: connections
+        warm_errors = sum(errors.values())
+        if warm_errors:
+            raise SystemExit(f"warm-up: {dict(errors)}")
+        before = Sample.of(pid)
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        after = Sample.of(pid)
+    return Load(
+        latencies=latencies,
+        errors=errors,
+        wall=after.wall - before.wall,
+        cpu=after.cpu - before.cpu,
+        page=page,
+    )
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest rank."""
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Result:
+    phases: list[Phase]
+    idle_items: Counter[str]
+    idle_runs: Counter[str]
+    load: Load
+    load_phase: Phase
+    runs_in_store: int
+    exit_code: int
+    stop_seconds: float
+    settings: Settings
+    claim_cpu: float = 0.0
+    beat_cpu: float = 0.0
+    command: str = ""
+    started: dict[int, str] = field(default_factory=dict)  # processes seen under this one
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> Result:
+    with running(tmp, seed=7, customers=args.customers, contacts=args.contacts) as box:
+        settings = write_config(box.config_path, interval=args.sync_interval, port=free_port())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
+        command = pdsync_command()
+        token = make_token(command, box.config_path, env)
+        store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+        log_file = (tmp / "daemon.log").open("wb")
+        daemon = subprocess.Popen(
+            [*command, "run", "--config", str(box.config_path)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        pid = daemon.pid
+        try:
+            start = Sample.of(pid)
+            wait_first_work(store, settings, daemon)
+            settled = Sample.of(pid)
+            first = Phase.between(
+                "start + first syncs", pid, start, settled,
+                note=f"{len(first_items(settings))} work items",
+            )  # fmt: skip
+
+            idle_from = datetime.now(UTC)
+            time.sleep(args.idle_seconds)
+            idle_to = datetime.now(UTC)
+            quiet = Sample.of(pid)
+            if daemon.poll() is not None:
+                raise SystemExit(f"the daemon exited ({daemon.returncode}) while idle")
+            items = Counter(
+                i.kind for i in store.work_items(limit=10_000)
+                if idle_from <= aware(i.enqueued_at) < idle_to
+            )  # fmt: skip
+            runs = Counter(
+                r.kind for r in store.list_runs(limit=10_000, since=idle_from)
+                if aware(r.started_at) < idle_to
+            )  # fmt: skip
+            idle = Phase.between(
+                "idle", pid, settled, quiet,
+                note=", ".join(f"{n} {k}" for k, n in sorted(items.items())) or "no work items",
+            )  # fmt: skip
+
+            runs_in_store = add_runs(store, args.extra_runs)
+            page = min(50, runs_in_store)
+            loaded_from = Sample.of(pid)
+            load = asyncio.run(
+                api_load(
+                    f"http://127.0.0.1:{settings.api.port}", token, pid,
+                    args.clients, args.requests, page,
+                )
+            )  # fmt: skip
+            load_phase = Phase.between(
+                "API load", pid, loaded_from, Sample.of(pid),
+                note=f"{args.clients} clients x {args.requests} GET /api/v1/runs",
+            )  # fmt: skip
+
+            started = descendants()  # the daemon, the emulator and its guard
+            stopping = time.monotonic()
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                exit_code = daemon.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                exit_code = -1
+            stop_seconds = time.monotonic() - stopping
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+            log_file.close()
+            store.close()
+        claim, beat = polling_cost(settings, args.polling_calls)
+    return Result(
+        phases=[first, idle],
+        idle_items=items,
+        idle_runs=runs,
+        load=load,
+        load_phase=load_phase,
+        runs_in_store=runs_in_store,
+        exit_code=exit_code,
+        stop_seconds=stop_seconds,
+        settings=settings,
+        claim_cpu=claim,
+        beat_cpu=beat,
+        started=started,
+        command=" ".join(Path(command[0]).name if i == 0 else c for i, c in enumerate(command)),
+    )
+
+
+def processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, name) of every process."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        found[int(stat.parent.name)] = (int(fields[1]), fields[0], name)
+    return found
+
+
+def descendants() -> dict[int, str]:
+    """This process's children, grandchildren and so on: pid -> name."""
+    table = processes()
+    found: dict[int, str] = {}
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier}
+        found.update({pid: table[pid][2] for pid in frontier})
+    return found
+
+
+def still_alive(started: dict[int, str], grace: float = 5.0) -> list[str]:
+    """Which of `started` are alive (not zombies) after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        table = processes()
+        alive = [
+            f"{pid} {name}" for pid, name in started.items()
+            if pid in table and table[pid][2] == name and table[pid][1] != "Z"
+        ]  # fmt: skip
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> None:
+    settings = result.settings
+    daemon = settings.daemon
+    print(
+        f"pdsync daemon (`{result.command} run`), {args.customers} customers x {args.contacts}"
+        f" contacts against the sandbox; sync every {settings.sync.interval_seconds} s,"
+        f" {daemon.workers} workers, leader poll {daemon.leader_poll_seconds:g} s, SQLite store"
+    )
+    print(
+        f"{'phase':<20} {'wall s':>7} {'CPU s':>6} {'CPU % 1 core':>13} {'peak RSS MB':>12}"
+        f" {'RSS MB':>7} {'threads':>8}  work"
+    )
+    for phase in (*result.phases, result.load_phase):
+        print(
+            f"{phase.label:<20} {phase.wall:>7.1f} {phase.cpu:>6.2f} {phase.share:>13.2f}"
+            f" {phase.hwm_mb:>12.0f} {phase.rss_mb:>7.0f} {phase.threads:>8}  {phase.note}"
+        )
+    first, idle = result.phases
+    syncs = result.idle_runs.get("sync", 0)
+    print(
+        f"idle: CPU {idle.share:.2f} % of one core ({1000 * idle.cpu / idle.wall:.1f} ms per s,"
+        f" /proc tick {1000 / CLK_TCK:.0f} ms), peak RSS {idle.hwm_mb:.0f} MB;"
+        f" first-sync phase {first.share:.1f} %; syncs started while idle: {syncs}"
+    )
+    workers, poll = settings.daemon.workers, settings.daemon.leader_poll_seconds
+    polling = workers * result.claim_cpu + result.beat_cpu / poll  # CPU s per s
+    print(
+        f"store polling while idle: {workers} claims/s (one per worker, 1 s loop) at"
+        f" {1e6 * result.claim_cpu:.0f} us CPU + a heartbeat per {poll:g} s at"
+        f" {1e6 * result.beat_cpu:.0f} us = {100 * polling:.2f} % of one core,"
+        f" {100 * polling / max(idle.share, 1e-9):.0f} % of the idle figure"
+        f" ({86400 * (workers + 1 / poll):,.0f} store write transactions a day)"
+    )
+
+    load = result.load
+    ordered = sorted(load.latencies)
+    done = len(ordered)
+    print()
+    print(
+        f"admin API: {args.clients} concurrent clients x {args.requests} requests,"
+        f" GET /api/v1/runs ({load.page} of {result.runs_in_store} runs per response),"
+        f" auditor token, loopback"
+    )
+    print(
+        f"{'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+        f" {'req/s':>7} {'wall s':>7} {'daemon CPU %':>13} {'CPU ms/req':>11}"
+    )
+    print(
+        f"{done:>9} {load.errors.total():>7} {1000 * percentile(ordered, 50):>7.1f}"
+        f" {1000 * percentile(ordered, 99):>7.1f} {1000 * ordered[-1]:>7.1f}"
+        f" {done / load.wall:>7.1f} {load.wall:>7.2f} {100 * load.cpu / load.wall:>13.1f}"
+        f" {1000 * load.cpu / done:>11.2f}"
+    )
+    if load.errors:
+        print(f"errors: {dict(load.errors)}")
+    print()
+    errors = load.errors.total()
+    ok = result.exit_code == 0 and errors == 0 and not leftover
+    print(
+        f"SIGTERM: daemon exited {result.exit_code} after {result.stop_seconds:.1f} s;"
+        f" API errors {errors}; left running: {', '.join(leftover) or 'nothing'}"
+        f" -> {'ok' if ok else 'NOT ok'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=20)
+    parser.add_argument("--contacts", type=int, default=5, help="per customer")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--sync-interval", type=int, default=300, help="sync.interval_seconds")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent API clients")
+    parser.add_argument("--requests", type=int, default=40, help="requests per client")
+    parser.add_argument("--extra-runs", type=int, default=200, help="runs added to the store")
+    parser.add_argument(
+        "--polling-calls", type=int, default=500, help="store calls timed for the idle estimate"
+    )
+    args = parser.parse_args()
+    if args.idle_seconds + FIRST_SYNC_TIMEOUT >= 0.9 * args.sync_interval:
+        print(
+            f"warning: --sync-interval {args.sync_interval} s may bring second syncs into the"
+            " idle window (syncs are counted and shown)"
+        )
+    logs.configure(format="json", level="warning")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = measure(args, Path(tmp))
+    leftover = still_alive(result.started)
+    report(args, result, leftover)
+    if result.exit_code != 0 or result.load.errors.total() or leftover:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
