@@ -1,5 +1,6 @@
 """End to end: the first sync of one customer with 5,000 contacts through Google's
-Firestore emulator and the Zisson simulator, then a sync with nothing to change.
+Firestore emulator and the Zisson and Graph simulators (the card, Zisson and the
+customer's Outlook contact folder), then a sync with nothing to change.
 
 Prints wall time, outside requests per system and store size, and the ratio of the
 no-change sync's requests to the first sync's (a no-change sync should only read).
@@ -61,12 +62,18 @@ def main() -> None:
     print(
         f"customer with {args.contacts:,} contacts on the card, {seeded_zisson:,} already in Zisson"
     )
-    print(f"{'run':<16} {'wall s':>7} {'firestore req':>14} {'zisson req':>11} {'changes':>8}")
+    systems = sorted(rows[0][2])
+    print(
+        f"{'run':<16} {'wall s':>7} "
+        + " ".join(f"{s + ' req':>13}" for s in systems)
+        + f" {'changes':>8}"
+    )
     for label, report, requests, wall in rows:
         changes = sum(v for k, v in report.applied.items() if k.endswith(".applied"))
         print(
-            f"{label:<16} {wall:>7.2f} {requests.get('firestore', 0):>14} "
-            f"{requests.get('zisson', 0):>11} {changes:>8}   ({report.status})"
+            f"{label:<16} {wall:>7.2f} "
+            + " ".join(f"{requests.get(s, 0):>13}" for s in systems)
+            + f" {changes:>8}   ({report.status})"
         )
     first, quiet = rows[0][2], rows[1][2]
     print(
