@@ -499,7 +499,7 @@ def main() -> None:
         f" ({len(left_customer)} of the customer's messages and {contacts_left} contacts left,"
         f" {len(left) - len(left_customer)}/{kept} other messages kept); Zisson"
         f" {zisson_deletes:,} deletes ({zisson_left} users left); Firestore"
-        f" {len(fs_left)} documents left under the card"
+        f" {'something' if fs_left else 'nothing'} left under the card"
     )
     systems = ", ".join(
         f"{s} {o.get('outcome')} {_fmt(o.get('counts', {}))}"
@@ -534,7 +534,7 @@ def main() -> None:
     )
 
 
-async def card_left(box: Sandbox, customer_id: str) -> list[str]:
+async def card_left(box: Sandbox, customer_id: str) -> bool:
     connector = FirestoreConnector(box.firestore_settings)
     bound = Customer(
         id=customer_id,
@@ -542,7 +542,7 @@ async def card_left(box: Sandbox, customer_id: str) -> list[str]:
         bindings={"firestore": FirestoreBinding(customer_id=customer_id)},
     )
     try:
-        return await connector.card_documents(bound)
+        return await connector.has_card(bound)
     finally:
         await connector.aclose()
 
