@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import httpx
 import structlog
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -320,6 +321,37 @@ def raise_for_status(system: str, what: str, response: httpx.Response) -> None:
     if status in (409, 412):
         raise ConflictError(message, system=system)
     raise FatalError(message, system=system)
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def customer_binding(customer: Customer, system: str, model: type[B]) -> B:
+    """The customer's binding for `system` as `model` (a mapping from config is
+    validated here). Raises FatalError naming the customer and the bad keys, never
+    their values."""
+    try:
+        binding = customer.binding(system)
+    except LookupError as exc:
+        raise FatalError(str(exc), system=system) from None
+    if isinstance(binding, Mapping):
+        try:
+            binding = model.model_validate(dict(binding))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'binding'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise FatalError(
+                f"{system}: the binding of customer {customer.id!r} is invalid: {problems}",
+                system=system,
+            ) from None
+    if not isinstance(binding, model):
+        raise FatalError(
+            f"{system}: the binding of customer {customer.id!r} is not a {model.__name__}",
+            system=system,
+        )
+    return binding
 
 
 async def gather_limited(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:

@@ -42,7 +42,6 @@ from google.cloud.firestore_v1.types.write import WriteResult
 from google.oauth2 import service_account
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
-from pydantic import ValidationError
 
 from connectors.base import (
     AuthError,
@@ -54,6 +53,7 @@ from connectors.base import (
     RetriableError,
     RetryingConnectorBase,
     RetryPolicy,
+    customer_binding,
 )
 from connectors.firestore.mapping import (
     SYSTEM,
@@ -398,29 +398,7 @@ class FirestoreConnector(RetryingConnectorBase):
         return client
 
     def _binding(self, customer: Customer) -> FirestoreBinding:
-        try:
-            binding = customer.binding(SYSTEM)
-        except LookupError:
-            raise FatalError(
-                f"{SYSTEM}: customer {customer.id!r} has no firestore binding", system=SYSTEM
-            ) from None
-        if isinstance(binding, FirestoreBinding):
-            return binding
-        if isinstance(binding, Mapping):
-            try:
-                return FirestoreBinding.model_validate(dict(binding))
-            except ValidationError as exc:
-                fields = ", ".join(".".join(map(str, error["loc"])) for error in exc.errors())
-                raise FatalError(
-                    f"{SYSTEM}: customer {customer.id!r} has an invalid firestore binding "
-                    f"({fields})",
-                    system=SYSTEM,
-                ) from None
-        raise FatalError(
-            f"{SYSTEM}: customer {customer.id!r} has a {type(binding).__name__} binding, "
-            "not a FirestoreBinding",
-            system=SYSTEM,
-        )
+        return customer_binding(customer, SYSTEM, FirestoreBinding)
 
     def _card(self, client: firestore.Client, binding: FirestoreBinding) -> DocumentReference:
         return client.collection(CUSTOMERS).document(binding.customer_id)

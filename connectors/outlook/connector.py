@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar
 
 import httpx
-from pydantic import ValidationError
 
-from connectors.base import Capability, FatalError, RetryPolicy
+from connectors.base import Capability, FatalError, RetryPolicy, customer_binding
 from connectors.outlook.auth import TokenProvider
 from connectors.outlook.directory import ContactDirectory
 from connectors.outlook.graph import GraphClient
@@ -189,28 +188,7 @@ class OutlookConnector(GraphClient):
 
     def binding(self, customer: Customer) -> OutlookBinding:
         """The customer's OutlookBinding (a mapping from config is validated here)."""
-        try:
-            binding = customer.binding(SYSTEM)
-        except LookupError as exc:
-            raise FatalError(str(exc), system=SYSTEM) from None
-        if isinstance(binding, Mapping):
-            try:
-                binding = OutlookBinding.model_validate(dict(binding))
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'binding'}: {e['msg']}"
-                    for e in exc.errors(include_input=False, include_url=False)
-                )
-                raise FatalError(
-                    f"outlook: the binding of customer {customer.id!r} is invalid: {problems}",
-                    system=SYSTEM,
-                ) from None
-        if not isinstance(binding, OutlookBinding):
-            raise FatalError(
-                f"outlook: the binding of customer {customer.id!r} is not an OutlookBinding",
-                system=SYSTEM,
-            )
-        return binding
+        return customer_binding(customer, SYSTEM, OutlookBinding)
 
 
 def _matcher(subject: Subject) -> SubjectMatcher:

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import ValidationError
 
 from connectors.base import (
     AuthError,
@@ -22,6 +21,7 @@ from connectors.base import (
     NotFoundError,
     RetriableError,
     RetryPolicy,
+    customer_binding,
 )
 from connectors.zisson import instructions, json_api, write_api, xml_api
 from connectors.zisson.auth import BasicSession, JwtSession
@@ -331,28 +331,7 @@ class ZissonConnector(HttpConnectorBase):
 
     def binding(self, customer: Customer) -> ZissonBinding:
         """The customer's ZissonBinding (a mapping from config is validated here)."""
-        try:
-            binding = customer.binding(SYSTEM)
-        except LookupError as exc:
-            raise FatalError(str(exc), system=SYSTEM) from None
-        if isinstance(binding, Mapping):
-            try:
-                binding = ZissonBinding.model_validate(binding)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'binding'}: {e['msg']}"
-                    for e in exc.errors(include_input=False, include_url=False)
-                )
-                raise FatalError(
-                    f"zisson: the binding of customer {customer.id!r} is invalid: {problems}",
-                    system=SYSTEM,
-                ) from None
-        if not isinstance(binding, ZissonBinding):
-            raise FatalError(
-                f"zisson: the binding of customer {customer.id!r} is not a ZissonBinding",
-                system=SYSTEM,
-            )
-        return binding
+        return customer_binding(customer, SYSTEM, ZissonBinding)
 
     def _session(self, binding: ZissonBinding) -> BasicSession | JwtSession:
         session = self._sessions.get(binding)

@@ -279,7 +279,7 @@ async def test_auth_errors_are_not_retried() -> None:
 async def test_a_customer_without_a_binding_is_a_fatal_error() -> None:
     connector = FirestoreConnector(FirestoreSettings(project="p"))
 
-    with pytest.raises(FatalError, match="no firestore binding"):
+    with pytest.raises(FatalError, match="has no binding for 'firestore'"):
         await connector.read(Customer(id="c", name="X"))
 
 
@@ -329,7 +329,7 @@ async def test_a_binding_given_as_a_mapping_is_validated() -> None:
     connector = FirestoreConnector(FirestoreSettings(project="p"))
     bad = Customer(id="c", name="X", bindings={"firestore": {"customer_id": "a/b"}})
 
-    with pytest.raises(FatalError, match=r"invalid firestore binding \(customer_id\)"):
+    with pytest.raises(FatalError, match=r"binding of customer 'c' is invalid: customer_id"):
         await connector.read(bad)
     assert connector._binding(
         Customer(id="c", name="X", bindings={"firestore": {"customer_id": "c"}})
