@@ -7,10 +7,9 @@ import json
 import re
 import socket
 import ssl
-import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -24,6 +23,7 @@ from sandbox.graph.errors import (
     graph_error_response,
 )
 from sandbox.graph.service import Call, GraphService
+from sandbox.httpserver import TrackingHTTPServer
 from sandbox.zisson.store import Response, json_response
 
 AdminHandler = Callable[[str, str, dict[str, list[str]], bytes], Response]
@@ -32,12 +32,7 @@ _JWKS = re.compile(r"/(?P<tenant>[^/]+)/discovery/v2\.0/keys")
 _TOKEN = re.compile(r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token")
 
 
-class GraphHttpServer(ThreadingHTTPServer):
-    # Handler threads are joined on close, so stop() leaves nothing running.
-    daemon_threads = False
-    block_on_close = True
-    allow_reuse_address = True
-
+class GraphHttpServer(TrackingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
@@ -51,8 +46,6 @@ class GraphHttpServer(ThreadingHTTPServer):
         self.entra = entra
         self.service = service
         self.admin = admin
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
@@ -63,26 +56,8 @@ class GraphHttpServer(ThreadingHTTPServer):
             sock, server_side=True, do_handshake_on_connect=False
         ), address
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # TLS failures and resets are the client's business; counters tell the story
-
-    def close_connections(self) -> None:
-        """Wake handler threads blocked on idle keep-alive connections so they end."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -7,14 +7,14 @@ import hashlib
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from sandbox.httpserver import TrackingHTTPServer
 from sandbox.zisson.faults import DROP, FaultPlan
 from sandbox.zisson.render import contacts_document
 from sandbox.zisson.store import (
@@ -62,38 +62,13 @@ class Route:
     is_write: bool = False  # drops happen after processing: the client loses the answer
 
 
-class ZissonHttpServer(ThreadingHTTPServer):
-    # Handler threads are joined on close, so stop() leaves nothing running.
-    daemon_threads = False
-    block_on_close = True
-    allow_reuse_address = True
-
+class ZissonHttpServer(TrackingHTTPServer):
     def __init__(self, address: tuple[str, int], state: ZissonState, faults: FaultPlan) -> None:
         self.state = state
         self.faults = faults
         self.routes = _routes(state)
         self.admin_routes = _admin_routes(state, faults)
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__(address, _RequestHandler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake handler threads blocked on idle keep-alive connections so they end."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
