@@ -487,12 +487,13 @@ def main() -> None:
         f" {calls / result.wall:.0f} (budget {rate:.0f}); the connector waited"
         f" {result.budget_waited:.1f} s for its own budget"
     )
-    refused = counters["batch_items"] - counters["permanent_deletes"] - counters["deletes"]
+    contact_purges = counters["contact_permanent_deletes"]
+    refused = counters["batch_items"] - counters["permanent_deletes"] - contact_purges
+    refused -= counters["deletes"]
     print(
         f"  $batch items: {counters['permanent_deletes']:,} permanentDelete (messages),"
-        f" {counters['deletes']:,} DELETE (contacts), {refused:,} refused before admission"
-        " (permanentDelete of a contact: not in the simulator, 400, then DELETE; not charged"
-        " by the simulator, but the connector reserves budget for them)"
+        f" {contact_purges:,} permanentDelete (contacts), {counters['deletes']:,} DELETE,"
+        f" {refused:,} refused"
     )
     print(
         f"erased: Outlook {purged:,} messages purged, {contacts_deleted:,} contacts deleted"

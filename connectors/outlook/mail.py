@@ -54,6 +54,9 @@ class MailStore:
         self.folders = MailFolders(graph)
         self.searches = 0  # $search queries sent, for tests
         self.scans = 0  # full scans made because a search reached the cap
+        # Mailboxes (scopes) whose Graph has no contact permanentDelete (national clouds):
+        # their contacts go straight to DELETE instead of costing a refused call each.
+        self.no_contact_purge: set[str] = set()
 
     def _areas(self, binding: OutlookBinding) -> list[str]:
         user = user_path(binding.mailbox).lstrip("/")
@@ -144,10 +147,13 @@ class MailStore:
                 _in_domains(address, domains) for address, _ in participants(message) if address
             )
 
-        found: list[Message] = []
-        for area in self._areas(binding):
-            found += [m for m in await self._list(binding, area, select=select) if belongs(m)]
-        return _refs(binding, found)
+        listed = await run_all(
+            [
+                functools.partial(self._list, binding, area, select=select)
+                for area in self._areas(binding)
+            ]
+        )
+        return _refs(binding, (m for messages in listed for m in messages if belongs(m)))
 
     async def expired(self, binding: OutlookBinding, now: dt.datetime) -> list[ItemRef]:
         """Messages past the customer's retention rules, per folder."""
@@ -178,26 +184,30 @@ class MailStore:
         Messages and contacts: permanentDelete, to Recoverable Items/Purges. Where Graph
         has no permanentDelete for contacts (national clouds; the sandbox), it answers
         400 and the contact is deleted with DELETE instead, which Exchange treats as a
-        soft delete (see residuals). 404 is APPLIED: gone is gone. A ref of another
+        soft delete (see residuals); the mailbox is remembered, so later contacts go
+        straight to DELETE. 404 is APPLIED: gone is gone. A ref of another
         system or mailbox is refused (FAILED), never followed.
         """
         statuses: list[OpStatus] = [OpStatus.FAILED] * len(refs)
         items: list[tuple[int, BatchItem]] = []
+        soft: list[tuple[int, BatchItem]] = []
         user = user_path(binding.mailbox)
+        purge_contacts = binding.scope not in self.no_contact_purge
         for index, ref in enumerate(refs):
             if ref.system != SYSTEM or ref.scope.casefold() != binding.scope:
                 continue
-            if ref.kind in ("message", "contact"):
+            if ref.kind == "contact" and not purge_contacts:
+                soft.append((index, _soft_delete(user, ref)))
+            elif ref.kind in ("message", "contact"):
                 url = f"{user}/{ref.kind}s/{segment(ref.id)}/permanentDelete"
                 items.append((index, BatchItem(method="POST", url=url)))
         answers = await self.graph.execute(binding.scope, [item for _, item in items], what="erase")
-        soft: list[tuple[int, BatchItem]] = []
         for (index, _), answer in zip(items, answers, strict=True):
             if answer.ok or answer.status == 404:
                 statuses[index] = OpStatus.APPLIED
             elif refs[index].kind == "contact" and answer.status in (400, 405, 501):
-                url = f"{user}/contacts/{segment(refs[index].id)}"
-                soft.append((index, BatchItem(method="DELETE", url=url)))
+                self.no_contact_purge.add(binding.scope)
+                soft.append((index, _soft_delete(user, refs[index])))
         if soft:
             answers = await self.graph.execute(
                 binding.scope, [item for _, item in soft], what="erase contacts"
@@ -208,6 +218,10 @@ class MailStore:
         failed = sum(1 for status in statuses if status is OpStatus.FAILED)
         self.graph.log.info("erased", items=len(refs), failed=failed, soft=len(soft))
         return list(zip(refs, statuses, strict=True))
+
+
+def _soft_delete(user: str, ref: ItemRef) -> BatchItem:
+    return BatchItem(method="DELETE", url=f"{user}/contacts/{segment(ref.id)}")
 
 
 def _in_domains(address: str, domains: Iterable[str]) -> bool:

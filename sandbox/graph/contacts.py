@@ -180,6 +180,15 @@ def delete_contact(ctx: Ctx) -> Response:
     return Response(204)
 
 
+def permanent_delete_contact(ctx: Ctx) -> Response:
+    """Out of every client's reach at once (to Recoverable Items/Purges: gone here)."""
+    with ctx.state.lock:
+        contact = _contact(ctx)
+        del ctx.mailbox.contacts[contact.id]
+    ctx.state.count("contact_permanent_deletes")
+    return Response(204)
+
+
 def contact_delta(ctx: Ctx) -> Response:
     with ctx.state.lock:
         folder = _folder(ctx)
@@ -201,7 +210,9 @@ def contact_delta(ctx: Ctx) -> Response:
         )
 
 
-def contact_routes() -> list[Route]:
+def contact_routes(*, permanent_delete: bool = True) -> list[Route]:
+    """`permanent_delete=False`: as in the national clouds, where Graph has no
+    contact permanentDelete and answers 400 (no such segment)."""
     folders = USER + "/contactFolders"
     folder = folders + "/{cfolder}"
     routes = [
@@ -219,4 +230,7 @@ def contact_routes() -> list[Route]:
             route("PATCH", base + "/{contact}", update_contact),
             route("DELETE", base + "/{contact}", delete_contact),
         ]
+        if permanent_delete:
+            purge = route("POST", base + "/{contact}/permanentDelete", permanent_delete_contact)
+            routes.append(purge)
     return routes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sandbox.graph.delta import Round, Seen
 from sandbox.graph.errors import bad_request
@@ -22,6 +22,8 @@ from sandbox.graph.odata import (
 from sandbox.graph.odata_filter import compile_filter, first_property
 from sandbox.graph.service import Ctx
 from sandbox.zisson.store import Response
+
+T = TypeVar("T")
 
 
 def context_url(ctx: Ctx) -> str:
@@ -58,13 +60,23 @@ def paged(
 
 
 def page_of(ctx: Ctx, documents: list[dict[str, Any]], chosen: list[str] | None) -> Response:
+    return page_rendered(ctx, documents, len(documents), lambda d: d, chosen)
+
+
+def page_rendered(
+    ctx: Ctx,
+    items: Sequence[T],
+    total: int,
+    render: Callable[[T], dict[str, Any]],
+    chosen: list[str] | None,
+) -> Response:
+    """The page the query asks for out of `items` (already in order), rendering only it:
+    a mailbox of 20,000 messages costs 1,000 renders a page, not 20,000."""
     size, start = page_size(ctx.call.query, {}), offset(ctx.call.query)
-    page = documents[start : start + size]
-    more = start + size < len(documents)
+    page = [project(render(item), chosen) for item in items[start : start + size]]
+    more = start + size < total
     following = next_link(ctx.base, ctx.call.path, ctx.call.query, start + size) if more else None
-    return ctx.json(
-        200, collection(context_url(ctx), [project(d, chosen) for d in page], following)
-    )
+    return ctx.json(200, collection(context_url(ctx), page, following))
 
 
 def delta_page(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sandbox.graph.delta import Seen
 from sandbox.graph.errors import bad_request
 from sandbox.graph.kql import compile_search
-from sandbox.graph.listing import context_url, delta_page, page_of, paged
+from sandbox.graph.listing import context_url, delta_page, page_rendered, paged
 from sandbox.graph.odata import body_type, option, project, selection
 from sandbox.graph.render import MESSAGE_PROPERTIES, mail_folder_json, message_json
 from sandbox.graph.service import Ctx, Route, route
@@ -90,14 +91,16 @@ def list_messages(ctx: Ctx) -> Response:
     query = ctx.call.query
     search = option(query, "$search")
     _note_body_type(ctx)
+    if search is None and option(query, "$filter") is None and option(query, "$orderby") is None:
+        # Graph's default order, newest first; only the page asked for is rendered.
+        chosen = selection(query, MESSAGE_PROPERTIES, "message")
+        with ctx.state.lock:
+            scope = _scope(ctx)
+            scope.sort(key=lambda m: m.received, reverse=True)
+            return page_rendered(ctx, scope, len(scope), functools.partial(_render, ctx), chosen)
     if search is None:
         with ctx.state.lock:
-            scope = (
-                ctx.mailbox.messages_in(_folder(ctx).id)
-                if "folder" in ctx.params
-                else ctx.mailbox.graph_messages()
-            )
-            documents = [_render(ctx, m) for m in scope]
+            documents = [_render(ctx, m) for m in _scope(ctx)]
         return paged(
             ctx,
             documents,
@@ -116,14 +119,17 @@ def list_messages(ctx: Ctx) -> Response:
     chosen = selection(query, MESSAGE_PROPERTIES, "message")
     matches = compile_search(search)
     with ctx.state.lock:
-        scope = (
-            ctx.mailbox.messages_in(_folder(ctx).id)
-            if "folder" in ctx.params
-            else ctx.mailbox.graph_messages()
-        )
-        hits = sorted((m for m in scope if matches(m)), key=lambda m: m.received, reverse=True)
-        documents = [_render(ctx, m) for m in hits[: ctx.search_cap]]
-    return page_of(ctx, documents, chosen)
+        hits = [m for m in _scope(ctx) if matches(m)]
+        hits.sort(key=lambda m: m.received, reverse=True)
+        hits = hits[: ctx.search_cap]
+        return page_rendered(ctx, hits, len(hits), functools.partial(_render, ctx), chosen)
+
+
+def _scope(ctx: Ctx) -> list[Message]:
+    """The messages a list call reaches: one folder's, or every visible folder's."""
+    if "folder" in ctx.params:
+        return ctx.mailbox.messages_in(_folder(ctx).id)
+    return ctx.mailbox.graph_messages()
 
 
 def _message(ctx: Ctx) -> Message:

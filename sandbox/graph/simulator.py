@@ -35,6 +35,9 @@ class GraphSimulator:
     count as requests, and are never throttled or faulted. They raise `GraphError`
     (404 unknown mailbox/folder/item, 409 duplicate folder, 400 bad contact) as the
     HTTP side would.
+
+    `contact_permanent_delete=False` plays a national cloud, where Graph has no
+    permanentDelete for contacts (400, as for any unknown segment).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class GraphSimulator:
         time_scale: float = 1.0,
         token_ttl_seconds: float = 3600,
         search_cap: int = 1000,
+        contact_permanent_delete: bool = True,
     ) -> None:
         self._address = (host, port)
         self._state = GraphState(seed)
@@ -68,7 +72,7 @@ class GraphSimulator:
             self._throttle,
             self._faults,
             self._delta,
-            mail_routes() + contact_routes(),
+            mail_routes() + contact_routes(permanent_delete=contact_permanent_delete),
             seed=seed,
             search_cap=search_cap,
         )
@@ -319,8 +323,9 @@ class GraphSimulator:
         items are "batch_items"), "429", "throttled_budget", "throttled_concurrency",
         "concurrency_violations", "max_in_flight" (the most in flight at once for one app
         and mailbox), "batches", "batch_items", "permanent_deletes", "deletes", "moves",
-        "contact_creates", "contact_updates", "tokens", "auth_failures", "5xx", "drops",
-        "tls_failures", and one per endpoint ("GET /users/{user}/messages", "POST token").
+        "contact_creates", "contact_updates", "contact_permanent_deletes", "tokens",
+        "auth_failures", "5xx", "drops", "tls_failures", and one per endpoint
+        ("GET /users/{user}/messages", "POST token").
         """
         return self._state.counters()
 

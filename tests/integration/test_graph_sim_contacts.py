@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from sandbox.graph_sim import GraphSimulator
+from tests.fixtures.graph import GRAPH_APP, GRAPH_SECRET, fetch_token, graph_ssl_context
 
 UPN = "sentralbord@kunde.no"
 KARI = {
@@ -80,6 +81,45 @@ def test_create_read_update_delete(mailbox: GraphSimulator, graph_client: httpx.
     assert graph_client.delete(f"{base}/{contact['id']}").status_code == 204
     assert graph_client.get(f"{base}/{contact['id']}").status_code == 404
     assert mailbox.contacts(UPN, folder) == []
+
+
+def test_permanent_delete_purges_a_contact(
+    mailbox: GraphSimulator, graph_client: httpx.Client
+) -> None:
+    folder = mailbox.add_contact_folder(UPN, "Kunde 1")
+    kept = mailbox.add_contact(UPN, folder, {**KARI, "givenName": "Per"})
+    contact = mailbox.add_contact(UPN, folder, KARI)
+
+    purge = graph_client.post(f"/users/{UPN}/contacts/{contact}/permanentDelete")
+    again = graph_client.post(
+        f"/users/{UPN}/contactFolders/{folder}/contacts/{contact}/permanentDelete"
+    )
+
+    assert purge.status_code == 204
+    assert again.status_code == 404
+    assert graph_client.get(f"/users/{UPN}/contacts/{contact}").status_code == 404
+    assert [c["id"] for c in mailbox.contacts(UPN, folder)] == [kept]
+    assert mailbox.counters["contact_permanent_deletes"] == 1
+
+
+def test_a_national_cloud_has_no_permanent_delete_for_contacts() -> None:
+    with GraphSimulator(seed=0, contact_permanent_delete=False) as sim:
+        sim.add_app(GRAPH_APP, secret=GRAPH_SECRET)
+        sim.add_mailbox(UPN)
+        folder = sim.add_contact_folder(UPN, "Kunde 1")
+        contact = sim.add_contact(UPN, folder, KARI)
+        with httpx.Client(
+            base_url=sim.graph_url,
+            verify=graph_ssl_context(sim),
+            headers={"Authorization": f"Bearer {fetch_token(sim)}"},
+        ) as client:
+            refused = client.post(f"/users/{UPN}/contacts/{contact}/permanentDelete")
+            deleted = client.delete(f"/users/{UPN}/contacts/{contact}")
+
+    assert refused.status_code == 400
+    assert "permanentDelete" in refused.json()["error"]["message"]
+    assert deleted.status_code == 204
+    assert sim.contacts(UPN, folder) == []
 
 
 def test_a_hand_edit_invalidates_the_etag_the_client_holds(

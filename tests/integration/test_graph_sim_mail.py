@@ -75,6 +75,12 @@ def test_paging_follows_next_links_with_the_default_page_of_ten(
     assert len(first["value"]) == 10
     assert "$skiptoken=" in first["@odata.nextLink"]
     assert [m["subject"] for m in everything] == [f"Melding {n}" for n in reversed(range(25))]
+    ordered = collect(
+        graph_client,
+        f"/users/{UPN}/messages",
+        {"$select": "subject", "$orderby": "receivedDateTime desc", "$top": "7"},
+    )
+    assert ordered == everything
     assert set(everything[0]) == {"@odata.etag", "id", "subject"}
     assert graph_client.get(f"/users/{UPN}/messages", params={"$top": "1001"}).status_code == 400
     unknown = graph_client.get(f"/users/{UPN}/messages", params={"$select": "subjekt"})

@@ -176,6 +176,47 @@ async def test_a_customers_mail_is_its_folders_and_its_domains(outlook_connect: 
         assert world.remaining() == theirs and world.contacts() == []
 
 
+async def _contacts(world: OutlookWorld, first: int, count: int) -> list[ItemRef]:
+    made = await world.connector.apply(
+        world.customer,
+        [
+            Operation(op_id=f"c{i}", kind=OpKind.CREATE, system="outlook", link_id=f"l{i}")
+            for i in range(first, first + count)
+        ],
+    )
+    return [
+        ItemRef(system="outlook", kind="contact", id=str(r.external_id), scope=world.mailbox)
+        for r in made
+    ]
+
+
+async def test_contacts_are_purged_not_soft_deleted(outlook: OutlookWorld) -> None:
+    refs = await _contacts(outlook, 0, 5)
+    statuses = await outlook.connector.erase(outlook.customer, refs)
+    assert {status for _, status in statuses} == {OpStatus.APPLIED}
+    assert outlook.contacts() == []
+    counters = outlook.sim.counters
+    assert (counters["contact_permanent_deletes"], counters["deletes"]) == (5, 0)
+
+
+async def test_without_contact_purge_a_mailbox_is_asked_once_then_deleted_from(
+    outlook_connect: Connect,
+) -> None:
+    with GraphSimulator(seed=4, contact_permanent_delete=False) as sim:
+        world = outlook_connect(sim)
+        first, later = await _contacts(world, 0, 3), await _contacts(world, 3, 4)
+        sim.reset_counters()
+        statuses = await world.connector.erase(world.customer, first)
+        refused_then_deleted = sim.counters["batch_items"]
+        sim.reset_counters()
+        statuses += await world.connector.erase(world.customer, later)
+        assert {status for _, status in statuses} == {OpStatus.APPLIED}
+        assert world.contacts() == []
+        assert refused_then_deleted == 3 + 3  # three refused permanentDeletes, three DELETEs
+        assert sim.counters["batch_items"] == 4  # later: straight to DELETE
+        assert sim.counters["deletes"] == 4
+
+
 async def test_retention_deletes_exactly_what_is_past_the_rule(outlook_connect: Connect) -> None:
     with GraphSimulator(seed=3) as sim:
         world = outlook_connect(sim, binding={"retention_days": {"inbox": 30, "Kunde A": 365}})
