@@ -50,8 +50,12 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
         logs = [open(tmp_path / f"daemon-{i}.log", "w") for i in range(3)]  # noqa: SIM115
         daemons = [
-            subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config", str(path)],
-                             stdout=log, stderr=subprocess.STDOUT, env=env)
+            subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             for log in logs
         ]
         by_pid = {p.pid: p for p in daemons}
@@ -61,34 +65,72 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
             alive = timedelta(seconds=4)
             leader = wait_for(
                 lambda: next((i for i in store.instances(seen_within=alive) if i.is_leader), None),
-                60, "a leader")
-            wait_for(lambda: len([r for r in store.list_runs(limit=100)
-                                  if r.kind == "sync" and r.status == "completed"]) >= 3,
-                     60, "three completed syncs")
+                60,
+                "a leader",
+            )
+            wait_for(
+                lambda: (
+                    len(
+                        [
+                            r
+                            for r in store.list_runs(limit=100)
+                            if r.kind == "sync" and r.status == "completed"
+                        ]
+                    )
+                    >= 3
+                ),
+                60,
+                "three completed syncs",
+            )
 
             by_pid[leader.pid].send_signal(signal.SIGKILL)
             killed_instances.add(leader.id)
             killed_at = time.monotonic()
             successor = wait_for(
-                lambda: next((i for i in store.instances(seen_within=timedelta(seconds=2))
-                              if i.is_leader and i.id != leader.id), None),
-                20, "a new leader")
+                lambda: next(
+                    (
+                        i
+                        for i in store.instances(seen_within=timedelta(seconds=2))
+                        if i.is_leader and i.id != leader.id
+                    ),
+                    None,
+                ),
+                20,
+                "a new leader",
+            )
             assert time.monotonic() - killed_at <= 15
             assert successor.pid in by_pid
 
             # Kill an instance in the middle of a work item: it must be taken over.
             running_item = wait_for(
-                lambda: next((w for w in store.work_items(limit=50)
-                              if w.state == "running" and w.claimed_by not in killed_instances
-                              and w.kind == "sync"), None),
-                30, "a running sync")
+                lambda: next(
+                    (
+                        w
+                        for w in store.work_items(limit=50)
+                        if w.state == "running"
+                        and w.claimed_by not in killed_instances
+                        and w.kind == "sync"
+                    ),
+                    None,
+                ),
+                30,
+                "a running sync",
+            )
             victim = next(i for i in store.instances() if i.id == running_item.claimed_by)
             by_pid[victim.pid].send_signal(signal.SIGKILL)
             killed_instances.add(victim.id)
             taken_over = wait_for(
-                lambda: next((w for w in store.work_items(limit=200)
-                              if w.id == running_item.id and w.state == "done"), None),
-                40, "the killed instance's work item to be finished by another")
+                lambda: next(
+                    (
+                        w
+                        for w in store.work_items(limit=200)
+                        if w.id == running_item.id and w.state == "done"
+                    ),
+                    None,
+                ),
+                40,
+                "the killed instance's work item to be finished by another",
+            )
             assert taken_over.claimed_by not in killed_instances
             assert taken_over.attempts >= 2
 
@@ -110,7 +152,8 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
         for run in runs:
             if run.finished_at is not None and run.customer_id:
                 spans[run.customer_id].append(
-                    (run.started_at.timestamp(), run.finished_at.timestamp()))
+                    (run.started_at.timestamp(), run.finished_at.timestamp())
+                )
         assert set(spans) == {c.id for c in settings.customers}
         for customer, intervals in spans.items():
             intervals.sort()

@@ -31,7 +31,9 @@ def test_sigterm_mid_sync_exits_cleanly_and_leaves_nothing_half_done(tmp_path: P
         with open(tmp_path / "daemon.log", "w") as log:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "--config", str(box.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
             deadline = time.monotonic() + 60
             while box.zisson.counters["creates"] + box.zisson.counters["updates"] < 1:
@@ -66,9 +68,13 @@ def test_sigterm_mid_sync_exits_cleanly_and_leaves_nothing_half_done(tmp_path: P
         finally:
             store.close()
         card = [c.card for c in box.customers[0].contacts]
-        zisson = Counter(e for u in box.zisson.users(box.zisson_accounts[customer.id])
-                         for e in u["emails"])
+        zisson = Counter(
+            e for u in box.zisson.users(box.zisson_accounts[customer.id]) for e in u["emails"]
+        )
         assert set(zisson.values()) == {1} and len(zisson) == len({c.emails[0] for c in card})
-        outlook = Counter(a["address"] for c in box.graph.contacts(
-            SERVICE_MAILBOX, box.contact_folders[customer.id]) for a in c["emailAddresses"])
+        outlook = Counter(
+            a["address"]
+            for c in box.graph.contacts(SERVICE_MAILBOX, box.contact_folders[customer.id])
+            for a in c["emailAddresses"]
+        )
         assert set(outlook.values()) == {1} and len(outlook) == len(zisson)

@@ -55,7 +55,10 @@ class SyncWorld:
     def erasure(self) -> ErasureService:
         connectors = {"firestore": self.firestore, "zisson": self.zisson.connector}
         return ErasureService(
-            self.settings, self.store, erasers_for(connectors), recorder=self.ledger,
+            self.settings,
+            self.store,
+            erasers_for(connectors),
+            recorder=self.ledger,
             certify=certifier_for(self.settings, self.ledger),
         )
 

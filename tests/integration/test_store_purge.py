@@ -36,8 +36,13 @@ def fill(store: Store, customer_id: str) -> list[str]:
     store.finish_run(run, "completed", {})
     store.append_ledger("sync.completed", customer_id, {})
     request = store.create_erasure(
-        customer_id, scope="subject", identifiers="{}", masked={}, requested_by="admin",
-        reason="ticket", deadline=timedelta(days=30),
+        customer_id,
+        scope="subject",
+        identifiers="{}",
+        masked={},
+        requested_by="admin",
+        reason="ticket",
+        deadline=timedelta(days=30),
     )
     store.add_erasure_items(request, [("zisson", "contact", "z-1", customer_id)], phase="plan")
     return [link, empty]

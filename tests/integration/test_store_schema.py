@@ -36,6 +36,7 @@ def statements_seen(url: str) -> Iterator[list[str]]:
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", record)
 
+
 # The newest migration: every test that opens a store expects to find it applied.
 HEAD = "0005"
 

@@ -64,13 +64,12 @@ def upgrade() -> None:
         sa.Column("done_at", TS, nullable=True),
         sa.PrimaryKeyConstraint("request_id", "system", "kind", "item_id", name="pk_erasure_items"),
         sa.ForeignKeyConstraint(
-            ["request_id"], ["erasure_requests.id"],
+            ["request_id"],
+            ["erasure_requests.id"],
             name="fk_erasure_items_request_id_erasure_requests",
         ),
     )
-    op.create_index(
-        "ix_erasure_items_request_id_status", "erasure_items", ["request_id", "status"]
-    )
+    op.create_index("ix_erasure_items_request_id_status", "erasure_items", ["request_id", "status"])
 
 
 def downgrade() -> None:

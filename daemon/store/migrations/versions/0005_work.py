@@ -40,8 +40,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_work_items"),
     )
     op.create_index(
-        "uq_work_items_active", "work_items", ["kind", "key"], unique=True,
-        sqlite_where=sa.text(ACTIVE), postgresql_where=sa.text(ACTIVE),
+        "uq_work_items_active",
+        "work_items",
+        ["kind", "key"],
+        unique=True,
+        sqlite_where=sa.text(ACTIVE),
+        postgresql_where=sa.text(ACTIVE),
     )
     op.create_index("ix_work_items_state_id", "work_items", ["state", "id"])
     op.create_table(
