@@ -211,7 +211,8 @@ def disputes_resolve(
     winner: Annotated[str, typer.Option(help="The system whose value stands.")],
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Record the decision on a dispute: which system's value stands, and who decided."""
+    """Decide a dispute: which system's value stands (the next sync carries it into every
+    other system), and who decided."""
     settings = _load(config)
     store = _open_store(settings)
     try:

@@ -42,7 +42,9 @@ class PlannedOp:
     op: Operation
     # The member's fingerprints once the op is applied (empty for DELETE).
     fingerprints: Mapping[str, str]
-    reason: str  # new | propagate | revert | deleted_in_authority | foreign_record
+    # new | propagate | revert | deleted_in_authority | foreign_record | tombstone |
+    # dispute_decided (a person's decision on a dispute carried out)
+    reason: str
     changed_fields: tuple[str, ...] = ()
 
 
@@ -72,6 +74,8 @@ class Plan:
     removals: tuple[tuple[str, str], ...] = ()  # (link, system) whose record is gone for good
     disputes: tuple[DisputeItem, ...] = ()
     settled_disputes: tuple[tuple[str, str], ...] = ()  # (link, field) no longer in conflict
+    # Ids of dispute decisions carried out (every system holds the winner's value) or moot.
+    decided: tuple[int, ...] = ()
     situations: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     notes: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     total_contacts: int = 0
@@ -96,7 +100,7 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.ops or self.members or self.removals or self.disputes)
+        return not (self.ops or self.members or self.removals or self.disputes or self.decided)
 
 
 @dataclass(slots=True)
@@ -222,6 +226,8 @@ class Reconciler:
         builder = _PlanBuilder(self, views, state, blocked)
         for group in groups:
             builder.plan_group(group)
+        visited = {group.link_id for group in groups}
+        builder.decided += [d.id for d in state.decisions.values() if d.link_id not in visited]
         authority = self.policy.authority
         total = sum(1 for g in groups if authority in g.records or authority in g.stored)
         return Plan(
@@ -231,6 +237,7 @@ class Reconciler:
             removals=tuple(builder.removals),
             disputes=tuple(builder.disputes),
             settled_disputes=tuple(builder.settled),
+            decided=tuple(sorted(set(builder.decided))),
             situations={s: dict(c) for s, c in situations.items()},
             notes=tuple(builder.notes),
             total_contacts=total,
@@ -256,9 +263,13 @@ class _PlanBuilder:
         self.removals: list[tuple[str, str]] = []
         self.disputes: list[DisputeItem] = []
         self.settled: list[tuple[str, str]] = []
+        self.decided: list[int] = []
+        self.by_decision: set[tuple[str, str]] = set()  # (link, system) written as decided
         self.notes: list[tuple[str, Mapping[str, Any]]] = []
         self.sorted_fields = {s: tuple(sorted(v.fields)) for s, v in views.items()}
-        self.dispute_links = {link_id for link_id, _ in state.disputes}
+        self.dispute_links = {link_id for link_id, _ in state.disputes} | {
+            link_id for link_id, _ in state.decisions
+        }
 
     def _op_id(self, link_id: str, system: str, kind: OpKind, detail: str) -> str:
         return Operation.make_id(self.r.customer_id, link_id, system, str(kind), detail)
@@ -280,8 +291,10 @@ class _PlanBuilder:
             # Erased data came back (restored from a backup, typed in again): erase it
             # again, and say so loudly.
             self.notes.append(
-                ("incident_erased_data_reappeared",
-                 {"link": group.link_id, "systems": sorted(group.records)})
+                (
+                    "incident_erased_data_reappeared",
+                    {"link": group.link_id, "systems": sorted(group.records)},
+                )
             )
             self._delete_everywhere(group, reason="tombstone")
             return
@@ -298,7 +311,9 @@ class _PlanBuilder:
     def _with_authority(self, group: _Group) -> None:
         authority = self.policy.authority
         source = group.records[authority]
+        decision = self.state.decisions.get((group.link_id, RECORD))
         disputes_before = len(self.disputes)
+        questioned = False  # whether this run asks whether the record stands
         for system in self.views:
             if system == authority or system in group.records:
                 continue
@@ -308,8 +323,16 @@ class _PlanBuilder:
                     self._delete_everywhere(group, reason="deleted_in_" + system)
                     return
                 if choice is ForeignChange.DISPUTE:
-                    self._dispute(group, RECORD, {system: "deleted"})
-                    continue
+                    questioned = True
+                    if decision is not None and decision.winner == system:
+                        # A person decided the deletion stands: delete it everywhere.
+                        self.decided.append(decision.id)
+                        self._delete_everywhere(group, reason="dispute_decided")
+                        return
+                    if decision is None or decision.winner != authority:
+                        self._dispute(group, RECORD, {system: "deleted", authority: "present"})
+                        continue
+                    # ... or that the record stands: put it back, as a revert would.
                 self.removals.append((group.link_id, system))
                 self._create(group, system, source, reason="revert")
             elif (group.link_id, system) not in self.blocked:
@@ -318,6 +341,8 @@ class _PlanBuilder:
             d.field == RECORD for d in self.disputes[disputes_before:]
         ):
             self.settled.append((group.link_id, RECORD))
+        if decision is not None and not questioned:
+            self.decided.append(decision.id)  # carried out: the record is everywhere again
         self._merge_fields(group)
 
     def _deleted_in_authority(self, group: _Group) -> None:
@@ -329,11 +354,18 @@ class _PlanBuilder:
         if choice is ForeignChange.REVERT:
             self._delete_everywhere(group, reason="foreign_record")
             return
-        if choice is ForeignChange.DISPUTE:
+        decision = self.state.decisions.get((group.link_id, RECORD))
+        if decision is not None and decision.winner not in group.records:
+            self.decided.append(decision.id)  # moot: the winner no longer holds the record
+            decision = None
+        if choice is ForeignChange.DISPUTE and decision is None:
             self._dispute(group, RECORD, {s: "present" for s in group.records})
             self._refresh_baselines(group, {}, set())
             return
-        _, source = next(iter(sorted(group.records.items())))
+        if decision is not None:  # a person decided the record stands, as `winner` holds it
+            source = group.records[decision.winner]
+        else:
+            _, source = next(iter(sorted(group.records.items())))
         for target in self.views:
             if target not in group.records and (group.link_id, target) not in self.blocked:
                 self._create(group, target, source, reason="propagate")
@@ -420,7 +452,12 @@ class _PlanBuilder:
                 values=values,
                 expected_version=record.version,
             )
-            reason = "revert" if system == self.policy.authority else "propagate"
+            if (group.link_id, system) in self.by_decision:
+                reason = "dispute_decided"
+            elif system == self.policy.authority:
+                reason = "revert"
+            else:
+                reason = "propagate"
             self.ops.append(
                 PlannedOp(
                     op=op, fingerprints=fps, reason=reason, changed_fields=tuple(sorted(values))
@@ -475,6 +512,18 @@ class _PlanBuilder:
         changed = [
             s for s in holders if name in stored.get(s, {}) and current[s][name] != stored[s][name]
         ]
+        decision = self.state.decisions.get((group.link_id, name))
+        if decision is not None:
+            winner = decision.winner
+            if winner in holders and current[winner][name] == decision.fingerprints.get(winner):
+                targets = differing(winner)
+                for target in targets:
+                    writes[target][name] = value_in(target, winner)
+                    self.by_decision.add((group.link_id, target))
+                if not targets:
+                    self.decided.append(decision.id)  # carried out: they all agree now
+                return
+            self.decided.append(decision.id)  # moot: the winner's value changed since
         open_dispute = (group.link_id, name) in self.state.disputes
         if open_dispute:
             if differing(authority):

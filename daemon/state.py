@@ -90,6 +90,23 @@ class OpenDispute:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Decision:
+    """A person's decision on a dispute, not yet carried out: `winner`'s value stands.
+
+    For a field: the value the winner held when the dispute was last seen
+    (`fingerprints[winner]`) goes to every other system; if the winner's value has
+    changed since, the decision no longer applies. For the whole record (`_record`):
+    the winner's state ("deleted" or "present") stands.
+    """
+
+    id: int
+    link_id: str
+    field: str
+    winner: str
+    fingerprints: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OpenTask:
     id: int
     link_id: str
@@ -103,6 +120,7 @@ class CustomerState:
     customer_id: str
     links: Mapping[str, Link] = field(default_factory=dict)
     disputes: Mapping[tuple[str, str], OpenDispute] = field(default_factory=dict)
+    decisions: Mapping[tuple[str, str], Decision] = field(default_factory=dict)  # (link, field)
     tasks: Mapping[tuple[str, str], OpenTask] = field(default_factory=dict)  # (link, system)
     # Keyed fingerprints of erased subjects' identifiers; never re-created.
     tombstones: frozenset[str] = frozenset()

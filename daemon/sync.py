@@ -268,6 +268,8 @@ class SyncService:
             planned_ops = sorted(by_system[system], key=lambda p: p.op.kind is OpKind.DELETE)
             await self._apply_system(customer, system, planned_ops, report)
         self._close_verified_tasks(customer, plan, report)
+        if plan.decided and store.finish_decisions(plan.decided, run_id=report.run_id):
+            self._event(report, "decisions_carried_out", detail={"disputes": list(plan.decided)})
 
     async def _apply_system(
         self, customer: Customer, system: str, planned_ops: Sequence[PlannedOp], report: SyncReport

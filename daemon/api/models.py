@@ -127,6 +127,9 @@ class DisputeOut(BaseModel):
     resolved_at: datetime | None
     winner: str | None
     resolved_by: str | None
+    carried_out: bool = Field(
+        default=False, description="The next sync put the winner's value everywhere."
+    )
 
     @classmethod
     def of(cls, row: DisputeRow) -> DisputeOut:
@@ -142,11 +145,15 @@ class DisputeOut(BaseModel):
             resolved_at=row.resolved_at,
             winner=resolution.get("winner"),
             resolved_by=resolution.get("by"),
+            carried_out=bool(resolution.get("carried_out")),
         )
 
 
 class ResolveIn(_In):
-    winner: str = Field(pattern=SYSTEM_PATTERN, description="The system whose value stands.")
+    winner: str = Field(
+        pattern=SYSTEM_PATTERN,
+        description="The system whose value stands; the next sync carries it everywhere.",
+    )
 
 
 class TaskOut(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -101,6 +101,30 @@ class DecisionsMixin(StoreBase):
             if conn.scalar(sa.select(disputes.c.id).where(disputes.c.id == dispute_id)) is None:
                 raise NotFound(f"no dispute {dispute_id}")
         return False
+
+    def finish_decisions(self, dispute_ids: Iterable[int], *, run_id: str) -> int:
+        """Note that the decisions on these disputes were carried out (or became moot) in
+        run `run_id`, so the reconciler stops acting on them. Returns how many."""
+        ids = sorted(set(dispute_ids))
+        if not ids:
+            return 0
+        finished = 0
+        with self._write() as conn:
+            rows = conn.execute(
+                sa.select(disputes.c.id, disputes.c.resolution).where(
+                    disputes.c.id.in_(ids), disputes.c.status == DisputeStatus.RESOLVED.value
+                )
+            ).all()
+            for row in rows:
+                resolution = dict(row.resolution or {})
+                if not resolution.get("winner") or resolution.get("carried_out"):
+                    continue  # no decision to carry out, or carried out already
+                resolution["carried_out"] = {"run": run_id, "at": utcnow().isoformat()}
+                conn.execute(
+                    sa.update(disputes).where(disputes.c.id == row.id).values(resolution=resolution)
+                )
+                finished += 1
+        return finished
 
     def list_disputes(
         self, *, customer_id: str | None = None, open_only: bool = True

@@ -8,7 +8,15 @@ from collections.abc import Iterable, Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from daemon.state import CustomerState, Fingerprints, Link, Member, OpenDispute, OpenTask
+from daemon.state import (
+    CustomerState,
+    Decision,
+    Fingerprints,
+    Link,
+    Member,
+    OpenDispute,
+    OpenTask,
+)
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import DuplicateMember, NotFound
@@ -58,6 +66,14 @@ class DirectoryMixin(StoreBase):
                 )
                 .order_by(disputes.c.id)
             ).all()
+            decision_rows = conn.execute(
+                sa.select(disputes)
+                .where(
+                    disputes.c.customer_id == customer_id,
+                    disputes.c.status == DisputeStatus.RESOLVED.value,
+                )
+                .order_by(disputes.c.id)
+            ).all()
             task_rows = conn.execute(
                 sa.select(manual_tasks)
                 .where(
@@ -90,6 +106,17 @@ class DirectoryMixin(StoreBase):
                     id=row.id, link_id=row.link_id, field=row.field, fingerprints=row.fingerprints
                 )
                 for row in dispute_rows
+            },
+            decisions={
+                (row.link_id, row.field): Decision(
+                    id=row.id,
+                    link_id=row.link_id,
+                    field=row.field,
+                    winner=row.resolution["winner"],
+                    fingerprints=row.fingerprints,
+                )
+                for row in decision_rows
+                if _pending_decision(row.resolution)
             },
             tasks={
                 (row.link_id, row.system): OpenTask(
@@ -347,3 +374,12 @@ class DirectoryMixin(StoreBase):
 def _chunks(values: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _pending_decision(resolution: object) -> bool:
+    """A resolution that names a winner and has not been carried out yet."""
+    return (
+        isinstance(resolution, dict)
+        and isinstance(resolution.get("winner"), str)
+        and not resolution.get("carried_out")
+    )

@@ -178,6 +178,7 @@ async def test_an_operator_resolves_a_dispute(world: ApiWorld, client: Client) -
         "resolved_at": None,
         "winner": "zisson",
         "resolved_by": "olga",
+        "carried_out": False,  # until the next sync
     }
     assert (
         await client.post(path, headers=world.auth("olga"), json={"winner": "zisson"})

@@ -116,6 +116,30 @@ def test_open_dispute_is_idempotent_per_link_and_field(store: Store) -> None:
     assert store.open_dispute("c1", link, "emails", {"zisson": "d", "firestore": "e"}) != first
 
 
+def test_a_decision_is_in_the_state_until_it_is_carried_out(store: Store) -> None:
+    link = store.create_link("c1")
+    decided = store.open_dispute("c1", link, "title", {"zisson": "a", "firestore": "b"})
+    store.open_dispute("c1", link, "phones", {"zisson": "c", "firestore": "d"})
+    closed = store.open_dispute("c1", link, "emails", {"zisson": "e"})
+    store.resolve_dispute(decided, winner="zisson", by="operator:kari")
+    store.close_disputes_for_link("c1", link, "emails")  # no winner: nothing to carry out
+
+    state = store.load_state("c1")
+    assert list(state.decisions) == [(link, "title")]
+    decision = state.decisions[link, "title"]
+    assert (decision.id, decision.winner) == (decided, "zisson")
+    assert decision.fingerprints == {"zisson": "a", "firestore": "b"}
+    assert list(state.disputes) == [(link, "phones")]
+    assert store.load_state("c2").decisions == {}
+
+    assert store.finish_decisions([decided, closed, decided], run_id="run-1") == 1
+    assert store.finish_decisions([decided], run_id="run-2") == 0  # the first run stands
+    assert store.load_state("c1").decisions == {}
+    done = next(d for d in store.list_disputes(open_only=False) if d.id == decided)
+    assert done.resolution is not None
+    assert (done.resolution["winner"], done.resolution["carried_out"]["run"]) == ("zisson", "run-1")
+
+
 def test_close_disputes_for_link(store: Store) -> None:
     link, other = store.create_link("c1"), store.create_link("c1")
     store.open_dispute("c1", link, "emails", {"zisson": "a"})

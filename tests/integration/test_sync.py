@@ -217,6 +217,32 @@ async def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost(
     assert world.store.list_disputes(customer_id="kunde-01") == []
 
 
+async def test_a_resolved_dispute_puts_the_winners_value_in_every_system(
+    world: SyncWorld,
+) -> None:
+    [stored] = await world.put_card([person(0)])
+    await world.settle()
+    user = zisson_by_email(world)["person0@fjord.no"]
+    world.contacts_ref().document(stored.external_id).update({"title": "Leder A"})
+    world.zisson.sim.patch_user(world.zisson.guid, user["id"], {"title": "Leder B"})
+    await world.sync()
+    [dispute] = world.store.list_disputes(customer_id="kunde-01")
+    assert world.store.resolve_dispute(dispute.id, winner="zisson", by="kari")
+
+    report = await world.sync()
+    assert report.applied == Counter({"firestore.update.applied": 1})
+    await world.settle()
+    assert world.card()[stored.external_id]["title"] == "Leder B"  # read from Firestore
+    assert zisson_by_email(world)["person0@fjord.no"]["title"] == "Leder B"
+    assert world.store.list_disputes(customer_id="kunde-01") == []
+    [done] = world.store.list_disputes(customer_id="kunde-01", open_only=False)
+    assert done.resolution is not None and done.resolution["carried_out"]
+    # Done with: a later edit on the card goes to Zisson as usual.
+    world.contacts_ref().document(stored.external_id).update({"title": "Leder C"})
+    await world.settle()
+    assert zisson_by_email(world)["person0@fjord.no"]["title"] == "Leder C"
+
+
 async def test_a_contact_deleted_from_the_card_leaves_zisson(world: SyncWorld) -> None:
     stored = await world.put_card([person(i) for i in range(5)])
     await world.settle()

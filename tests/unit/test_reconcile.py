@@ -11,7 +11,7 @@ from daemon import normalize
 from daemon.domain import SYNC_FIELDS, ContactKind, ContactRecord, OpKind, PhoneType
 from daemon.policy import FieldPolicy, ForeignChange, SyncPolicy
 from daemon.reconcile import RECORD, Plan, Reconciler, SystemView
-from daemon.state import CustomerState, Link, Member, OpenDispute
+from daemon.state import CustomerState, Decision, Link, Member, OpenDispute
 
 KEY = b"k" * 32
 ALL_FIELDS = frozenset(SYNC_FIELDS)
@@ -27,6 +27,7 @@ class World:
         self.records: dict[str, dict[str, ContactRecord]] = {s: {} for s in systems}
         self.links: dict[str, dict[str, Member]] = {}
         self.disputes: dict[tuple[str, str], OpenDispute] = {}
+        self.decisions: dict[tuple[str, str], Decision] = {}
         self.ids = itertools.count(1)
         self.writes = 0
 
@@ -49,6 +50,7 @@ class World:
             customer_id="c1",
             links={lid: Link(id=lid, members=dict(m)) for lid, m in self.links.items()},
             disputes=dict(self.disputes),
+            decisions=dict(self.decisions),
         )
 
     def plan(self) -> Plan:
@@ -75,6 +77,7 @@ class World:
             )
         for key in plan.settled_disputes:
             self.disputes.pop(key, None)
+        self.decisions = {k: d for k, d in self.decisions.items() if d.id not in plan.decided}
         for p in plan.ops:
             op = p.op
             self.writes += 1
@@ -96,6 +99,20 @@ class World:
                 self.links[op.link_id].pop(op.system, None)
         self.links = {k: v for k, v in self.links.items() if v}
         return plan
+
+    def decide(self, field: str, winner: str) -> Decision:
+        """A person resolves the open dispute about `field`: `winner`'s value stands."""
+        (key,) = [k for k in self.disputes if k[1] == field]
+        dispute = self.disputes.pop(key)
+        decision = Decision(
+            id=len(self.decisions) + 100,
+            link_id=dispute.link_id,
+            field=field,
+            winner=winner,
+            fingerprints=dispute.fingerprints,
+        )
+        self.decisions[key] = decision
+        return decision
 
     def settle(self, limit: int = 5) -> int:
         """Sync until a run plans nothing at all; the number of runs it took."""
@@ -234,6 +251,73 @@ def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost() -> N
     assert world.sync().settled_disputes == ((next(iter(world.links)), "title"),)
     assert world.settle() <= 2
     assert not world.disputes
+
+
+@pytest.mark.parametrize("winner", ["firestore", "zisson"])
+def test_a_decided_dispute_carries_the_winners_value_everywhere(winner: str) -> None:
+    world, card, zisson = linked_world()
+    world.edit("firestore", card.external_id, title="Leder A")
+    world.edit("zisson", zisson.external_id, title="Leder B")
+    world.sync()
+    world.decide("title", winner)
+    plan = world.sync()
+    [(system, reason, fields)] = [(p.op.system, p.reason, p.changed_fields) for p in plan.ops]
+    loser = "zisson" if winner == "firestore" else "firestore"
+    assert (system, reason, fields) == (loser, "dispute_decided", ("title",))
+    assert plan.disputes == ()
+    assert world.settle() <= 2
+    expected = "Leder A" if winner == "firestore" else "Leder B"
+    assert world.records["firestore"][card.external_id].title == expected
+    assert world.records["zisson"][zisson.external_id].title == expected
+    assert world.decisions == {} and world.disputes == {}
+    # The decision was about that conflict only: a later edit syncs as usual.
+    world.edit("firestore", card.external_id, title="Leder C")
+    world.settle()
+    assert world.records["zisson"][zisson.external_id].title == "Leder C"
+
+
+def test_a_decision_overtaken_by_a_new_edit_is_asked_again() -> None:
+    world, card, zisson = linked_world()
+    world.edit("firestore", card.external_id, title="Leder A")
+    world.edit("zisson", zisson.external_id, title="Leder B")
+    world.sync()
+    decision = world.decide("title", "zisson")
+    world.edit("zisson", zisson.external_id, title="Leder D")  # after the decision
+    plan = world.sync()
+    assert decision.id in plan.decided
+    assert all("title" not in p.op.values for p in plan.ops)
+    assert [d.field for d in plan.disputes] == ["title"]
+    assert world.records["firestore"][card.external_id].title == "Leder A"
+
+
+@pytest.mark.parametrize("winner", ["firestore", "zisson"])
+def test_a_decided_record_dispute_keeps_or_deletes_the_contact(winner: str) -> None:
+    world, card, zisson = linked_world(SyncPolicy(on_foreign_change=ForeignChange.DISPUTE))
+    del world.records["zisson"][zisson.external_id]
+    [dispute] = world.sync().disputes
+    assert dict(dispute.fingerprints) == {"zisson": "deleted", "firestore": "present"}
+    world.decide(RECORD, winner)
+    plan = world.sync()
+    world.settle()
+    if winner == "zisson":  # its deletion stands
+        assert [(p.op.kind, p.reason) for p in plan.ops] == [(OpKind.DELETE, "dispute_decided")]
+        assert world.records == {"firestore": {}, "zisson": {}}
+    else:  # the card's record stands: back into Zisson
+        assert [(p.op.kind, p.reason) for p in plan.ops] == [(OpKind.CREATE, "revert")]
+        assert len(world.records["zisson"]) == 1 and card.external_id in world.records["firestore"]
+    assert world.decisions == {} and world.disputes == {}
+
+
+def test_a_foreign_record_decided_to_stand_reaches_the_card() -> None:
+    world = World()
+    world.put("zisson", **person())
+    world.sync()
+    world.decide(RECORD, "zisson")
+    plan = world.sync()
+    assert [(p.op.system, p.op.kind) for p in plan.ops] == [("firestore", OpKind.CREATE)]
+    world.settle()
+    assert [r.display_name for r in world.records["firestore"].values()] == ["Åse Bjørnstad"]
+    assert world.decisions == {} and world.disputes == {}
 
 
 def test_contact_deleted_from_the_card_is_deleted_from_zisson() -> None:
