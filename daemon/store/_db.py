@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -77,9 +78,27 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
             "foreign_keys = ON",  # off by default in SQLite
             "secure_delete = ON",  # deleted content (shredded keys) is zeroed, not left behind
         ):
-            cursor.execute(f"PRAGMA {pragma}")
+            _pragma(cursor, pragma)
     finally:
         cursor.close()
+
+
+def _pragma(cursor: sqlite3.Cursor, pragma: str) -> None:
+    """Run a PRAGMA, waiting out "database is locked" as busy_timeout would.
+
+    Switching a new database to WAL needs its exclusive lock, and SQLite answers BUSY at
+    once, without its busy handler, while another connection opening the same new file
+    holds a lock (daemons or a CLI starting together): retry for the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute(f"PRAGMA {pragma}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_begin(conn: Connection) -> None:
