@@ -229,7 +229,7 @@ async def first_sync(config_path: Path) -> dict[str, int]:
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
     try:
         async with AsyncExitStack() as stack:
-            connectors = await open_connectors(settings, stack)
+            connectors = await open_connectors(settings, stack, store=store)
             ledger = open_ledger(settings, store)
             report = await SyncService(settings, store, connectors, ledger=ledger).sync(
                 settings.customers[0], trigger="bench"
@@ -280,7 +280,7 @@ async def erase_customer(config_path: Path, customer_id: str) -> Outcome:
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
     try:
         async with AsyncExitStack() as stack:
-            connectors = await open_connectors(settings, stack)
+            connectors = await open_connectors(settings, stack, store=store)
             ledger = open_ledger(settings, store)
             timeline = Timeline()
             erasers = {s: TimedEraser(e, timeline) for s, e in erasers_for(connectors).items()}

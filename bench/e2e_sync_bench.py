@@ -33,7 +33,7 @@ async def sync_twice(
     rows = []
     try:
         async with AsyncExitStack() as stack:
-            connectors = await open_connectors(settings, stack)
+            connectors = await open_connectors(settings, stack, store=store)
             service = SyncService(settings, store, connectors)
             for label in ("first sync", "no-change sync"):
                 before = {s: getattr(c, "requests", 0) for s, c in connectors.items()}

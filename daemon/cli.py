@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from daemon import cli_ops, logs
+from daemon import cli_ops, cli_secrets, logs
 from daemon import config as config_module
 from daemon.config import CONFIG_ENV, ConfigError, Settings
 from daemon.domain import Subject
@@ -50,6 +50,7 @@ app.add_typer(erasures_app, name="erasures")
 app.add_typer(certificate_app, name="certificate")
 app.add_typer(ledger_app, name="ledger")
 cli_ops.register(app)
+cli_secrets.register(app)
 
 out = Console()
 T = TypeVar("T")
@@ -161,7 +162,7 @@ def sync(
                     customer, approve_deletions, by=operator(), reason=reason or ""
                 )
             async with AsyncExitStack() as stack:
-                connectors = await open_connectors(settings, stack)
+                connectors = await open_connectors(settings, stack, store=store)
                 service = SyncService(settings, store, connectors)
                 return [await service.sync(c, trigger="cli", plan_only=plan) for c in customers]
         finally:
@@ -455,7 +456,7 @@ async def _erasure_service(settings: Settings, store: Any, stack: AsyncExitStack
     from daemon.proof import certifier_for, open_ledger
     from daemon.wiring import erasers_for, open_connectors
 
-    connectors = await open_connectors(settings, stack)
+    connectors = await open_connectors(settings, stack, store=store)
     ledger = open_ledger(settings, store)
     return ErasureService(
         settings,

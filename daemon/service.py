@@ -117,7 +117,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
             interrupted = store.mark_interrupted_runs(idle_for=lease * 2)
         if interrupted:
             log.warning("runs_interrupted_by_previous_stop", count=len(interrupted))
-        connectors = await open_connectors(settings, stack)
+        connectors = await open_connectors(settings, stack, store=store)
         ledger = open_ledger(settings, store)
         if ledger is not None:
             digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()

@@ -10,15 +10,25 @@ from connectors.outlook import OutlookConnector
 from connectors.zisson.connector import ZissonConnector
 from daemon.config import Settings
 from daemon.erasure import DirectoryEraser, Eraser, OutlookEraser
+from daemon.store import Store
+from daemon.token_vault import StoreTokenVault
 
 
-async def open_connectors(settings: Settings, stack: AsyncExitStack) -> dict[str, Connector]:
-    """One connector per configured system, closed when `stack` closes."""
+async def open_connectors(
+    settings: Settings, stack: AsyncExitStack, *, store: Store | None = None
+) -> dict[str, Connector]:
+    """One connector per configured system, closed when `stack` closes.
+
+    With `store`, rotating tokens (Zisson's JSON API) are kept in it, encrypted and
+    shared by every instance on it; without, in each binding's token file, which suits
+    one process only.
+    """
     connectors: dict[str, Connector] = {}
     if settings.systems.firestore is not None:
         connectors["firestore"] = FirestoreConnector(settings.systems.firestore)
     if settings.systems.zisson is not None:
-        connectors["zisson"] = ZissonConnector(settings.systems.zisson)
+        vault = StoreTokenVault(store) if store is not None else None
+        connectors["zisson"] = ZissonConnector(settings.systems.zisson, vault=vault)
     if settings.systems.outlook is not None:
         connectors["outlook"] = OutlookConnector(settings.systems.outlook)
     for connector in connectors.values():

@@ -2,11 +2,12 @@
 
 JSON API auth (public code): POST /web-api/v1/authenticate/refresh-token with
 `{id, customerGuid, refreshToken}` answers `{jwt, refreshToken}`. The refresh token
-rotates, so it is single-use: the new one is written to the binding's
-`refresh_token_file` (atomically, mode 0600) before the new jwt is used, one exchange
-per account runs at a time, and the exchange runs to its end even if the caller is
-cancelled. The jwt is kept in memory until shortly before its `exp`; a 401 refreshes it
-once.
+rotates, so it is single-use: it is spent and its successor saved inside one
+`TokenVault.exchange` (connectors/vault.py), which keeps other holders of the token
+(other instances of the daemon) from spending it meanwhile; the new jwt is used only
+once the rotated token is saved. One exchange per account runs at a time in a process,
+and the exchange runs to its end even if the caller is cancelled. The jwt is kept in
+memory until shortly before its `exp`; a 401 refreshes it once.
 """
 
 from __future__ import annotations
@@ -14,20 +15,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from connectors.base import AuthError, ContractError, FatalError
+from connectors.base import AuthError, ConnectorError, ContractError, FatalError, RetriableError
+from connectors.vault import TokenAccount, TokenVault
 from connectors.zisson.settings import ZissonBinding
 
+SYSTEM = "zisson"
 REFRESH_PATH = "/web-api/v1/authenticate/refresh-token"
 # Refresh this long before exp at most; a tenth of the token's lifetime for short ones.
 MAX_EXPIRY_MARGIN = 30.0
@@ -114,7 +113,7 @@ class BasicSession(_SessionBase):
         except LookupError as exc:
             raise AuthError(
                 f"zisson: the password of account {self.account} is not available ({exc})",
-                system="zisson",
+                system=SYSTEM,
             ) from None
         pair = f"{self.binding.username}:{password}".encode()
         return "Basic " + base64.b64encode(pair).decode("ascii")
@@ -127,24 +126,36 @@ class BasicSession(_SessionBase):
         except AuthError as exc:
             raise AuthError(
                 f"zisson: {what} refused the credentials of account {self.account} ({exc})",
-                system="zisson",
+                system=SYSTEM,
             ) from None
 
 
-class JwtSession(_SessionBase):
-    """The JSON API's account: a jwt from a rotating refresh token."""
+def token_account(binding: ZissonBinding) -> TokenAccount:
+    """The vault's name for the refresh token of a JSON-API binding's account."""
+    return TokenAccount(system=SYSTEM, key=binding.account, file=binding.refresh_token_file)
 
-    def __init__(self, plumbing: Plumbing, binding: ZissonBinding, lock: asyncio.Lock) -> None:
+
+class JwtSession(_SessionBase):
+    """The JSON API's account: a jwt from a rotating refresh token kept in `vault`."""
+
+    def __init__(
+        self,
+        plumbing: Plumbing,
+        binding: ZissonBinding,
+        lock: asyncio.Lock,
+        vault: TokenVault,
+    ) -> None:
         super().__init__(plumbing, binding)
-        assert binding.customer_guid and binding.user_id and binding.refresh_token_file
+        assert binding.customer_guid and binding.user_id
         self.customer_guid = binding.customer_guid
         self.user_id = binding.user_id
-        self.token_file = binding.refresh_token_file
+        self._token = token_account(binding)
+        self._vault = vault
         self._lock = lock  # shared by every session of the same account
         self._jwt: str | None = None
         self._refresh_at = 0.0
-        # A rotated token that could not be saved; used for the next exchange, so a full
-        # disk costs a retry rather than the account.
+        # A refresh token the vault does not have yet (saving it failed); the next
+        # exchange spends this one, so a failed save costs a retry rather than the account.
         self._unsaved: str | None = None
 
     async def _send_authorised(
@@ -162,7 +173,7 @@ class JwtSession(_SessionBase):
             raise AuthError(
                 f"zisson: {what} refused a fresh token for customer guid "
                 f"{self.customer_guid} ({exc})",
-                system="zisson",
+                system=SYSTEM,
             ) from None
 
     async def jwt(self, *, refused: str | None = None) -> str:
@@ -191,55 +202,47 @@ class JwtSession(_SessionBase):
         return self._jwt
 
     async def _exchange(self) -> str:
-        spent = self._unsaved or await asyncio.to_thread(self._read_token)
+        saved: str | None = None
+        try:
+            async with self._vault.exchange(self._token) as slot:
+                spent = self._unsaved or slot.token
+                jwt, rotated = await self._spend(spent)
+                keep = rotated or spent
+                if keep != slot.token:  # rotated, or a token only we held
+                    self._unsaved = saved = keep  # ours alone until the block has saved it
+                    slot.save(keep)
+        except ConnectorError as exc:
+            if saved is None:
+                raise
+            problem = RetriableError if isinstance(exc, RetriableError) else FatalError
+            raise problem(
+                f"zisson: cannot save the rotated refresh token for customer guid "
+                f"{self.customer_guid} ({exc})",
+                system=SYSTEM,
+            ) from None
+        self._unsaved = None
+        self._jwt = jwt
+        self._refresh_at = refresh_time(jwt, now=time.time())
+        return jwt
+
+    async def _spend(self, token: str) -> tuple[str, str | None]:
         request = self._plumbing.http.build_request(
             "POST",
             REFRESH_PATH,
-            json={"id": self.user_id, "customerGuid": self.customer_guid, "refreshToken": spent},
+            json={"id": self.user_id, "customerGuid": self.customer_guid, "refreshToken": token},
         )
         try:
             response = await self._plumbing.send(request, what="refresh-token")
         except FatalError as exc:  # AuthError, or a 4xx that refuses this token just the same
             if isinstance(exc, ContractError):
                 raise
-            self._unsaved = None  # refused: the file is where a person puts a new one
+            self._unsaved = None  # refused: only the vault can hold a good one now
             raise AuthError(
                 f"zisson: the refresh token for customer guid {self.customer_guid} was refused"
-                f" ({exc}); it may have been used already. Put a new one in {self.token_file}",
-                system="zisson",
+                f" ({exc}); it may have been used already. {self._vault.remedy(self._token)}",
+                system=SYSTEM,
             ) from None
-        jwt, rotated = self._read_exchange(response)
-        if rotated and rotated != spent:
-            try:
-                await asyncio.to_thread(write_secret_file, self.token_file, rotated)
-            except OSError as exc:
-                self._unsaved = rotated
-                raise FatalError(
-                    f"zisson: cannot save the rotated refresh token for customer guid "
-                    f"{self.customer_guid} in {self.token_file} ({exc.strerror})",
-                    system="zisson",
-                ) from None
-        self._unsaved = None
-        self._jwt = jwt
-        self._refresh_at = refresh_time(jwt, now=time.time())
-        return jwt
-
-    def _read_token(self) -> str:
-        try:
-            token = self.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AuthError(
-                f"zisson: the refresh token file {self.token_file} for customer guid "
-                f"{self.customer_guid} cannot be read ({exc.strerror})",
-                system="zisson",
-            ) from None
-        if not token:
-            raise AuthError(
-                f"zisson: the refresh token file {self.token_file} for customer guid "
-                f"{self.customer_guid} is empty",
-                system="zisson",
-            )
-        return token
+        return self._read_exchange(response)
 
     def _read_exchange(self, response: httpx.Response) -> tuple[str, str | None]:
         try:
@@ -255,7 +258,7 @@ class JwtSession(_SessionBase):
             or not (rotated is None or isinstance(rotated, str))
         ):
             raise ContractError(
-                "zisson: refresh-token answered without a usable jwt", system="zisson"
+                "zisson: refresh-token answered without a usable jwt", system=SYSTEM
             )
         return jwt, rotated or None
 
@@ -270,29 +273,3 @@ def refresh_time(jwt: str, *, now: float) -> float:
     except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
         return now + FALLBACK_LIFETIME
     return exp - min(MAX_EXPIRY_MARGIN, max(0.0, exp - issued) / 10)
-
-
-def write_secret_file(path: Path, value: str) -> None:
-    """Replace `path` with `value` atomically and durably, readable by the owner only.
-
-    A temporary file in the same directory is written and fsynced, renamed over `path`
-    and the directory fsynced, so a crash leaves either the old or the new token.
-    """
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)

@@ -23,6 +23,8 @@ from connectors.base import (
     RetryPolicy,
     customer_binding,
 )
+from connectors.file_vault import FileTokenVault
+from connectors.vault import TokenVault
 from connectors.zisson import instructions, json_api, write_api, xml_api
 from connectors.zisson.auth import BasicSession, JwtSession
 from connectors.zisson.projection import FIELDS, project, project_json, project_xml
@@ -58,6 +60,10 @@ class ZissonConnector(HttpConnectorBase):
     Writes follow `settings.write_mode`: "api" through the assumed contract in
     write_api.py, "manual" as MANUAL results with an operator instruction. Every request
     is retried per `retry_policy` and limited per Zisson account.
+
+    JSON-API accounts authenticate with a rotating refresh token kept in `vault`: by
+    default each binding's `refresh_token_file` (one process); the daemon passes its
+    store's vault, shared by every instance.
     """
 
     system: ClassVar[str] = SYSTEM
@@ -70,6 +76,7 @@ class ZissonConnector(HttpConnectorBase):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_policy: RetryPolicy | None = None,
+        vault: TokenVault | None = None,
     ) -> None:
         verify: ssl.SSLContext | bool = True
         if settings.ca_bundle is not None:
@@ -90,6 +97,7 @@ class ZissonConnector(HttpConnectorBase):
             headers={"User-Agent": "pdsync"},
         )
         self.settings = settings
+        self.vault: TokenVault = vault or FileTokenVault()
         self._sessions: dict[ZissonBinding, BasicSession | JwtSession] = {}
         self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._views = {api: ZissonApiView(self, api) for api in ("json", "xml")}
@@ -341,7 +349,7 @@ class ZissonConnector(HttpConnectorBase):
             else:
                 # One lock per account, so no two sessions ever spend the same refresh token.
                 lock = self._refresh_locks.setdefault(binding.account, asyncio.Lock())
-                session = JwtSession(self, binding, lock)
+                session = JwtSession(self, binding, lock, self.vault)
             self._sessions[binding] = session
         return session
 

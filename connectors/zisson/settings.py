@@ -1,7 +1,7 @@
 """Configuration of the Zisson connector: one `ZissonSettings`, one `ZissonBinding` per customer.
 
-Neither model holds a secret: the XML password is a `SecretRef`, the JSON API's refresh
-token lives in `refresh_token_file` (rewritten on every rotation).
+Neither model holds a secret: the XML password is a `SecretRef`; the JSON API's refresh
+token is given in `refresh_token_file` and then kept by a token vault (connectors/vault.py).
 """
 
 from __future__ import annotations
@@ -46,10 +46,20 @@ class ZissonBinding(BaseModel):
     # api = "xml": HTTP Basic.
     username: str | None = None
     password: SecretRef | None = None
-    # api = "json": the refresh-token exchange. The file holds the current refresh token.
+    # api = "json": the refresh-token exchange.
     user_id: str | None = None
     customer_guid: str | None = None
-    refresh_token_file: Path | None = None
+    refresh_token_file: Path | None = Field(
+        default=None,
+        description=(
+            "The account's refresh token, as first provisioned. The daemon and the CLI "
+            "import it into pdsync's store on the account's first use and keep the rotated "
+            "tokens there (encrypted, shared by every instance); from then on the file is "
+            "neither read nor rewritten, and a new token is provisioned with "
+            "`pdsync zisson set-token`. A connector used without a store reads the token "
+            "from this file and rewrites it (atomically, mode 0600) on every rotation."
+        ),
+    )
 
     @model_validator(mode="after")
     def _fields_of_the_chosen_api(self) -> ZissonBinding:

@@ -36,12 +36,14 @@ from daemon.store.rows import (
     TaskStatus,
     WorkItem,
 )
+from daemon.store.secrets import ConnectorSecret
 from daemon.store.store import Store
 from daemon.store.tokens import Role, TokenNameTaken, TokenRow
 
 __all__ = [
     "ApprovalRow",
     "AuditRow",
+    "ConnectorSecret",
     "Counts",
     "DisputeRow",
     "DisputeStatus",

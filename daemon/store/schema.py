@@ -468,3 +468,17 @@ instances = sa.Table(
     sa.Column("last_seen", UTCDateTime, nullable=False),
     sa.Column("is_leader", sa.Boolean, nullable=False),
 )
+
+# Secrets a connector must keep between uses and share across instances: Zisson's
+# rotating refresh tokens (daemon/store/secrets.py). `value` is AES-GCM under the master
+# key, bound to the system and account; `version` counts the values an account has had.
+connector_secrets = sa.Table(
+    "connector_secrets",
+    metadata,
+    sa.Column("system", SYSTEM, primary_key=True),
+    sa.Column("account", sa.String(200), primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("version > 0", name="version"),
+)

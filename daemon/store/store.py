@@ -1,10 +1,12 @@
 """The Store: everything the daemon keeps, on SQLite (embedded) or PostgreSQL.
 
 One class, assembled from one mixin per concern (keys.py, directory.py, runs.py,
-casework.py, decisions.py, journal.py, ledger.py, erasures.py, tokens.py, audit.py);
-each public method is one short transaction. It holds no plaintext personal data:
-links, versions, keyed fingerprints, ids, counts, the ledger, and blobs encrypted with
-the customer's key (which itself is wrapped with the master key).
+casework.py, decisions.py, journal.py, ledger.py, erasures.py, tokens.py, audit.py,
+work.py, secrets.py); each public method is one short transaction, but for
+`secret_exchange`, which spans one exchange with an outside system. It holds no
+plaintext personal data: links, versions, keyed fingerprints, ids, counts, the ledger,
+blobs encrypted with the customer's key (which itself is wrapped with the master key),
+and connector secrets encrypted with the master key.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from daemon.store.schema import (
     op_journal,
     quarantine,
 )
+from daemon.store.secrets import SecretsMixin
 from daemon.store.tokens import TokensMixin
 from daemon.store.work import WorkMixin
 
@@ -50,6 +53,7 @@ class Store(
     TokensMixin,
     AuditMixin,
     WorkMixin,
+    SecretsMixin,
 ):
     """The daemon's durable state. Open with `Store.open(url, master_key=...)`.
 

@@ -9,7 +9,9 @@ Legacy XML API (shape from public code)
 
 JSON API (the token exchange from public code; the listing's paging is ASSUMED)
     POST /web-api/v1/authenticate/refresh-token `{id, customerGuid, refreshToken}` ->
-    `{jwt, refreshToken}`. The refresh token rotates: the one presented stops working.
+    `{jwt, refreshToken}`. The refresh token rotates: the one presented stops working
+    (`spent_refresh_tokens` lists the ones accepted; `new_refresh_token` issues one as
+    the account's admin would, ending the current one).
     The jwt is HS256 with claims `sub, customerGuid, iat, exp, jti`; it is refused (401)
     from `exp` on, or after `expire_tokens()`.
     GET /external-api/v1/entities/users?page=1&pageSize=200 (Bearer, or Basic) ->

@@ -127,6 +127,15 @@ class ZissonSimulator:
         """The refresh token the account accepts now."""
         return self._state.account(customer_guid).refresh_token
 
+    def new_refresh_token(self, customer_guid: str) -> str:
+        """Issue a new refresh token, as the account's admin would (to provision it in
+        pdsync); the one accepted until now is refused from now on."""
+        return self._state.new_refresh_token(customer_guid)
+
+    def spent_refresh_tokens(self, customer_guid: str) -> list[str]:
+        """Every refresh token an exchange accepted, oldest first (each once, at most)."""
+        return self._state.spent_refresh_tokens(customer_guid)
+
     def expire_tokens(self, customer_guid: str | None = None) -> None:
         """Refuse every JWT issued so far (server-side expiry, the client cannot tell)."""
         self._state.expire_tokens(customer_guid)
@@ -167,7 +176,8 @@ class ZissonSimulator:
 
         Keys: "requests", one per endpoint ("GET /api/simple/GetContacts", ...),
         "creates", "updates", "deletes", "replays", "429", "5xx", "drops",
-        "auth_failures", "refreshes".
+        "auth_failures" (refused jwts, credentials and refresh tokens), "refreshes",
+        "refresh_refused" (refresh tokens refused: spent already, or never issued).
         """
         return self._state.counters()
 

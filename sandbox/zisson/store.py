@@ -80,6 +80,8 @@ class Account:
     replies: dict[str, tuple[str, Response]] = field(default_factory=dict)
     # JWTs issued before this instant are refused (`expire_tokens`).
     jwt_not_before: float = 0.0
+    # Every refresh token an exchange accepted, in order: each can be accepted once only.
+    spent_refresh_tokens: list[str] = field(default_factory=list)
 
 
 def validate_user_fields(body: Any, *, partial: bool) -> dict[str, Any]:
@@ -277,10 +279,24 @@ class ZissonState:
                 or not hmac.compare_digest(account.refresh_token, body["refreshToken"])
             ):
                 self._counters["auth_failures"] += 1
+                self._counters["refresh_refused"] += 1
                 raise SimError(401, "refresh token refused")
+            account.spent_refresh_tokens.append(account.refresh_token)
             account.refresh_token = "rt-" + secrets.token_urlsafe(24)
             self._counters["refreshes"] += 1
             return self._issue_jwt(account), account.refresh_token
+
+    def new_refresh_token(self, guid: str) -> str:
+        """Issue a new refresh token for the account, as its admin would; the previous
+        one stops working."""
+        with self.lock:
+            account = self.account(guid)
+            account.refresh_token = "rt-" + secrets.token_urlsafe(24)
+            return account.refresh_token
+
+    def spent_refresh_tokens(self, guid: str) -> list[str]:
+        with self.lock:
+            return list(self.account(guid).spent_refresh_tokens)
 
     def expire_tokens(self, guid: str | None = None) -> None:
         """Make every JWT issued so far invalid (for one account, or all)."""
@@ -295,7 +311,9 @@ class ZissonState:
         claims = {
             "sub": account.user_id,
             "customerGuid": account.guid,
-            "iat": round(now, 3),
+            # Unrounded: compared with `jwt_not_before`, so one issued just after
+            # expire_tokens must not look older than it.
+            "iat": now,
             # A fractional exp is valid NumericDate (RFC 7519 §2) and lets tests use 1 s TTLs.
             "exp": round(now + self.jwt_ttl_seconds, 3),
             "jti": secrets.token_hex(8),

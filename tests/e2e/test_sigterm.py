@@ -54,7 +54,9 @@ def test_sigterm_mid_sync_exits_cleanly_and_leaves_nothing_half_done(tmp_path: P
 
             async def settle() -> int:
                 async with AsyncExitStack() as stack:
-                    service = SyncService(settings, store, await open_connectors(settings, stack))
+                    service = SyncService(
+                        settings, store, await open_connectors(settings, stack, store=store)
+                    )
                     for run in range(1, 5):
                         report = await service.sync(customer, trigger="test")
                         assert report.status == "completed", report.error

@@ -61,7 +61,7 @@ async def three(sandbox: Sandbox) -> AsyncIterator[Three]:
     client = firestore.Client(project=PROJECT, credentials=AnonymousCredentials())
     client._emulator_host = sandbox.emulator.host  # type: ignore[attr-defined]
     async with AsyncExitStack() as stack:
-        connectors = await open_connectors(settings, stack)
+        connectors = await open_connectors(settings, stack, store=store)
         ledger = open_ledger(settings, store)
         yield Three(
             box=sandbox,

@@ -31,6 +31,7 @@ from daemon.ledger import Ledger, generate_key_file
 from daemon.proof import certifier_for, open_ledger
 from daemon.store import Store
 from daemon.sync import SyncReport, SyncService
+from daemon.token_vault import StoreTokenVault
 from daemon.wiring import erasers_for
 from sandbox.configfile import CustomerEntry, render
 from tests.fixtures.firestore import FirestoreEnv
@@ -163,6 +164,10 @@ def make_world(
         ],
     )
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    # As the daemon and the CLI have it (wiring.open_connectors), so that a daemon or CLI
+    # started from config_file spends the same refresh-token chain. Before first use: a
+    # session keeps the vault it was made with.
+    zisson.connector.vault = StoreTokenVault(store)
     ledger = open_ledger(settings, store)
     assert ledger is not None
     fs = FirestoreConnector(env.settings())

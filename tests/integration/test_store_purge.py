@@ -78,6 +78,7 @@ def test_purge_leaves_only_runs_events_and_the_shredded_key(store: Store) -> Non
         "api_audit",
         "work_items",  # the daemons' queue, keyed by customer id but holding nothing of it
         "instances",
+        "connector_secrets",  # a Zisson account's token, keyed by account, not customer
     }
 
     deleted = store.purge_customer("c1")

@@ -126,6 +126,7 @@ async def test_a_refused_refresh_token_raises_auth_error_without_the_token(
     assert "rt-stolen-and-already-used" not in message
     assert zisson_json.sim.refresh_token(zisson_json.guid) not in message
     assert "HTTP 401" in message
+    assert f"Put a new one in {zisson_json.token_file}." in message  # the file is the remedy
     # Not retried: the same token would be refused again.
     assert zisson_json.sim.counters[REFRESH] == 1
 

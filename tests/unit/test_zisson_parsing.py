@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from connectors.base import ContractError
+from connectors.file_vault import write_secret_file
 from connectors.zisson import instructions, json_api, xml_api
-from connectors.zisson.auth import refresh_time, write_secret_file
+from connectors.zisson.auth import refresh_time
 from connectors.zisson.values import BadValues, coerce_values
 from daemon.domain import ContactKind, ContactRecord, Customer, Phone, PhoneType, Rejected
 
