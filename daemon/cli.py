@@ -15,11 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from daemon import cli_ops, cli_secrets, logs
-from daemon import config as config_module
+from daemon.cli_common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    err,
+    load_settings,
+    open_store,
+    operator,
+    out,
+)
 from daemon.config import CONFIG_ENV, ConfigError, Settings
 from daemon.domain import Subject
 
@@ -52,42 +59,12 @@ app.add_typer(ledger_app, name="ledger")
 cli_ops.register(app)
 cli_secrets.register(app)
 
-out = Console()
 T = TypeVar("T")
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config", "-c", envvar=CONFIG_ENV, help="The TOML config file.", show_default=True
-    ),
-]
-DEFAULT_CONFIG = Path("pdsync.toml")
-
-
-def _load(path: Path) -> Settings:
-    try:
-        settings = config_module.load(path)
-    except ConfigError as exc:
-        err.print(f"[red]config error[/red]\n{exc}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
-    logs.configure(format=settings.log.format, level=settings.log.level)
-    return settings
-
-
-def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from daemon.store import Store
-
-    try:
-        return Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
-    except ConfigError as exc:
-        err.print(f"config error\n{exc}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
 
 
 def _query(config: Path, read: Callable[[Any], T]) -> T:
     """Open the configured store, read from it, close it."""
-    store = _open_store(_load(config))
+    store = open_store(load_settings(config))
     try:
         return read(store)
     finally:
@@ -106,7 +83,7 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) ->
 @config_app.command("check")
 def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Validate the config file: name the bad key and why, exit non-zero if anything is wrong."""
-    settings = _load(config)
+    settings = load_settings(config)
     problems = []
     try:
         settings.store.master_key_bytes()
@@ -126,7 +103,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Run the daemon: sync every customer on its interval until SIGTERM."""
     from daemon.service import serve
 
-    settings = _load(config)
+    settings = load_settings(config)
     raise typer.Exit(asyncio.run(serve(settings)))
 
 
@@ -145,17 +122,17 @@ def sync(
 ) -> None:
     """Run one sync cycle now and print what changed (or, with --plan, would change)."""
     from daemon.store import RunStatus
-    from daemon.sync import SyncService, operator
+    from daemon.sync import SyncService
     from daemon.wiring import open_connectors
 
-    settings = _load(config)
+    settings = load_settings(config)
     customers = [settings.customer(customer)] if customer else list(settings.customers)
     if approve_deletions is not None and not (customer and reason):
         err.print("--approve-deletions needs --customer and --reason")
         raise typer.Exit(2)
 
     async def go() -> list:  # type: ignore[type-arg]
-        store = _open_store(settings)
+        store = open_store(settings)
         try:
             if approve_deletions is not None and customer:
                 store.approve_deletions(
@@ -267,8 +244,8 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """One run with its events."""
-    settings = _load(config)
-    store = _open_store(settings)
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
         runs = [r for r in store.list_runs(limit=10_000) if r.id.startswith(run_id)]
         if len(runs) != 1:
@@ -411,10 +388,10 @@ def _erase(
     if execute and not reason:
         err.print("--execute needs --reason TEXT (it goes on the certificate)")
         raise typer.Exit(2)
-    settings = _load(config)
+    settings = load_settings(config)
 
     async def go() -> int:
-        store = _open_store(settings)
+        store = open_store(settings)
         try:
             async with AsyncExitStack() as stack:
                 service = await _erasure_service(settings, store, stack)
@@ -429,7 +406,7 @@ def _erase(
                     customer_id,
                     scope=scope,
                     subject=subject,
-                    requested_by=_operator(),
+                    requested_by=operator(),
                     reason=reason or "",
                 )
                 out.print(f"erasure {request_id} received")
@@ -546,12 +523,6 @@ def _print_erasure(row: Any) -> None:
         out.print(f"certificate issued: pdsync certificate export {row.id} --format pdf -o FILE")
 
 
-def _operator() -> str:
-    from daemon.sync import operator
-
-    return operator()
-
-
 @erase_app.command("subject")
 def erase_subject(
     customer: Annotated[str, typer.Option(help="The customer the subject belongs to.")],
@@ -640,8 +611,8 @@ def erasures_list(
 @erasures_app.command("show")
 def erasures_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """One erasure request: plan, outcome per system, certificate."""
-    settings = _load(config)
-    store = _open_store(settings)
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
         _print_erasure(_get_erasure(store, request_id))
     finally:
@@ -662,10 +633,10 @@ def _advance(config: Path, action: Any) -> None:
     """Apply `action(service) -> request id` and move that request on."""
     from daemon.erasure import ErasureError
 
-    settings = _load(config)
+    settings = load_settings(config)
 
     async def go() -> Any:
-        store = _open_store(settings)
+        store = open_store(settings)
         try:
             async with AsyncExitStack() as stack:
                 service = await _erasure_service(settings, store, stack)
@@ -690,7 +661,7 @@ def erasures_approve(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Approve a whole-customer erasure (not by the admin who asked), then carry it out."""
-    _advance(config, lambda service: service.approve(request_id, approver=by or _operator()).id)
+    _advance(config, lambda service: service.approve(request_id, approver=by or operator()).id)
 
 
 @erasures_app.command("resume")
@@ -706,7 +677,7 @@ def erasures_cancel(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Cancel a request that has not started erasing."""
-    _advance(config, lambda service: service.cancel(request_id, by=by or _operator()).id)
+    _advance(config, lambda service: service.cancel(request_id, by=by or operator()).id)
 
 
 @certificate_app.command("show")
@@ -771,7 +742,7 @@ def certificate_verify(
     if trusted is None and config is not None and config.exists():
         from daemon.proof import signer_from
 
-        signer = signer_from(_load(config))
+        signer = signer_from(load_settings(config))
         trusted = signer.key_id if signer else None
     try:
         data = file.read_bytes()
@@ -800,13 +771,13 @@ def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
     from daemon.ledger import verify_ledger
     from daemon.proof import trusted_verifiers
 
-    settings = _load(config)
+    settings = load_settings(config)
     try:
         verifiers = trusted_verifiers(settings)
     except ConfigError as exc:
         err.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(2) from None
-    store = _open_store(settings)
+    store = open_store(settings)
     try:
         report = verify_ledger(store, verifiers)
     finally:

@@ -10,62 +10,33 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from daemon import config as config_module
 from daemon import logs
-from daemon.config import CONFIG_ENV, ConfigError, Settings
+from daemon.cli_common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    err,
+    fail,
+    load_settings,
+    open_store,
+    operator,
+    out,
+)
+from daemon.config import Settings
 
 if TYPE_CHECKING:
     from daemon.store import Store
 
-out = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", envvar=CONFIG_ENV, help="The TOML config file.")
-]
-DEFAULT_CONFIG = Path("pdsync.toml")
 FOLLOW_SECONDS = 1.0
 
 tokens_app = typer.Typer(
     help="API tokens: `create NAME --role ROLE` (shown once), `list`, `revoke NAME`.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(message, highlight=False, markup=False)
-    return typer.Exit(2)
-
-
-def _load(path: Path) -> Settings:
-    try:
-        settings = config_module.load(path)
-    except ConfigError as exc:
-        raise _fail(f"config error\n{exc}") from None
-    logs.configure(format=settings.log.format, level=settings.log.level)
-    return settings
-
-
-def _open_store(settings: Settings) -> Store:
-    from daemon.store import Store
-
-    try:
-        return Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
-    except ConfigError as exc:
-        raise _fail(f"config error\n{exc}") from None
-
-
-def _operator() -> str:
-    from daemon.sync import operator
-
-    return operator()
 
 
 def _record(settings: Settings, store: Store, kind: str, customer_id: str, **payload: Any) -> None:
@@ -83,7 +54,7 @@ def _record(settings: Settings, store: Store, kind: str, customer_id: str, **pay
 def _run_id(store: Store, prefix: str) -> str:
     matches = [r.id for r in store.list_runs(limit=100_000) if r.id.startswith(prefix)]
     if len(matches) != 1:
-        raise _fail(f"no single run matches {prefix!r}")
+        raise fail(f"no single run matches {prefix!r}")
     return matches[0]
 
 
@@ -106,9 +77,9 @@ def log_command(
     try:
         start, min_level = parse_since(since), parse_level(level)
     except ValueError as exc:
-        raise _fail(f"pdsync log: {exc}") from None
-    settings = _load(config)
-    store = _open_store(settings)
+        raise fail(f"pdsync log: {exc}") from None
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
         query = eventlog.LogQuery(
             store=store,
@@ -144,13 +115,13 @@ def tokens_create(
     from daemon.store import Role, TokenNameTaken
 
     if role not in {r.value for r in Role}:
-        raise _fail("--role is admin, operator or auditor")
-    settings = _load(config)
-    store = _open_store(settings)
+        raise fail("--role is admin, operator or auditor")
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
-        token = store.create_token(name, role, created_by=_operator())
+        token = store.create_token(name, role, created_by=operator())
     except (TokenNameTaken, ValueError) as exc:
-        raise _fail(f"tokens create: {exc}") from None
+        raise fail(f"tokens create: {exc}") from None
     finally:
         store.close()
     err.print(f"token {name} ({role}) made; it is shown once, here:", highlight=False)
@@ -163,8 +134,8 @@ def tokens_list(
     all_tokens: Annotated[bool, typer.Option("--all", help="Revoked ones too.")] = True,
 ) -> None:
     """Tokens: name, role, created, last used, revoked (never the token itself)."""
-    settings = _load(config)
-    store = _open_store(settings)
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
         rows = store.list_tokens(include_revoked=all_tokens)
     finally:
@@ -192,14 +163,14 @@ def tokens_list(
 @tokens_app.command("revoke")
 def tokens_revoke(name: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Revoke the active token of this name: its next request gets 401."""
-    settings = _load(config)
-    store = _open_store(settings)
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
-        revoked = store.revoke_token(name, by=_operator())
+        revoked = store.revoke_token(name, by=operator())
     finally:
         store.close()
     if not revoked:
-        raise _fail(f"no active token named {name!r}")
+        raise fail(f"no active token named {name!r}")
     out.print(f"token {name} revoked")
 
 
@@ -213,18 +184,18 @@ def disputes_resolve(
 ) -> None:
     """Decide a dispute: which system's value stands (the next sync carries it into every
     other system), and who decided."""
-    settings = _load(config)
-    store = _open_store(settings)
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
         found = [d for d in store.list_disputes(open_only=False) if d.id == dispute_id]
         if not found:
-            raise _fail(f"no dispute {dispute_id}")
+            raise fail(f"no dispute {dispute_id}")
         dispute = found[0]
         if winner not in dispute.fingerprints:
-            raise _fail(f"--winner is one of {', '.join(sorted(dispute.fingerprints))}")
-        by = _operator()
+            raise fail(f"--winner is one of {', '.join(sorted(dispute.fingerprints))}")
+        by = operator()
         if not store.resolve_dispute(dispute_id, winner=winner, by=by):
-            raise _fail(f"dispute {dispute_id} was already resolved")
+            raise fail(f"dispute {dispute_id} was already resolved")
         _record(
             settings,
             store,
@@ -250,18 +221,18 @@ def tasks_done(
     from daemon.store import NotFound
 
     if note and (logs.EMAIL.search(note) or logs.PHONE.search(note)):
-        raise _fail("--note must not hold e-mail addresses or phone numbers")
-    settings = _load(config)
-    store = _open_store(settings)
+        raise fail("--note must not hold e-mail addresses or phone numbers")
+    settings = load_settings(config)
+    store = open_store(settings)
     try:
         tasks = [t for t in store.list_tasks(open_only=False) if t.id == task_id]
-        by = _operator()
+        by = operator()
         try:
             closed = store.close_task(task_id, f"{note} (by {by})" if note else f"by {by}")
         except NotFound:
-            raise _fail(f"no manual task {task_id}") from None
+            raise fail(f"no manual task {task_id}") from None
         if not closed:
-            raise _fail(f"task {task_id} was already done")
+            raise fail(f"task {task_id} was already done")
         task = tasks[0]
         _record(
             settings,

@@ -12,50 +12,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from daemon import config as config_module
-from daemon import logs
-from daemon.config import CONFIG_ENV, ConfigError, Settings
+from daemon.cli_common import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    fail,
+    load_settings,
+    open_store,
+    out,
+)
+from daemon.config import ConfigError
 
 if TYPE_CHECKING:
-    from daemon.store import Store
+    pass
 
-out = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", envvar=CONFIG_ENV, help="The TOML config file.")
-]
-DEFAULT_CONFIG = Path("pdsync.toml")
 
 zisson_app = typer.Typer(
     help="Zisson: `set-token` provisions a new refresh token for the JSON API.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(message, highlight=False, markup=False)
-    return typer.Exit(code)
-
-
-def _load(path: Path) -> Settings:
-    try:
-        settings = config_module.load(path)
-    except ConfigError as exc:
-        raise _fail(f"config error\n{exc}") from None
-    logs.configure(format=settings.log.format, level=settings.log.level)
-    return settings
-
-
-def _open_store(settings: Settings) -> Store:
-    from daemon.store import Store
-
-    try:
-        return Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
-    except ConfigError as exc:
-        raise _fail(f"config error\n{exc}") from None
 
 
 def _read_token(file: Path | None) -> str:
@@ -65,7 +40,7 @@ def _read_token(file: Path | None) -> str:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise _fail(f"zisson set-token: cannot read {file} ({reason})") from None
+            raise fail(f"zisson set-token: cannot read {file} ({reason})") from None
     elif sys.stdin.isatty():
         text = typer.prompt("Refresh token", hide_input=True, err=True)
     else:
@@ -73,9 +48,9 @@ def _read_token(file: Path | None) -> str:
     token = text.strip()
     # Never echoed, not even in part: it is the credential itself.
     if not token:
-        raise _fail("zisson set-token: the token is empty")
+        raise fail("zisson set-token: the token is empty")
     if any(c.isspace() or not c.isprintable() for c in token):
-        raise _fail("zisson set-token: the token must be one word on one line")
+        raise fail("zisson set-token: the token must be one word on one line")
     return token
 
 
@@ -102,31 +77,31 @@ def zisson_set_token(
     from daemon.store import StoreError
     from daemon.sync import operator
 
-    settings = _load(config)
+    settings = load_settings(config)
     try:
         binding = settings.customer(customer).zisson
     except ConfigError as exc:
-        raise _fail(f"zisson set-token: {exc}") from None
+        raise fail(f"zisson set-token: {exc}") from None
     if binding is None:
-        raise _fail(f"zisson set-token: customer {customer!r} has no [customers.zisson] binding")
+        raise fail(f"zisson set-token: customer {customer!r} has no [customers.zisson] binding")
     if binding.api != "json":
-        raise _fail(
+        raise fail(
             f"zisson set-token: customer {customer!r} reads Zisson through the {binding.api} "
             "API, which has no refresh token (its password is a secret reference in the config)"
         )
     token = _read_token(file)
     account = token_account(binding)
     by = operator()
-    store = _open_store(settings)
+    store = open_store(settings)
     try:
         try:
             ledger = open_ledger(settings, store)
         except ConfigError as exc:
-            raise _fail(f"config error\n{exc}") from None
+            raise fail(f"config error\n{exc}") from None
         try:
             version = store.set_connector_secret(account.system, account.key, token)
         except StoreError as exc:
-            raise _fail(f"zisson set-token: nothing stored: {exc}", code=1) from None
+            raise fail(f"zisson set-token: nothing stored: {exc}", code=1) from None
         if ledger is not None:
             try:
                 ledger.record(
@@ -138,7 +113,7 @@ def zisson_set_token(
                     by=by,
                 )
             except StoreError as exc:
-                raise _fail(
+                raise fail(
                     f"zisson set-token: the token is stored (version {version}), but the "
                     f"ledger entry was not written: {exc}",
                     code=1,

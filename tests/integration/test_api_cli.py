@@ -8,16 +8,13 @@ app that `pdsync` is once daemon/cli.py calls cli_ops.register).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from connectors.secrets import SecretRef
@@ -121,17 +118,7 @@ def test_log_follows_new_events(world: ApiWorld, config: Path) -> None:
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    """The commands configure logging onto the runner's streams, which close after each
-    call: put back what was there, for the tests that run later."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("cli_logging_restored")
 
 
 def invoke(config: Path, *args: str) -> tuple[int, str]:

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud import firestore
@@ -197,14 +198,21 @@ async def test_a_phone_changed_in_zisson_is_disputed_when_the_policy_says_so(
         ] == ["99887766"]
 
 
-async def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost(
-    world: SyncWorld,
-) -> None:
+async def titles_edited_on_both_sides(world: SyncWorld) -> tuple[ContactRecord, dict[str, Any]]:
+    """A synced person whose title is then set to "Leder A" on the card and "Leder B"
+    in Zisson: the stored card record and the Zisson user."""
     [stored] = await world.put_card([person(0)])
     await world.settle()
     user = zisson_by_email(world)["person0@fjord.no"]
     world.contacts_ref().document(stored.external_id).update({"title": "Leder A"})
     world.zisson.sim.patch_user(world.zisson.guid, user["id"], {"title": "Leder B"})
+    return stored, user
+
+
+async def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost(
+    world: SyncWorld,
+) -> None:
+    stored, user = await titles_edited_on_both_sides(world)
     for _ in range(3):
         await world.sync()
     disputes = world.store.list_disputes(customer_id="kunde-01")
@@ -220,11 +228,7 @@ async def test_edits_on_both_sides_become_one_dispute_and_neither_value_is_lost(
 async def test_a_resolved_dispute_puts_the_winners_value_in_every_system(
     world: SyncWorld,
 ) -> None:
-    [stored] = await world.put_card([person(0)])
-    await world.settle()
-    user = zisson_by_email(world)["person0@fjord.no"]
-    world.contacts_ref().document(stored.external_id).update({"title": "Leder A"})
-    world.zisson.sim.patch_user(world.zisson.guid, user["id"], {"title": "Leder B"})
+    stored, _ = await titles_edited_on_both_sides(world)
     await world.sync()
     [dispute] = world.store.list_disputes(customer_id="kunde-01")
     assert world.store.resolve_dispute(dispute.id, winner="zisson", by="kari")

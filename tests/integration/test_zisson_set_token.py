@@ -3,13 +3,11 @@ PostgreSQL, and the next exchange spends it."""
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from connectors.base import AuthError
@@ -26,17 +24,7 @@ from tests.integration.test_zisson_token_store import GUID, Account, account_on
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    """The command configures logging onto the runner's streams, which close after each
-    call: put back what was there, for the tests that run later."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("cli_logging_restored")
 
 
 @pytest.fixture
