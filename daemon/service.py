@@ -4,7 +4,8 @@ The leader (a PostgreSQL advisory lock; on SQLite the only instance) turns sched
 into work items: a sync or retention run per customer, moving erasures on, ledger
 checkpoints, deadline checks. Every instance claims work items with a lease and carries
 them out, so a dead instance's work is taken over when its lease runs out, and a
-duplicate trigger does nothing (one item of a kind per customer at a time).
+duplicate trigger does nothing (one item of a kind per customer at a time). The admin
+API's "sync now" queues work items too (QueuedSync).
 """
 
 from __future__ import annotations
@@ -20,20 +21,58 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from daemon.api.server import start_api
-from daemon.config import ConfigError, Settings
+from daemon.config import ConfigError, CustomerConfig, Settings
 from daemon.erasure import ErasureService
 from daemon.proof import certifier_for, open_ledger
 from daemon.retention import RetentionService
 from daemon.scheduler import Schedule
 from daemon.store import Store
 from daemon.store.rows import WorkItem
-from daemon.store.work import InstanceLocked, Leadership, SingleInstanceLock
+from daemon.store.work import ACTIVE, InstanceLocked, Leadership, SingleInstanceLock
 from daemon.sync import SyncService
 from daemon.wiring import erasers_for, open_connectors
 
 log = structlog.get_logger("pdsync.daemon")
 
 DRAIN_SECONDS = 120
+# How often "sync now" looks whether its work item is done.
+QUEUE_POLL_SECONDS = 0.25
+
+Handler = Callable[[WorkItem], Awaitable[object]]
+
+
+class QueuedSync:
+    """The admin API's "sync now" on a daemon: a work item like the schedule's.
+
+    Whichever instance claims it runs it, so it never overlaps a sync of the same
+    customer on another instance, and the run carries the caller's trigger. When a sync
+    of the customer is queued or running already, it may have read the systems before
+    the request: it is waited for, and then this one is queued, so the caller always
+    gets a run of its own that started after it asked.
+    """
+
+    def __init__(self, store: Store, *, poll_seconds: float = QUEUE_POLL_SECONDS) -> None:
+        self.store = store
+        self.poll_seconds = poll_seconds
+
+    async def sync(self, customer_config: CustomerConfig, *, trigger: str) -> WorkItem | None:
+        """Queue a sync of the customer and wait until it is done; the finished item."""
+        while True:
+            item_id = await asyncio.to_thread(
+                self.store.enqueue_work, "sync", customer_config.id, trigger=trigger
+            )
+            if item_id is not None:
+                return await self._finished(item_id)
+            active = await asyncio.to_thread(self.store.active_work, "sync", customer_config.id)
+            if active is not None:
+                await self._finished(active.id)
+
+    async def _finished(self, item_id: int) -> WorkItem | None:
+        while True:
+            item = await asyncio.to_thread(self.store.work_item, item_id)
+            if item is None or item.state not in ACTIVE:
+                return item
+            await asyncio.sleep(self.poll_seconds)
 
 
 async def _check_deadlines(store: Store) -> None:
@@ -135,19 +174,24 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         retention = RetentionService(store, connectors, ledger=ledger)
         customers = {c.id: c for c in settings.customers}
         await start_api(
-            settings, store, stack, sync_service=sync, erasure_service=erasures, ledger=ledger
+            settings,
+            store,
+            stack,
+            sync_service=QueuedSync(store),
+            erasure_service=erasures,
+            ledger=ledger,
         )
 
         async def checkpoint() -> None:
             if ledger is not None:
                 await asyncio.to_thread(ledger.checkpoint)
 
-        handlers: Mapping[str, Callable[[str], Awaitable[object]]] = {
-            "sync": lambda key: sync.sync(customers[key], trigger="schedule"),
-            "retention": lambda key: retention.run(customers[key], trigger="schedule"),
-            "erasures": lambda key: erasures.advance_all(),
-            "deadlines": lambda key: _check_deadlines(store),
-            "checkpoint": lambda key: checkpoint(),
+        handlers: Mapping[str, Handler] = {
+            "sync": lambda item: sync.sync(customers[item.key], trigger=item.trigger or "schedule"),
+            "retention": lambda item: retention.run(customers[item.key], trigger="schedule"),
+            "erasures": lambda item: erasures.advance_all(),
+            "deadlines": lambda item: _check_deadlines(store),
+            "checkpoint": lambda item: checkpoint(),
         }
         leadership = Leadership(store._engine, store.dialect)
         stack.callback(leadership.release)
@@ -219,7 +263,7 @@ async def _lead(
 
 async def _work(
     store: Store,
-    handlers: Mapping[str, Callable[[str], Awaitable[object]]],
+    handlers: Mapping[str, Handler],
     stop: asyncio.Event,
     customers: Mapping[str, object],
     lease: timedelta,
@@ -241,7 +285,7 @@ async def _work(
 async def _carry_out(
     store: Store,
     item: WorkItem,
-    handlers: Mapping[str, Callable[[str], Awaitable[object]]],
+    handlers: Mapping[str, Handler],
     customers: Mapping[str, object],
     lease: timedelta,
 ) -> None:
@@ -261,7 +305,7 @@ async def _carry_out(
     renewer = asyncio.create_task(keep_lease())
     state, error = "done", None
     try:
-        await handlers[item.kind](item.key)
+        await handlers[item.kind](item)
     except Exception as exc:
         state, error = "failed", type(exc).__name__
         log.exception("work_failed", item=item.id, kind=item.kind)

@@ -265,6 +265,11 @@ def _finished(ctx: ApiContext) -> Any:
     responses={200: {"model": SyncOut}, 422: {"model": Problem}, 503: {"model": Problem}},
 )
 async def sync_now(ctx: Ctx, who: Who, response: Response, body: SyncIn | None = None) -> SyncOut:
+    """On a daemon each customer's sync is queued as a work item, carried out by whichever
+    instance claims it, never beside another sync of the same customer; one already
+    running is waited for first, so the run starts after this request. The runs carry
+    the returned `trigger`. 202 with the runs started within two seconds (the others
+    `queued`), or with `wait` 200 once every run has ended."""
     request = body or SyncIn()
     service = ctx.sync_service
     if service is None:

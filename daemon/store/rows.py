@@ -223,6 +223,8 @@ class WorkItem:
     lease_until: datetime | None
     enqueued_at: datetime
     finished_at: datetime | None
+    trigger: str | None = None  # None: the leader's schedule; else who asked
+    error: str | None = None  # why it failed (an exception's type name)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

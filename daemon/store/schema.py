@@ -447,6 +447,9 @@ work_items = sa.Table(
     sa.Column("enqueued_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # What asked for it: None for the leader's schedules, "api:<token name>:<nonce>" for
+    # POST /api/v1/sync (the run it starts carries the same trigger).
+    sa.Column("trigger", sa.String(200), nullable=True),
     sa.Index(
         "uq_work_items_active",
         "kind",

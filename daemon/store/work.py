@@ -37,12 +37,18 @@ def _item(row: sa.Row[Any]) -> WorkItem:
         lease_until=row.lease_until,
         enqueued_at=row.enqueued_at,
         finished_at=row.finished_at,
+        trigger=row.trigger,
+        error=row.error,
     )
 
 
 class WorkMixin(StoreBase):
-    def enqueue_work(self, kind: str, key: str) -> bool:
-        """Queue `kind` for `key` unless one is already queued or running; True if queued."""
+    def enqueue_work(self, kind: str, key: str, *, trigger: str | None = None) -> int | None:
+        """Queue `kind` for `key` unless one is already queued or running.
+
+        Returns the new item's id, or None when one was queued or running already.
+        `trigger` says who asked (None: the leader's schedule).
+        """
         with self._write() as conn:
             active = conn.scalar(
                 sa.select(work_items.c.id).where(
@@ -52,21 +58,42 @@ class WorkMixin(StoreBase):
                 )
             )
             if active is not None:
-                return False
+                return None
             try:
                 with conn.begin_nested():
-                    conn.execute(
-                        sa.insert(work_items).values(
+                    item_id = conn.scalar(
+                        sa.insert(work_items)
+                        .values(
                             kind=kind,
                             key=key,
                             state="queued",
                             attempts=0,
                             enqueued_at=utcnow(),
+                            trigger=trigger,
                         )
+                        .returning(work_items.c.id)
                     )
             except sa.exc.IntegrityError:
-                return False  # another instance queued it a moment ago
-        return True
+                return None  # another instance queued it a moment ago
+        assert item_id is not None
+        return int(item_id)
+
+    def work_item(self, item_id: int) -> WorkItem | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(work_items).where(work_items.c.id == item_id)).first()
+        return None if row is None else _item(row)
+
+    def active_work(self, kind: str, key: str) -> WorkItem | None:
+        """The item of `kind` for `key` that is queued or running, if there is one."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(work_items).where(
+                    work_items.c.kind == kind,
+                    work_items.c.key == key,
+                    work_items.c.state.in_(ACTIVE),
+                )
+            ).first()
+        return None if row is None else _item(row)
 
     def claim_work(
         self, *, lease: timedelta, kinds: tuple[str, ...] | None = None

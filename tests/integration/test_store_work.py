@@ -16,14 +16,25 @@ LEASE = timedelta(seconds=30)
 
 
 def test_a_duplicate_trigger_does_nothing_while_one_is_queued_or_running(store: Store) -> None:
-    assert store.enqueue_work("sync", "kunde-01") is True
-    assert store.enqueue_work("sync", "kunde-01") is False
-    assert store.enqueue_work("sync", "kunde-02") is True
+    first = store.enqueue_work("sync", "kunde-01")
+    assert first is not None
+    assert store.enqueue_work("sync", "kunde-01") is None
+    assert store.enqueue_work("sync", "kunde-02") is not None
     item = store.claim_work(lease=LEASE)
     assert item is not None and item.key == "kunde-01" and item.state == "running"
-    assert store.enqueue_work("sync", "kunde-01") is False  # still running
-    assert store.finish_work(item.id)
-    assert store.enqueue_work("sync", "kunde-01") is True  # done: a new one may queue
+    assert item.id == first and item.trigger is None
+    assert store.enqueue_work("sync", "kunde-01") is None  # still running
+    active = store.active_work("sync", "kunde-01")
+    assert active is not None and active.id == first
+    assert store.finish_work(item.id, state="failed", error="TimeoutError")
+    done = store.work_item(first)
+    assert done is not None and (done.state, done.error) == ("failed", "TimeoutError")
+    assert store.active_work("sync", "kunde-01") is None
+    again = store.enqueue_work("sync", "kunde-01", trigger="api:olga:1a2b")  # a new one queues
+    assert again is not None
+    queued = store.work_item(again)
+    assert queued is not None and (queued.state, queued.trigger) == ("queued", "api:olga:1a2b")
+    assert store.work_item(10_000) is None
 
 
 def test_an_item_is_claimed_by_one_instance_and_taken_over_when_its_lease_runs_out(
