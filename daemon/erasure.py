@@ -30,6 +30,7 @@ from daemon.config import Settings
 from daemon.domain import Customer, ItemRef, Operation, OpKind, OpStatus, Residual, Subject
 from daemon.store import Store
 from daemon.store.rows import ErasureRow, ErasureState
+from daemon.token_vault import own_token_accounts
 
 log = structlog.get_logger("pdsync.erasure")
 
@@ -489,6 +490,11 @@ class ErasureService:
     async def _complete(self, row: ErasureRow, customer: Customer, outcome: dict[str, Any]) -> None:
         if row.scope == "customer":
             purged = self.store.purge_customer(row.customer_id)  # crypto-shreds the key too
+            # Credentials to the customer's own accounts go with it (Zisson's token).
+            purged["connector_secrets"] = sum(
+                self.store.forget_connector_secret(system, account)
+                for system, account in own_token_accounts(self.settings, row.customer_id)
+            )
             outcome["pdsync"] = {
                 "outcome": "executed",
                 "counts": {k: v for k, v in purged.items() if v},

@@ -22,6 +22,8 @@ import structlog
 
 from connectors.base import AuthError, ConnectorError, FatalError, RetriableError
 from connectors.vault import TokenAccount
+from connectors.zisson.auth import token_account
+from daemon.config import CustomerConfig, Settings
 from daemon.store import Store, StoreError, StoreUnavailable
 from daemon.store.secrets import LOCK_WAIT, SecretSlot
 
@@ -156,3 +158,21 @@ def _translated(account: TokenAccount, exc: Exception) -> ConnectorError:
     if isinstance(exc, StoreUnavailable):
         return RetriableError(message, system=account.system)
     return FatalError(message, system=account.system)
+
+
+def own_token_accounts(settings: Settings, customer_id: str) -> list[tuple[str, str]]:
+    """(system, account) of the stored tokens only this customer's bindings use: what a
+    whole-customer erasure forgets (an account another configured customer shares stays)."""
+
+    def accounts(customer: CustomerConfig) -> set[tuple[str, str]]:
+        binding = customer.zisson
+        if binding is None or binding.api != "json":
+            return set()
+        account = token_account(binding)
+        return {(account.system, account.key)}
+
+    others: set[tuple[str, str]] = set()
+    for customer in settings.customers:
+        if customer.id != customer_id:
+            others |= accounts(customer)
+    return sorted(accounts(settings.customer(customer_id)) - others)

@@ -116,6 +116,20 @@ class SecretsMixin(StoreBase):
             slot.stage(value)
         return slot.version + 1
 
+    def forget_connector_secret(self, system: str, account: str) -> int:
+        """Delete the account's secret (the end of a customer); returns rows deleted.
+
+        Waits for an exchange of the account in progress, so it cannot write the rotated
+        token back afterwards.
+        """
+        with self.secret_exchange(system, account), self._write() as conn:
+            return conn.execute(
+                sa.delete(connector_secrets).where(
+                    connector_secrets.c.system == system,
+                    connector_secrets.c.account == account,
+                )
+            ).rowcount
+
     @contextlib.contextmanager
     def secret_exchange(
         self, system: str, account: str, *, wait: timedelta = LOCK_WAIT

@@ -144,6 +144,9 @@ async def test_erasing_a_customer_leaves_nothing_in_any_system_or_the_store(
     with pytest.raises(KeyDestroyed):
         world.store.customer_key(CUSTOMER)
     assert row.outcome["pdsync"]["outcome"] == "executed"
+    # Its Zisson account's refresh token is forgotten with it.
+    assert row.outcome["pdsync"]["counts"]["connector_secrets"] == 1
+    assert world.store.connector_secret("zisson", world.zisson.binding.account) is None
     assert (
         verify_certificate(
             row.certificate.encode(), trusted_key_id=next(iter(world.ledger.verifiers))
