@@ -275,6 +275,7 @@ class HttpConnectorBase(RetryingConnectorBase):
             headers=dict(headers or {}),
         )
         self.requests = 0  # requests sent, for metrics and the no-change benchmark
+        self.throttled = 0  # answers of HTTP 429, for metrics
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -298,6 +299,8 @@ class HttpConnectorBase(RetryingConnectorBase):
             raise FatalError(
                 f"{self.system}: {what} failed ({type(exc).__name__})", system=self.system
             ) from exc
+        if response.status_code == 429:
+            self.throttled += 1
         raise_for_status(self.system, what, response)
         return response
 

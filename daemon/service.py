@@ -180,6 +180,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
             sync_service=QueuedSync(store),
             erasure_service=erasures,
             ledger=ledger,
+            connectors=connectors,
         )
 
         async def checkpoint() -> None:

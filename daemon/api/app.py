@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,7 @@ def create_app(
     erasure_service: ErasureService | None = None,
     ledger: Ledger | None = None,
     config: ApiConfig | None = None,
+    connectors: Mapping[str, object] | None = None,
 ) -> FastAPI:
     """The app serving /api/v1, /healthz, /readyz, /metrics, /dashboard and /docs.
 
@@ -105,6 +107,7 @@ def create_app(
         sync_service=sync_service,
         erasure_service=erasure_service,
         ledger=ledger,
+        connectors=dict(connectors or {}),
     )
     app = FastAPI(
         title="pdsync admin API",

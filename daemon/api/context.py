@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -41,6 +42,8 @@ class ApiContext:
     sync_service: SyncRunner | None = None
     erasure_service: ErasureService | None = None
     ledger: Ledger | None = None
+    # The daemon's connectors, for their request, retry and 429 counters in /metrics.
+    connectors: Mapping[str, object] = field(default_factory=dict)
     # Syncs started by POST /api/v1/sync: referenced until done (asyncio keeps only weak refs).
     background: set[asyncio.Task[object]] = field(default_factory=set)
 

@@ -184,7 +184,6 @@ class StoreCollector(Collector):
         yield tokens
 
     def _connectors(self) -> Iterator[Metric]:
-        connectors = getattr(self.ctx.sync_service, "connectors", None) or {}
         retries = CounterMetricFamily(
             "pdsync_connector_retries",
             "Calls retried (429, 5xx, timeouts) since start",
@@ -193,12 +192,21 @@ class StoreCollector(Collector):
         requests = CounterMetricFamily(
             "pdsync_connector_requests", "Requests sent since start", labels=["connector"]
         )
-        for system, connector in sorted(connectors.items()):
-            if isinstance(getattr(connector, "retries", None), int):
-                retries.add_metric([system], connector.retries)
-            if isinstance(getattr(connector, "requests", None), int):
-                requests.add_metric([system], connector.requests)
-        yield from (retries, requests)
+        throttled = CounterMetricFamily(
+            "pdsync_connector_throttled",
+            "Answers of HTTP 429 (Graph: $batch items too) since start",
+            labels=["connector"],
+        )
+        for system, connector in sorted(self.ctx.connectors.items()):
+            for family, name in (
+                (retries, "retries"),
+                (requests, "requests"),
+                (throttled, "throttled"),
+            ):
+                value = getattr(connector, name, None)
+                if isinstance(value, int):
+                    family.add_metric([system], value)
+        yield from (retries, requests, throttled)
 
 
 def registry_for(ctx: ApiContext) -> CollectorRegistry:

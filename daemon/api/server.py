@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -112,6 +112,7 @@ async def start_api(
     erasure_service: ErasureService | None = None,
     ledger: Ledger | None = None,
     config: ApiConfig | None = None,
+    connectors: Mapping[str, object] | None = None,
 ) -> ApiServer | None:
     """Start the API when `[api] listen` is set (None otherwise); stopped by `stack`.
 
@@ -128,6 +129,7 @@ async def start_api(
         erasure_service=erasure_service,
         ledger=ledger,
         config=config,
+        connectors=connectors,
     )
     try:
         server = ApiServer(app, config.host, config.port)

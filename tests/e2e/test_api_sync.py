@@ -105,6 +105,10 @@ def test_sync_now_is_queued_and_never_overlaps(store_url: str, tmp_path: Path) -
                 if (w.trigger or "").startswith("api:")
             ]
             assert len(api_items) == 5 and {w.state for w in api_items} == {"done"}
+            # The daemon's own connectors are counted in /metrics.
+            metrics = api.get("/metrics").text
+            for system in ("firestore", "zisson", "outlook"):
+                assert f'pdsync_connector_requests_total{{connector="{system}"}}' in metrics
         finally:
             api.close()
             codes = list(daemons.stop().values())

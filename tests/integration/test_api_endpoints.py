@@ -14,6 +14,7 @@ from daemon.api.testing import DEMO_PERSON, ApiWorld, api_world
 from daemon.certificate import verify_certificate
 from daemon.store import Store
 from daemon.store.schema import ledger_entries
+from tests.fixtures.zisson import ZissonBound
 
 Client = httpx.AsyncClient
 
@@ -329,6 +330,22 @@ async def test_readiness_tells_a_failing_connector(world: ApiWorld, client: Clie
     down = await client.get("/readyz")
     assert down.status_code == 503 and down.json()["store"] == "unavailable"
     assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_metrics_count_each_connectors_requests_retries_and_429s(
+    world: ApiWorld, zisson_json: ZissonBound
+) -> None:
+    zisson_json.sim.fail_next(2, status=429, retry_after=0.01)
+    zisson_json.sim.fail_next(1, status=503, retry_after=0.01)
+    await zisson_json.connector.read(zisson_json.customer)
+    app = create_app(world.settings, world.store, connectors={"zisson": zisson_json.connector})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        text = (await c.get("/metrics")).text
+    requests = zisson_json.connector.requests
+    assert requests >= 4  # the three refused, and the one answered (plus the token)
+    assert f'pdsync_connector_requests_total{{connector="zisson"}} {requests}.0' in text
+    assert 'pdsync_connector_retries_total{connector="zisson"} 3.0' in text
+    assert 'pdsync_connector_throttled_total{connector="zisson"} 2.0' in text
 
 
 async def test_metrics_come_from_the_store(world: ApiWorld, client: Client) -> None:
