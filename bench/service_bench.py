@@ -534,7 +534,8 @@ def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> Non
         f" {1e6 * result.beat_cpu:.0f} us = {100 * polling:.2f} % of one core for the store"
         f" calls alone (timed warm in this process; without the thread hand-offs), or"
         f" {100 * (100 * polling) / max(idle.share, 1e-9):.0f} % of the idle figure;"
-        f" {86400 * (workers + 1 / poll):,.0f} write transactions a day"
+        f" {86400 * workers:,.0f} claims a day (read-only unless something is claimable)"
+        f" and {86400 / poll:,.0f} heartbeat writes"
     )
 
     load = result.load

@@ -108,6 +108,12 @@ class WorkMixin(StoreBase):
         if kinds:
             query = query.where(work_items.c.kind.in_(kinds))
         query = query.order_by(work_items.c.id).limit(1)
+        # Idle workers ask every second: a read answers "nothing" without queueing for
+        # SQLite's write lock behind another writer; only a candidate opens the write
+        # transaction (which looks again: another instance may have taken it).
+        with self._read() as conn:
+            if conn.scalar(query) is None:
+                return None
         if self._dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
         with self._write() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -93,3 +94,20 @@ def test_sqlite_refuses_a_second_daemon_on_the_same_file(tmp_path: Path) -> None
     again = SingleInstanceLock(database)
     again.acquire()
     again.release()
+
+
+def test_an_idle_claim_does_not_wait_for_another_writer(tmp_path: Path) -> None:
+    """Idle workers ask every second: with nothing queued, a claim must not queue up for
+    SQLite's write lock behind another process's long write (a CLI purge, a migration)."""
+    path = tmp_path / "store.db"
+    store = Store.open(f"sqlite:///{path}", master_key=bytes(32))
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock
+        assert store.claim_work(lease=LEASE) is None  # answered, not stuck or failed
+        writer.execute("ROLLBACK")
+        store.enqueue_work("sync", "kunde-01")
+        assert store.claim_work(lease=LEASE) is not None
+    finally:
+        writer.close()
+        store.close()
