@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -26,7 +27,7 @@ from daemon.cli_common import (
     operator,
     out,
 )
-from daemon.config import Settings
+from daemon.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -256,11 +257,62 @@ def _group(app: typer.Typer, name: str) -> typer.Typer:
     raise LookupError(f"the CLI has no `{name}` command group to extend")
 
 
+# -- pdsync report ------------------------------------------------------------------------
+
+
+def report_command(
+    customer: Annotated[str, typer.Argument(help="The customer id.")],
+    language: Annotated[
+        str, typer.Option("--lang", help="en or no (the text; JSON keys stay English).")
+    ] = "en",
+    as_json: Annotated[bool, typer.Option("--json", help="Canonical JSON instead.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """How the customer's personal data is processed: per system and subprocessor, the
+    categories, how many contacts, since when, the rules that delete them, what each
+    system keeps after a deletion, and the last 30 days of syncs, retention runs and
+    erasures. Counts and rules only: it names no person."""
+    import asyncio
+    from contextlib import AsyncExitStack
+
+    from daemon.report import build_report, render_text
+    from daemon.wiring import erasers_for, open_connectors
+
+    if language not in ("en", "no"):
+        raise fail("--lang is en or no")
+    settings = load_settings(config)
+    try:
+        settings.customer(customer)
+    except ConfigError as exc:
+        raise fail(f"report: {exc}") from None
+    store = open_store(settings)
+
+    async def residuals() -> dict[str, Any]:
+        async with AsyncExitStack() as stack:
+            connectors = await open_connectors(settings, stack, store=store)
+            return {s: e.residuals() for s, e in erasers_for(connectors).items()}
+
+    try:
+        report = build_report(settings, store, customer, residuals=asyncio.run(residuals()))
+    finally:
+        store.close()
+    text = report.to_json() if as_json else render_text(report, language)  # type: ignore[arg-type]
+    if output is None:
+        out.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+    else:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"report written to {output}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ops commands to the `pdsync` app (idempotent)."""
     if any(group.name == "tokens" for group in app.registered_groups):
         return
     app.command("log")(log_command)
+    app.command("report")(report_command)
     app.add_typer(tokens_app, name="tokens")
     _group(app, "disputes").command("resolve")(disputes_resolve)
     _group(app, "tasks").command("done")(tasks_done)

@@ -147,6 +147,46 @@ class RetentionConfig(_Model):
     interval_seconds: int = Field(default=6 * 3600, ge=10)
 
 
+class SubprocessorConfig(_Model):
+    """A subprocessor as the register (and every processing report) names it."""
+
+    name: str = Field(min_length=1)
+    service: str = Field(min_length=1)  # what it is used for
+    categories: list[str] = Field(min_length=1)  # the personal data it holds
+    location: str = ""  # where the data is processed, as the contract says
+
+
+# The register as the data processing statement has it today (O8); `[subprocessors.X]`
+# replaces a system's entry.
+DEFAULT_SUBPROCESSORS: dict[str, SubprocessorConfig] = {
+    "zisson": SubprocessorConfig(
+        name="Zisson AS",
+        service="Telephony system: the switchboard's directory",
+        categories=["names of the customer's departments and employees", "phone numbers"],
+    ),
+    "firestore": SubprocessorConfig(
+        name="Google Cloud (Firestore)",
+        service="The customer card",
+        categories=[
+            "the customer's instructions",
+            "names",
+            "job titles",
+            "phone numbers",
+            "e-mail addresses",
+        ],
+    ),
+    "outlook": SubprocessorConfig(
+        name="Microsoft (Outlook, Exchange Online)",
+        service="Sending and receiving e-mail",
+        categories=[
+            "messages and information from the customer",
+            "messages sent to the customer on behalf of callers",
+            "contacts (names, job titles, phone numbers, e-mail addresses)",
+        ],
+    ),
+}
+
+
 class LedgerConfig(_Model):
     # Ed25519 private key (PEM) that signs ledger checkpoints and deletion certificates.
     signing_key: SecretRef | None = None
@@ -188,10 +228,21 @@ class Settings(BaseSettings):
     ledger: LedgerConfig = LedgerConfig()
     systems: SystemsConfig = SystemsConfig()
     customers: list[CustomerConfig] = Field(default_factory=list)
+    # The register of subprocessors, per system; DEFAULT_SUBPROCESSORS where not given.
+    subprocessors: dict[str, SubprocessorConfig] = Field(default_factory=dict)
+
+    def subprocessor(self, system: str) -> SubprocessorConfig:
+        return self.subprocessors.get(system) or DEFAULT_SUBPROCESSORS[system]
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         configured = {s for s in SYSTEMS if getattr(self.systems, s) is not None}
+        for system in self.subprocessors:
+            if system not in SYSTEMS:
+                raise ValueError(
+                    f"subprocessors.{system}: not a system pdsync knows"
+                    f" ({', '.join(sorted(SYSTEMS))})"
+                )
         if self.sync.authority not in configured:
             raise ValueError(
                 f"sync.authority is {self.sync.authority!r} but [systems.{self.sync.authority}]"

@@ -38,6 +38,7 @@ ACCESS: Final[Mapping[Endpoint, Allowed]] = {
     METRICS:                                             READERS,
     # reading what happened (auditors)
     ("GET",  "/api/v1/customers"):                       READERS,
+    ("GET",  "/api/v1/customers/{customer_id}/report"):  READERS,
     ("GET",  "/api/v1/runs"):                            READERS,
     ("GET",  "/api/v1/runs/{run_id}"):                   READERS,
     ("GET",  "/api/v1/logs"):                            READERS,

@@ -34,6 +34,7 @@ from daemon.api.models import (
     TaskDoneIn,
     TaskOut,
 )
+from daemon.report import build_report
 from daemon.store import NotFound, RunRow, RunStatus, Store
 
 log = structlog.get_logger("pdsync.api")
@@ -94,6 +95,28 @@ def list_customers(ctx: Ctx) -> list[CustomerOut]:
             )
         )
     return customers
+
+
+@router.get(
+    "/customers/{customer_id}/report",
+    summary="How the customer's data is processed: systems, subprocessors, counts, rules",
+    responses=_404,
+)
+def customer_report(
+    ctx: Ctx, customer_id: Annotated[str, Path(pattern=CUSTOMER_PATTERN)]
+) -> dict[str, Any]:
+    """The processing report (daemon/report.py): per system its subprocessor, the
+    categories of personal data, how many contacts pdsync keeps in step, the rules that
+    delete them and what the system keeps after a deletion; since when; and the last
+    30 days of syncs, retention runs and erasures. Counts and rules only, no persons."""
+    if customer_id not in {c.id for c in ctx.settings.customers}:
+        raise ApiError(404, "not_found", "no such customer is configured")
+    residuals: dict[str, Any] = {}
+    for system, connector in ctx.connectors.items():
+        listed = getattr(connector, "residuals", None)
+        if callable(listed):
+            residuals[system] = listed()
+    return build_report(ctx.settings, ctx.store, customer_id, residuals=residuals).to_dict()
 
 
 @router.get("/runs", summary="Runs, newest first")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -130,6 +131,17 @@ class DirectoryMixin(StoreBase):
             },
             tombstones=frozenset(tombstone_fps),
         )
+
+    def first_linked_at(self, customer_id: str) -> datetime | None:
+        """When the oldest link the customer still has was made (None: no links)."""
+        with self._read() as conn:
+            found: datetime | None = conn.scalar(
+                sa.select(links.c.created_at)  # the column's type: a UTC datetime on both
+                .where(links.c.customer_id == customer_id)
+                .order_by(links.c.created_at)
+                .limit(1)
+            )
+        return found
 
     def create_link(self, customer_id: str) -> str:
         """A new, empty link for the customer; returns its id (a UUID)."""

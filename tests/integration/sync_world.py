@@ -11,6 +11,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from connectors.base import Connector
 from connectors.firestore import FirestoreConnector
 from connectors.firestore.settings import FirestoreBinding
 from connectors.secrets import SecretRef
@@ -53,12 +54,15 @@ class SyncWorld:
     signing_key_file: Path
     ledger: Ledger
 
+    @property
+    def connectors(self) -> dict[str, Connector]:
+        return {"firestore": self.firestore, "zisson": self.zisson.connector}
+
     def erasure(self) -> ErasureService:
-        connectors = {"firestore": self.firestore, "zisson": self.zisson.connector}
         return ErasureService(
             self.settings,
             self.store,
-            erasers_for(connectors),
+            erasers_for(self.connectors),
             recorder=self.ledger,
             certify=certifier_for(self.settings, self.ledger),
         )

@@ -51,6 +51,11 @@ CALLS = [
     Call("GET", "/dashboard/erasures", fixed("/dashboard/erasures")),
     Call("GET", "/dashboard/incidents", fixed("/dashboard/incidents")),
     Call("GET", "/api/v1/customers", fixed("/api/v1/customers")),
+    Call(
+        "GET",
+        "/api/v1/customers/{customer_id}/report",
+        fixed("/api/v1/customers/acme/report"),
+    ),
     Call("GET", "/api/v1/runs", fixed("/api/v1/runs?customer=acme&since=1h")),
     Call("GET", "/api/v1/runs/{run_id}", lambda w: f"/api/v1/runs/{w.demo.failed_run}"),
     Call("GET", "/api/v1/logs", fixed("/api/v1/logs?level=warning")),
