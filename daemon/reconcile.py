@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon import crypto, normalize
+from daemon import crypto, incidents, normalize
 from daemon.domain import ContactRecord, Operation, OpKind, Situation
 from daemon.policy import ForeignChange, SyncPolicy
 from daemon.state import PENDING, CustomerState, Member
@@ -292,7 +292,7 @@ class _PlanBuilder:
             # again, and say so loudly.
             self.notes.append(
                 (
-                    "incident_erased_data_reappeared",
+                    incidents.ERASED_DATA_REAPPEARED,
                     {"link": group.link_id, "systems": sorted(group.records)},
                 )
             )

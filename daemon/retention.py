@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from connectors.base import Capability, Connector, ConnectorError
-from daemon import logs
+from daemon import incidents, logs
 from daemon.config import CustomerConfig
 from daemon.erasure import Recorder
 from daemon.store import RunStatus, Store
@@ -57,6 +57,10 @@ class RetentionService:
                         system=system,
                         detail={"error": str(exc)},
                     )
+                    incident = incidents.for_error(exc)
+                    if incident is not None:
+                        self.store.add_event(run_id, incident, level="error", system=system)
+                        log.error(incident, system=system)
                     continue
                 outcome = Counter(str(s) for _, s in results)
                 summary[system] = {"expired": len(expired), "results": dict(outcome)}

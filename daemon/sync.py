@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from connectors.base import Connector, ConnectorError
-from daemon import logs
+from daemon import incidents, logs
 from daemon.config import CustomerConfig, Settings
 from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult
 from daemon.erasure import Recorder
@@ -101,6 +101,10 @@ class SyncService:
                     system=exc.system,
                     detail={"error": str(exc), "kind": type(exc).__name__},
                 )
+                incident = incidents.for_error(exc)
+                if incident is not None:
+                    self._event(report, incident, level="error", system=exc.system)
+                    log.error(incident, system=exc.system)
             except asyncio.CancelledError:
                 report.status = RunStatus.INTERRUPTED
                 raise
@@ -194,10 +198,11 @@ class SyncService:
             deletions, plan.total_contacts
         ) and not self.store.consume_approval(customer.id, deletions, report.run_id):
             report.status = RunStatus.AWAITING_APPROVAL
+            log.error(incidents.MASS_DELETION_HELD, deletions=deletions, total=plan.total_contacts)
             self._event(
                 report,
-                "deletion_threshold_exceeded",
-                level="warning",
+                incidents.MASS_DELETION_HELD,
+                level="error",
                 detail={
                     "deletions": deletions,
                     "total": plan.total_contacts,
@@ -238,7 +243,7 @@ class SyncService:
         for link_id, system in plan.removals:
             store.remove_member(customer.id, link_id, system)
         for note, detail in plan.notes:
-            incident = note.startswith("incident_")
+            incident = note.startswith(incidents.PREFIX)
             self._event(report, note, level="error" if incident else "info", detail=detail)
             if incident:
                 log.error(note, **detail)

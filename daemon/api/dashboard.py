@@ -25,6 +25,7 @@ from daemon.api.auth import COOKIE
 from daemon.api.context import ApiContext, Principal, context, principal
 from daemon.api.routes_erasure import erasure_out
 from daemon.api.routes_ops import list_customers
+from daemon.incidents import PREFIX as INCIDENT
 from daemon.logs import scrub
 from daemon.store import EventLevel, RunRow
 
@@ -86,7 +87,7 @@ def _timeline(runs: list[RunRow]) -> list[dict[str, Any]]:
 
 def _incidents(ctx: ApiContext, since: datetime) -> list[Any]:
     events = ctx.store.run_events(since=since, min_level=EventLevel.WARNING, limit=500)
-    picked = [e for e in events if e.level is EventLevel.ERROR or e.event.startswith("incident_")]
+    picked = [e for e in events if e.level is EventLevel.ERROR or e.event.startswith(INCIDENT)]
     return [{"event": e, "detail": scrub(dict(e.detail))} for e in reversed(picked)]
 
 

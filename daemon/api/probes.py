@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from daemon import incidents
 from daemon.api.context import ApiContext, context
 from daemon.api.models import Health, Readiness
 from daemon.store import ErasureState, EventLevel, RunRow, RunStatus, StoreError
@@ -97,6 +98,22 @@ class StoreCollector(Collector):
         yield from self._erasures()
         yield from self._ledger()
         yield from self._connectors()
+        yield from self._incidents()
+
+    def _incidents(self) -> Iterator[Metric]:
+        since = datetime.now(UTC) - timedelta(hours=24)
+        events = self.ctx.store.run_events(since=since, min_level=EventLevel.ERROR, limit=10_000)
+        found = Counter(
+            (e.customer_id or "", e.event) for e in events if e.event.startswith(incidents.PREFIX)
+        )
+        family = GaugeMetricFamily(
+            "pdsync_incidents_24h",
+            "Incidents (failed auth, held mass deletions, erased data found again) in 24 h",
+            labels=["customer", "kind"],
+        )
+        for (customer, kind), n in sorted(found.items()):
+            family.add_metric([customer, kind.removeprefix(incidents.PREFIX)], n)
+        yield family
 
     def _sync(self) -> Iterator[Metric]:
         store = self.ctx.store

@@ -359,6 +359,7 @@ async def test_metrics_come_from_the_store(world: ApiWorld, client: Client) -> N
         'pdsync_sync_last_changes{customer="fjord",system="firestore"} 2.0',
         'pdsync_sync_last_success{customer="acme"} 0.0',
         'pdsync_api_tokens_active{role="admin"} 2.0',
+        'pdsync_incidents_24h{customer="acme",kind="erased_data_reappeared"} 1.0',
     ):
         assert line in text, line
     assert "pdsync_erasure_oldest_open_age_seconds " in text and "pdsync_ledger_entries " in text

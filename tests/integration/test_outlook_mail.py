@@ -11,7 +11,10 @@ import httpx
 import pytest
 
 from connectors.base import FatalError
+from daemon.config import CustomerConfig
 from daemon.domain import ContactRecord, ItemRef, Operation, OpKind, OpStatus, Phone, Subject
+from daemon.retention import RetentionService
+from daemon.store import Store
 from sandbox.graph_sim import GraphSimulator
 from tests.integration import test_outlook_harness as harness
 from tests.integration.test_outlook_harness import Connect, OutlookWorld
@@ -234,6 +237,25 @@ async def test_retention_deletes_exactly_what_is_past_the_rule(outlook_connect: 
         assert world.ids(refs) == past
         await world.connector.erase(world.customer, refs)
         assert world.remaining() == kept and past <= world.purged()
+
+
+async def test_a_retention_run_refused_by_graph_is_an_incident(
+    outlook_connect: Connect, graph_sim: GraphSimulator, store: Store
+) -> None:
+    outlook = outlook_connect(graph_sim, binding={"retention_days": {"inbox": 30}})
+    customer = CustomerConfig(id="kunde-a", name="Kunde A", outlook=outlook.binding)
+    graph_sim.fail_next(20, status=401)  # every call refused, token renewals too
+    summary = await RetentionService(store, {"outlook": outlook.connector}).run(
+        customer, trigger="test"
+    )
+    assert "error" in summary["outlook"]
+    [run] = store.list_runs(customer_id="kunde-a")
+    assert run.status == "failed"
+    events = {e.event: e for e in store.run_events(run_id=run.id)}
+    assert (events["incident_auth_failed"].level, events["incident_auth_failed"].system) == (
+        "error",
+        "outlook",
+    )
 
 
 async def test_a_2000_message_erasure_within_the_limits(outlook_connect: Connect) -> None:

@@ -247,6 +247,18 @@ async def test_a_resolved_dispute_puts_the_winners_value_in_every_system(
     assert zisson_by_email(world)["person0@fjord.no"]["title"] == "Leder C"
 
 
+async def test_credentials_refused_is_an_incident(world: SyncWorld) -> None:
+    await world.put_card([person(0)])
+    await world.settle()
+    world.zisson.sim.fail_next(10, status=401)  # the jwt, and the refresh token, refused
+    report = await world.sync()
+    assert report.status == "failed"
+    events = {e.event: e for e in world.store.run_events(run_id=report.run_id)}
+    incident = events["incident_auth_failed"]
+    assert (incident.level, incident.system) == ("error", "zisson")
+    assert "sync_failed" in events
+
+
 async def test_a_contact_deleted_from_the_card_leaves_zisson(world: SyncWorld) -> None:
     stored = await world.put_card([person(i) for i in range(5)])
     await world.settle()
@@ -273,7 +285,7 @@ async def test_a_run_over_the_deletion_threshold_stops_until_approved(
         assert report.status == "awaiting_approval"
         assert len(world.users()) == 10
         assert [e.event for e in world.store.run_events(run_id=report.run_id)][-1:] == [
-            "deletion_threshold_exceeded"
+            "incident_mass_deletion_held"
         ]
         world.store.approve_deletions("kunde-01", 4, by="ops", reason="ticket 17")
         report = await world.sync()
