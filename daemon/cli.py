@@ -131,22 +131,26 @@ def sync(
         err.print("--approve-deletions needs --customer and --reason")
         raise typer.Exit(2)
 
-    async def go() -> list:  # type: ignore[type-arg]
+    async def go() -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(customer, run id, status, summary) per customer."""
         store = open_store(settings)
         try:
             if approve_deletions is not None and customer:
                 store.approve_deletions(
                     customer, approve_deletions, by=operator(), reason=reason or ""
                 )
+            if not plan and _daemon_running(store, settings):
+                return await _queued_syncs(store, customers)
             async with AsyncExitStack() as stack:
                 connectors = await open_connectors(settings, stack, store=store)
                 service = SyncService(settings, store, connectors)
-                return [await service.sync(c, trigger="cli", plan_only=plan) for c in customers]
+                reports = [await service.sync(c, trigger="cli", plan_only=plan) for c in customers]
+            return [(r.customer_id, r.run_id, str(r.status), r.summary()) for r in reports]
         finally:
             store.close()
 
     try:
-        reports = asyncio.run(go())
+        outcomes = asyncio.run(go())
     except ConfigError as exc:
         err.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(2) from None
@@ -163,19 +167,20 @@ def sync(
         "manual",
     ):
         table.add_column(column)
-    for report in reports:
-        counts = report.plan.counts() if report.plan else {}
+    for customer_id, run_id, status, summary in outcomes:
+        counts = dict(summary.get("planned") or {})
+        applied = dict(summary.get("applied") or {})
         systems = sorted({k.split(".")[0] for k in counts if "." in k}) or ["-"]
         for i, system in enumerate(systems):
             manual = sum(
                 v
-                for k, v in report.applied.items()
+                for k, v in applied.items()
                 if k.startswith(system + ".") and k.endswith(".manual")
             )
             table.add_row(
-                report.customer_id if i == 0 else "",
-                report.run_id[:8] if i == 0 else "",
-                report.status if i == 0 else "",
+                customer_id if i == 0 else "",
+                run_id[:8] if i == 0 else "",
+                status if i == 0 else "",
                 system,
                 str(counts.get(f"{system}.create", 0)),
                 str(counts.get(f"{system}.update", 0)),
@@ -183,17 +188,63 @@ def sync(
                 str(counts.get("disputes", 0)) if i == 0 else "",
                 str(manual),
             )
-        if report.error:
-            err.print(f"{report.customer_id}: {report.error}", highlight=False, markup=False)
+        if summary.get("error"):
+            err.print(f"{customer_id}: {summary['error']}", highlight=False, markup=False)
     out.print(table)
-    if any(r.status == RunStatus.FAILED for r in reports):
+    statuses = {status for _, _, status, _ in outcomes}
+    if RunStatus.FAILED in statuses or "not_run" in statuses:
         raise typer.Exit(1)
-    if any(r.status == RunStatus.AWAITING_APPROVAL for r in reports):
+    if RunStatus.AWAITING_APPROVAL in statuses:
         err.print(
             "a run stopped at the deletion threshold: review with `pdsync sync --plan`, "
             "then approve with --approve-deletions N --reason TEXT"
         )
         raise typer.Exit(3)
+
+
+# How long `pdsync sync` waits for a running daemon to claim the sync it queued.
+CLAIM_TIMEOUT_SECONDS = 30.0
+
+
+def _daemon_running(store: Any, settings: Settings) -> bool:
+    """Whether a daemon (any instance) is alive on this store, by its heartbeats."""
+    alive = timedelta(seconds=3 * settings.daemon.leader_poll_seconds + 5)
+    return bool(store.instances(seen_within=alive))
+
+
+async def _queued_syncs(
+    store: Any, customers: Sequence[Any]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """Syncs carried out by the running daemon, as work items (never beside its own
+    sync of the same customer); waits for each."""
+    import secrets
+
+    from daemon.service import NotClaimed, QueuedSync
+
+    trigger = f"cli:{operator()}:{secrets.token_hex(4)}"
+    err.print("a daemon runs on this store: the sync is queued for it", highlight=False)
+    queue = QueuedSync(store, claim_timeout=CLAIM_TIMEOUT_SECONDS)
+    outcomes = []
+    for customer in customers:
+        try:
+            await queue.sync(customer, trigger=trigger)
+        except NotClaimed as exc:
+            err.print(
+                f"{exc}: the daemon seen on this store may have stopped; run"
+                " `pdsync sync` again (without a live daemon it syncs here)",
+                highlight=False,
+                markup=False,
+            )
+            raise typer.Exit(1) from None
+        runs = [
+            r for r in store.list_runs(customer_id=customer.id, limit=50) if r.trigger == trigger
+        ]
+        if runs:
+            run = runs[0]
+            outcomes.append((customer.id, run.id, str(run.status), dict(run.summary)))
+        else:  # the item ended without a run (the daemon does not know the customer)
+            outcomes.append((customer.id, "-", "not_run", {"error": "the daemon ran no sync"}))
+    return outcomes
 
 
 def _since(text: str | None) -> datetime | None:

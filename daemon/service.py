@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,10 @@ QUEUE_POLL_SECONDS = 0.25
 Handler = Callable[[WorkItem], Awaitable[object]]
 
 
+class NotClaimed(Exception):
+    """No instance claimed a queued sync in time (is a daemon running on the store?)."""
+
+
 class QueuedSync:
     """The admin API's "sync now" on a daemon: a work item like the schedule's.
 
@@ -49,11 +54,22 @@ class QueuedSync:
     of the customer is queued or running already, it may have read the systems before
     the request: it is waited for, and then this one is queued, so the caller always
     gets a run of its own that started after it asked.
+
+    `claim_timeout` (for callers outside a daemon, such as the CLI): when an item stays
+    queued that long, ours is withdrawn and NotClaimed raised, rather than waiting for
+    a daemon that may have died.
     """
 
-    def __init__(self, store: Store, *, poll_seconds: float = QUEUE_POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_seconds: float = QUEUE_POLL_SECONDS,
+        claim_timeout: float | None = None,
+    ) -> None:
         self.store = store
         self.poll_seconds = poll_seconds
+        self.claim_timeout = claim_timeout
 
     async def sync(self, customer_config: CustomerConfig, *, trigger: str) -> WorkItem | None:
         """Queue a sync of the customer and wait until it is done; the finished item."""
@@ -62,16 +78,30 @@ class QueuedSync:
                 self.store.enqueue_work, "sync", customer_config.id, trigger=trigger
             )
             if item_id is not None:
-                return await self._finished(item_id)
+                return await self._finished(item_id, ours=True)
             active = await asyncio.to_thread(self.store.active_work, "sync", customer_config.id)
             if active is not None:
-                await self._finished(active.id)
+                await self._finished(active.id, ours=False)
 
-    async def _finished(self, item_id: int) -> WorkItem | None:
+    async def _finished(self, item_id: int, *, ours: bool) -> WorkItem | None:
+        queued_since = time.monotonic()
         while True:
             item = await asyncio.to_thread(self.store.work_item, item_id)
             if item is None or item.state not in ACTIVE:
                 return item
+            if item.state != "queued":
+                queued_since = time.monotonic()
+            elif (
+                self.claim_timeout is not None
+                and time.monotonic() - queued_since > self.claim_timeout
+            ):
+                withdrawn = ours and await asyncio.to_thread(
+                    self.store.withdraw_work, item_id, reason="not claimed in time"
+                )
+                if withdrawn or not ours:
+                    raise NotClaimed(
+                        f"no daemon claimed the sync of {item.key} within {self.claim_timeout:g} s"
+                    )
             await asyncio.sleep(self.poll_seconds)
 
 

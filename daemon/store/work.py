@@ -78,6 +78,19 @@ class WorkMixin(StoreBase):
         assert item_id is not None
         return int(item_id)
 
+    def withdraw_work(self, item_id: int, *, reason: str) -> bool:
+        """Take back an item nobody has claimed yet (it ends failed, with `reason`);
+        False when it was claimed or ended meanwhile."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    sa.update(work_items)
+                    .where(work_items.c.id == item_id, work_items.c.state == "queued")
+                    .values(state="failed", finished_at=utcnow(), error=reason)
+                ).rowcount
+                == 1
+            )
+
     def work_item(self, item_id: int) -> WorkItem | None:
         with self._read() as conn:
             row = conn.execute(sa.select(work_items).where(work_items.c.id == item_id)).first()

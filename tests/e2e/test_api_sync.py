@@ -5,7 +5,10 @@ once, however the requests and the schedule collide."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -105,6 +108,28 @@ def test_sync_now_is_queued_and_never_overlaps(store_url: str, tmp_path: Path) -
                 if (w.trigger or "").startswith("api:")
             ]
             assert len(api_items) == 5 and {w.state for w in api_items} == {"done"}
+            # `pdsync sync` beside running daemons hands them the sync, too.
+            cli = subprocess.run(
+                [
+                    *(sys.executable, "-m", "daemon.cli", "sync"),
+                    *("--customer", customers[1], "--config", str(path)),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")},
+                    "COLUMNS": "200",  # the table whole
+                },
+            )
+            assert cli.returncode == 0, cli.stderr
+            assert "the sync is queued for it" in cli.stderr
+            [by_cli] = [
+                r
+                for r in store.list_runs(customer_id=customers[1], limit=100)
+                if r.trigger.startswith("cli:")
+            ]
+            assert by_cli.status == "completed" and by_cli.id[:8] in cli.stdout
             # The daemon's own connectors are counted in /metrics.
             metrics = api.get("/metrics").text
             for system in ("firestore", "zisson", "outlook"):
