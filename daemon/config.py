@@ -47,6 +47,10 @@ class StoreConfig(_Model):
     url: str = "sqlite:///pdsync.db"
     # 32 random bytes, base64 or hex, that wrap the per-customer keys.
     master_key: SecretRef
+    # How long backups of this store are kept, as your backup policy says: a backup from
+    # before an erasure keeps what it removed (encrypted) until then, so certificates
+    # list it with the other residual windows.
+    backup_retention: str = "as long as the operator's backup policy keeps them"
 
     @field_validator("url")
     @classmethod

@@ -515,6 +515,15 @@ class ErasureService:
         self._record("erasure_completed", row.customer_id, row.id, outcome=_counts_only(outcome))
         if self.certify is not None:
             residuals = [r for e in self._erasers_for(customer).values() for r in e.residuals()]
+            residuals.append(
+                Residual(
+                    system="pdsync",
+                    what="Backups of pdsync's own store taken before the erasure",
+                    retention=self.settings.store.backup_retention,
+                    note="They hold the links, fingerprints and encrypted state the erasure"
+                    " removed, and the customer's key wrapped under the master key.",
+                )
+            )
             certificate = self.certify(self.store.get_erasure(row.id), residuals)
             self.store.update_erasure(row.id, certificate=certificate)
         log.info("erasure_completed", request_id=row.id, customer=row.customer_id)

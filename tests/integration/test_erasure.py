@@ -144,6 +144,11 @@ async def test_erasing_a_customer_leaves_nothing_in_any_system_or_the_store(
     with pytest.raises(KeyDestroyed):
         world.store.customer_key(CUSTOMER)
     assert row.outcome["pdsync"]["outcome"] == "executed"
+    # The certificate states the store's own backups as a residual, with the others.
+    certificate = Certificate.from_json(row.certificate.encode())  # type: ignore[union-attr]
+    [backups] = [r for r in certificate.facts.residuals if r.system == "pdsync"]
+    assert backups.retention == world.settings.store.backup_retention
+    assert {r.system for r in certificate.facts.residuals} >= {"firestore", "zisson", "pdsync"}
     # Its Zisson account's refresh token is forgotten with it.
     assert row.outcome["pdsync"]["counts"]["connector_secrets"] == 1
     assert world.store.connector_secret("zisson", world.zisson.binding.account) is None
