@@ -59,19 +59,17 @@ class DirectoryMixin(StoreBase):
                 )
                 .where(link_members.c.customer_id == customer_id)
             ).all()
-            dispute_rows = conn.execute(
+            # Open disputes, and decisions not yet carried out (resolved history stays out).
+            pending = sa.and_(
+                disputes.c.status == DisputeStatus.RESOLVED.value,
+                disputes.c.resolution["winner"].as_string().is_not(None),
+                disputes.c.resolution["carried_out"].as_string().is_(None),
+            )
+            case_rows = conn.execute(
                 sa.select(disputes)
                 .where(
                     disputes.c.customer_id == customer_id,
-                    disputes.c.status == DisputeStatus.OPEN.value,
-                )
-                .order_by(disputes.c.id)
-            ).all()
-            decision_rows = conn.execute(
-                sa.select(disputes)
-                .where(
-                    disputes.c.customer_id == customer_id,
-                    disputes.c.status == DisputeStatus.RESOLVED.value,
+                    sa.or_(disputes.c.status == DisputeStatus.OPEN.value, pending),
                 )
                 .order_by(disputes.c.id)
             ).all()
@@ -106,7 +104,8 @@ class DirectoryMixin(StoreBase):
                 (row.link_id, row.field): OpenDispute(
                     id=row.id, link_id=row.link_id, field=row.field, fingerprints=row.fingerprints
                 )
-                for row in dispute_rows
+                for row in case_rows
+                if row.status == DisputeStatus.OPEN.value
             },
             decisions={
                 (row.link_id, row.field): Decision(
@@ -116,8 +115,8 @@ class DirectoryMixin(StoreBase):
                     winner=row.resolution["winner"],
                     fingerprints=row.fingerprints,
                 )
-                for row in decision_rows
-                if _pending_decision(row.resolution)
+                for row in case_rows
+                if row.status == DisputeStatus.RESOLVED.value and _pending_decision(row.resolution)
             },
             tasks={
                 (row.link_id, row.system): OpenTask(
