@@ -83,18 +83,21 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) ->
 @config_app.command("check")
 def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Validate the config file: name the bad key and why, exit non-zero if anything is wrong."""
+    from daemon.config import SYSTEMS, unreachable_secrets
+
     settings = load_settings(config)
-    problems = []
-    try:
-        settings.store.master_key_bytes()
-    except (ConfigError, LookupError) as exc:
-        problems.append(f"store.master_key: {exc}")
+    problems = unreachable_secrets(settings)
+    if not problems:
+        try:
+            settings.store.master_key_bytes()
+        except ConfigError as exc:
+            problems.append(str(exc))
     if problems:
         err.print("\n".join(f"{config}: {p}" for p in problems), highlight=False, markup=False)
         raise typer.Exit(2)
     out.print(
         f"{config}: OK — {len(settings.customers)} customers, systems: "
-        + ", ".join(s for s in ("firestore", "zisson") if getattr(settings.systems, s))
+        + ", ".join(s for s in SYSTEMS if getattr(settings.systems, s))
     )
 
 
@@ -104,7 +107,12 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
     from daemon.service import serve
 
     settings = load_settings(config)
-    raise typer.Exit(asyncio.run(serve(settings)))
+    try:
+        code = asyncio.run(serve(settings))
+    except ConfigError as exc:  # a secret missing, the store taken: before any work
+        err.print(f"config error\n{exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 @app.command()

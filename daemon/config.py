@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -275,6 +276,42 @@ class Settings(BaseSettings):
                 return customer
         known = ", ".join(c.id for c in self.customers) or "none"
         raise ConfigError(f"unknown customer {customer_id!r} (configured: {known})")
+
+
+# Files the config names that must be there to start (refresh_token_file is only the
+# first token, imported once into the store: not needed afterwards).
+_REQUIRED_FILES = frozenset({"credentials_file", "certificate_file", "ca_bundle"})
+
+
+def unreachable_secrets(settings: Settings) -> list[str]:
+    """Every secret reference that cannot be read and every named file that is missing,
+    as "key: reason" (values never shown). Empty when all is there."""
+    problems: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, SecretRef):
+            try:
+                value.reveal()
+            except LookupError as exc:
+                problems.append(f"{path}: {exc}")
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                field_value = getattr(value, name)
+                key = f"{path}.{name}" if path else name
+                if name in _REQUIRED_FILES and isinstance(field_value, Path):
+                    if not os.access(field_value, os.R_OK):
+                        problems.append(f"{key}: file {field_value} cannot be read")
+                else:
+                    walk(field_value, key)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                walk(item, f"{path}.{k}")
+
+    walk(settings, "")
+    return problems
 
 
 def _location(loc: Iterable[int | str]) -> str:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from daemon.api.server import start_api
-from daemon.config import ConfigError, CustomerConfig, Settings
+from daemon.config import ConfigError, CustomerConfig, Settings, unreachable_secrets
 from daemon.erasure import ErasureService
 from daemon.proof import certifier_for, open_ledger
 from daemon.retention import RetentionService
@@ -168,6 +168,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    missing = unreachable_secrets(settings)
+    if missing:  # stop at start, naming every key, not at the first sync that needs it
+        raise ConfigError("\n".join(missing))
     async with AsyncExitStack() as stack:
         store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
         stack.callback(store.close)

@@ -144,6 +144,47 @@ def test_config_check_exits_non_zero_and_names_the_key(tmp_path: Path) -> None:
     assert "OK" in good.stdout
 
 
+def test_every_unreachable_secret_and_missing_file_is_named_before_start(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'project = "we4you"',
+        'project = "we4you"\ncredentials_file = "{tmp}/gcp.json"',
+    ) + (
+        '\n[[customers]]\nid = "kunde-02"\nname = "B"\n[customers.firestore]\n'
+        'customer_id = "kunde-02"\n[customers.zisson]\napi = "xml"\nusername = "u"\n'
+        'password = {{ env = "PDSYNC_TEST_ABSENT_PASSWORD" }}\n'
+    )
+    path = write(tmp_path, text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "daemon.cli", *args, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env={**env, "COLUMNS": "300"},
+            timeout=60,
+        )
+
+    expected = [
+        f"systems.firestore.credentials_file: file {tmp_path}/gcp.json cannot be read",
+        "customers[1].zisson.password: environment variable PDSYNC_TEST_ABSENT_PASSWORD is not set",
+    ]
+    check = cli("config", "check")
+    assert check.returncode == 2
+    assert all(line in check.stderr for line in expected), check.stderr
+    run = cli("run")  # the daemon stops before any work, naming the same keys
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert all(line in run.stderr for line in expected), run.stderr
+    assert not (tmp_path / "pdsync.db").exists()
+
+    (tmp_path / "gcp.json").write_text("{}")
+    env["PDSYNC_TEST_ABSENT_PASSWORD"] = "s3cret"
+    again = cli("config", "check")
+    assert again.returncode == 0, again.stderr
+    assert "s3cret" not in again.stdout + again.stderr
+    assert "systems: firestore, zisson" in again.stdout
+
+
 def test_a_master_key_of_the_wrong_size_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     (tmp_path / "master.key").write_text("abcd")
