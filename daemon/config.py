@@ -217,6 +217,15 @@ class CustomerConfig(_Model):
     def to_customer(self) -> Customer:
         return Customer(id=self.id, name=self.name, bindings=self.bindings())
 
+    def retention_rules(self) -> dict[str, dict[str, int]]:
+        """Per system with rules, the customer's retention rules (where -> days)."""
+        rules = {}
+        for system, binding in self.bindings().items():
+            days = getattr(binding, "retention_days", None)
+            if days:
+                rules[system] = dict(days)
+        return rules
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(

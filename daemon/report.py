@@ -133,10 +133,15 @@ def _retention(settings: Settings, customer_id: str, system: str) -> list[str]:
         "everything of the customer is deleted here when it asks for erasure or its"
         f" contract ends (deadline {settings.erasure.deadline_hours} h)",
     ]
-    if system == "outlook" and customer.outlook is not None:
+    rule = {
+        "outlook": "mail in folder {where!r} is deleted {days} days after it was received",
+        "firestore": "documents in {where!r} on the card are deleted {days} days after"
+        " they last changed",
+    }.get(system)
+    if rule is not None:
         rules += [
-            f"mail in folder {folder!r} is deleted {days} days after it was received"
-            for folder, days in sorted(customer.outlook.retention_days.items())
+            rule.format(where=where, days=days)
+            for where, days in sorted(customer.retention_rules().get(system, {}).items())
         ]
     return rules
 

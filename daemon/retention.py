@@ -1,7 +1,9 @@
 """Retention: data past its rule is deleted on a schedule, and each run is recorded (O3).
 
-Today the rule is per customer and mail folder (`customers[].outlook.retention_days`);
-any connector that declares the RETENTION capability takes part.
+Rules are per customer, system and kind of data: Outlook per mail folder
+(`customers[].outlook.retention_days`, days since received), Firestore per subcollection
+of the card (`customers[].firestore.retention_days`, days since last changed). Any
+connector that declares the RETENTION capability takes part.
 """
 
 from __future__ import annotations
@@ -32,20 +34,25 @@ class RetentionService:
         }
         self.ledger = ledger
 
-    async def run(self, customer_config: CustomerConfig, *, trigger: str) -> dict[str, Any]:
-        """Delete what is past the customer's rules in every system; returns the counts."""
+    async def run(
+        self, customer_config: CustomerConfig, *, trigger: str, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """Delete what is past the customer's rules in every system, as of `now` (the
+        clock by default); returns the counts."""
+        now = now or datetime.now(UTC)
         customer = customer_config.to_customer()
         run_id = self.store.start_run("retention", customer_id=customer.id, trigger=trigger)
         logs.bind(run_id=run_id, customer=customer.id)
         summary: dict[str, Any] = {}
         status = RunStatus.COMPLETED
         try:
+            rules = customer_config.retention_rules()
             for system, connector in sorted(self.connectors.items()):
-                if system not in customer.bindings:
-                    continue
+                if system not in rules:
+                    continue  # no rule of this customer's for that system
                 engine: Any = connector
                 try:
-                    expired = await engine.expired(customer, datetime.now(UTC))
+                    expired = await engine.expired(customer, now)
                     results = await engine.erase(customer, expired) if expired else []
                 except ConnectorError as exc:
                     status = RunStatus.FAILED

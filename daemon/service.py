@@ -153,7 +153,7 @@ def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> 
         schedule.every(
             f"sync:{customer.id}", interval, enqueue("sync", customer.id), first_in=index % interval
         )
-        if retention_systems & set(customer.bindings()):
+        if retention_systems & set(customer.retention_rules()):
             schedule.every(
                 f"retention:{customer.id}",
                 settings.retention.interval_seconds,

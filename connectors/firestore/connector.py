@@ -20,7 +20,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
 import grpc
@@ -71,6 +71,7 @@ from daemon.domain import (
     SYNC_FIELDS,
     ContactRecord,
     Customer,
+    ItemRef,
     Operation,
     OpKind,
     OpResult,
@@ -341,7 +342,7 @@ class FirestoreConnector(RetryingConnectorBase):
     """
 
     system: ClassVar[str] = SYSTEM
-    capabilities: frozenset[Capability] = frozenset({Capability.DIRECTORY})
+    capabilities: frozenset[Capability] = frozenset({Capability.DIRECTORY, Capability.RETENTION})
     fields: frozenset[str] = frozenset(SYNC_FIELDS)
 
     rpc_timeout: float = 60.0
@@ -481,6 +482,76 @@ class FirestoreConnector(RetryingConnectorBase):
             return int(deleted)
 
         return await self._call("delete card", delete)
+
+    async def expired(self, customer: Customer, now: datetime) -> list[ItemRef]:
+        """Documents of the card's subcollections past the binding's retention rules
+        (`retention_days`: days since a document last changed, its update_time)."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        binding = self._binding(customer)
+        if not binding.retention_days:
+            return []
+
+        def scan(client: firestore.Client) -> list[ItemRef]:
+            found: list[ItemRef] = []
+            for collection, days in sorted(binding.retention_days.items()):
+                cutoff = now - timedelta(days=days)
+                self._count()
+                for snapshot in (
+                    self._card(client, binding)
+                    .collection(collection)
+                    .stream(retry=None, timeout=self.rpc_timeout)
+                ):
+                    if snapshot.update_time is not None and snapshot.update_time < cutoff:
+                        found.append(
+                            ItemRef(
+                                system=SYSTEM,
+                                kind="document",
+                                id=f"{collection}/{snapshot.id}",
+                                scope=binding.customer_id,
+                            )
+                        )
+            return found
+
+        return await self._call("look for expired documents", scan)
+
+    async def erase(
+        self, customer: Customer, refs: Sequence[ItemRef]
+    ) -> list[tuple[ItemRef, OpStatus]]:
+        """Delete the documents `refs` name (from `expired`); a document already gone
+        counts as deleted. A ref of another system, customer or kind is refused
+        (FAILED), never followed, and so is one outside the retention rules."""
+        binding = self._binding(customer)
+        statuses = [OpStatus.FAILED] * len(refs)
+        wanted: list[tuple[int, str, str]] = []
+        for index, ref in enumerate(refs):
+            collection, _, document = ref.id.partition("/")
+            if (
+                ref.system == SYSTEM
+                and ref.kind == "document"
+                and ref.scope == binding.customer_id
+                and collection in binding.retention_days
+                and document
+                and "/" not in document
+            ):
+                wanted.append((index, collection, document))
+
+        def delete(client: firestore.Client) -> list[int]:
+            card = self._card(client, binding)
+            done: list[int] = []
+            for start in range(0, len(wanted), 500):  # a batch holds at most 500 writes
+                chunk = wanted[start : start + 500]
+                batch = client.batch()
+                for _, collection, document in chunk:
+                    batch.delete(card.collection(collection).document(document))
+                self._count()
+                batch.commit(retry=None, timeout=self.rpc_timeout)
+                done += [index for index, _, _ in chunk]
+            return done
+
+        for index in await self._call("delete expired documents", delete):
+            statuses[index] = OpStatus.APPLIED
+        return list(zip(refs, statuses, strict=True))
 
     def residuals(self) -> list[Residual]:
         return [

@@ -61,13 +61,37 @@ class FirestoreSettings(BaseModel):
 
 
 class FirestoreBinding(BaseModel):
-    """Where one customer's card lives: `customers/{customer_id}`."""
+    """Where one customer's card lives: `customers/{customer_id}`.
+
+    `retention_days` (O3): per subcollection of the card (call notes, messages, ...),
+    how many days a document is kept after it last changed; the retention schedule
+    deletes older ones. The synced `contacts` subcollection is not among them: a
+    contact goes when it leaves the card.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     customer_id: str
+    retention_days: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("customer_id")
     @classmethod
     def _document_id(cls, value: str) -> str:
         return check_document_id(value)
+
+    @field_validator("retention_days")
+    @classmethod
+    def _rules(cls, value: dict[str, int]) -> dict[str, int]:
+        for collection, days in value.items():
+            try:
+                check_document_id(collection)
+            except ValueError as exc:
+                raise ValueError(f"subcollection {collection!r}: {exc}") from None
+            if collection == "contacts":
+                raise ValueError(
+                    "'contacts' is the synced directory: a contact is deleted when it leaves"
+                    " the card, not by age"
+                )
+            if days < 1:
+                raise ValueError(f"subcollection {collection!r}: days must be at least 1")
+        return value

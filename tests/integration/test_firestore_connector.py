@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,10 +12,13 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
 from connectors.firestore import FirestoreConnector, contact_document_id, format_version
+from connectors.firestore.settings import FirestoreBinding
+from daemon.config import CustomerConfig
 from daemon.domain import (
     ContactKind,
     ContactRecord,
     Customer,
+    ItemRef,
     Operation,
     OpKind,
     OpResult,
@@ -22,6 +26,8 @@ from daemon.domain import (
     Phone,
     PhoneType,
 )
+from daemon.retention import RetentionService
+from daemon.store import Store
 from tests.fixtures.firestore import FirestoreEnv
 
 pytestmark = pytest.mark.emulator
@@ -480,3 +486,48 @@ async def test_a_write_the_database_refuses_fails_alone_in_a_bulk(
     assert results[7].status is OpStatus.FAILED
     assert results[7].error == "INVALID_ARGUMENT"
     assert [r.status for n, r in enumerate(results) if n != 7] == [OpStatus.APPLIED] * 24
+
+
+async def test_retention_deletes_exactly_the_subcollection_documents_past_their_rule(
+    firestore_connector: FirestoreConnector,
+    firestore_client: firestore.Client,
+    firestore_env: FirestoreEnv,
+    store: Store,
+) -> None:
+    binding = FirestoreBinding(customer_id=CUSTOMER_ID, retention_days={"notes": 90, "calls": 30})
+    card = firestore_client.collection("customers").document(CUSTOMER_ID)
+    for i in range(3):
+        card.collection("notes").document(f"n{i}").set({"text": "Ring Åse tilbake"})
+        card.collection("calls").document(f"c{i}").set({"from": "+47 22 33 44 55"})
+        card.collection("archive").document(f"a{i}").set({"text": "no rule: kept"})
+    await firestore_connector.put_contacts(
+        firestore_env.customer(CUSTOMER_ID), [ContactRecord(system="firestore", external_id="")]
+    )
+    config = CustomerConfig(id=CUSTOMER_ID, name="Kunde 1", firestore=binding)
+    customer = config.to_customer()
+    # Written just now: 60 days on, only the 30-day rule has run out.
+    later = datetime.now(UTC) + timedelta(days=60)
+    refs = await firestore_connector.expired(customer, later)
+    assert sorted(ref.id for ref in refs) == ["calls/c0", "calls/c1", "calls/c2"]
+    assert await firestore_connector.expired(customer, datetime.now(UTC)) == []
+
+    foreign = ItemRef(system="firestore", kind="document", id="archive/a0", scope=CUSTOMER_ID)
+    assert await firestore_connector.erase(customer, [foreign]) == [(foreign, OpStatus.FAILED)]
+
+    # Through the retention service, as the schedule runs it (100 days on: both rules).
+    service = RetentionService(store, {"firestore": firestore_connector})
+    summary = await service.run(config, trigger="test", now=later + timedelta(days=40))
+    assert summary == {"firestore": {"expired": 6, "results": {"applied": 6}}}
+    [run] = store.list_runs(customer_id=CUSTOMER_ID)
+    assert (run.kind, run.status) == ("retention", "completed")
+    assert [d.id for d in card.collection("notes").stream()] == []
+    assert [d.id for d in card.collection("calls").stream()] == []
+    assert sorted(d.id for d in card.collection("archive").stream()) == ["a0", "a1", "a2"]
+    assert len(list(contacts(firestore_client).stream())) == 1  # the directory untouched
+
+
+def test_a_retention_rule_on_the_synced_contacts_is_refused() -> None:
+    with pytest.raises(ValueError, match="'contacts' is the synced directory"):
+        FirestoreBinding(customer_id=CUSTOMER_ID, retention_days={"contacts": 30})
+    with pytest.raises(ValueError, match="days must be at least 1"):
+        FirestoreBinding(customer_id=CUSTOMER_ID, retention_days={"notes": 0})

@@ -90,7 +90,7 @@ def test_the_connector_declares_its_contract() -> None:
 
     assert isinstance(connector, Connector)
     assert connector.system == "firestore"
-    assert connector.capabilities == frozenset({Capability.DIRECTORY})
+    assert connector.capabilities == frozenset({Capability.DIRECTORY, Capability.RETENTION})
     assert connector.fields == frozenset(SYNC_FIELDS)
     assert connector.requests == 0
 
