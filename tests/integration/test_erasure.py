@@ -215,7 +215,8 @@ async def test_a_customer_erasure_killed_at_ten_points_completes_once_after_rest
             tmp_path / "pdsync.toml", require_second_admin=False, log_format="json"
         )
         world.zisson.sim.reset_counters()
-        world.zisson.sim.set_faults(latency_ms=60)
+        # Slow enough that the poller below sees each step, even on a busy machine.
+        world.zisson.sim.set_faults(latency_ms=150)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         base = [sys.executable, "-m", "daemon.cli"]
         first = [
