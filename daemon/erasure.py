@@ -489,19 +489,31 @@ class ErasureService:
 
     async def _complete(self, row: ErasureRow, customer: Customer, outcome: dict[str, Any]) -> None:
         if row.scope == "customer":
-            purged = self.store.purge_customer(row.customer_id)  # crypto-shreds the key too
+            accounts = own_token_accounts(self.settings, row.customer_id)
+            noted = dict((row.outcome or {}).get("pdsync") or {})
+            if noted.get("outcome") == "executed":
+                outcome["pdsync"] = noted  # counted before a crash that came before the end
+            else:
+                # Count first and note it, so a crash after the purge does not leave the
+                # certificate with the zeros a second purge would count.
+                counts = self.store.customer_rows(row.customer_id)
+                counts["connector_secrets"] = sum(
+                    1
+                    for system, account in accounts
+                    if self.store.connector_secret(system, account)
+                )
+                outcome["pdsync"] = {
+                    "outcome": "executed",
+                    "counts": {k: v for k, v in counts.items() if v},
+                    "verified_absent": True,
+                    "remaining": 0,
+                    "verified_at": datetime.now(UTC).isoformat(),
+                }
+                self.store.update_erasure(row.id, outcome=outcome)
+            self.store.purge_customer(row.customer_id)  # crypto-shreds the key too
             # Credentials to the customer's own accounts go with it (Zisson's token).
-            purged["connector_secrets"] = sum(
+            for system, account in accounts:
                 self.store.forget_connector_secret(system, account)
-                for system, account in own_token_accounts(self.settings, row.customer_id)
-            )
-            outcome["pdsync"] = {
-                "outcome": "executed",
-                "counts": {k: v for k, v in purged.items() if v},
-                "verified_absent": True,
-                "remaining": 0,
-                "verified_at": datetime.now(UTC).isoformat(),
-            }
         else:
             self.store.forget_erasure_identifiers(row.id)
         completed_at = datetime.now(UTC)

@@ -121,17 +121,21 @@ class Store(
         now = _db.utcnow()
         deleted: dict[str, int] = {}
         with self._write() as conn:
-            link_ids = sa.select(links.c.id).where(links.c.customer_id == customer_id)
-            deleted["fingerprints"] = conn.execute(
-                sa.delete(fingerprints).where(fingerprints.c.link_id.in_(link_ids))
-            ).rowcount
-            for table in CUSTOMER_TABLES:
-                deleted[table.name] = conn.execute(
-                    sa.delete(table).where(table.c.customer_id == customer_id)
-                ).rowcount
+            for table, condition in _customer_rows(customer_id):
+                deleted[table.name] = conn.execute(sa.delete(table).where(condition)).rowcount
             self._shred_key(conn, customer_id, now)
         self._scrub()
         return deleted
+
+    def customer_rows(self, customer_id: str) -> dict[str, int]:
+        """What purge_customer would delete, per table, without deleting it."""
+        with self._read() as conn:
+            return {
+                table.name: int(
+                    conn.scalar(sa.select(sa.func.count()).select_from(table).where(condition)) or 0
+                )
+                for table, condition in _customer_rows(customer_id)
+            }
 
     def counts(self, customer_id: str) -> Counts:
         """Sizes of the customer's state, for status output."""
@@ -174,3 +178,13 @@ class Store(
             quarantined=totals.quarantined,
             pending_ops=totals.pending,
         )
+
+
+def _customer_rows(customer_id: str) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:
+    """Every table holding rows of the customer, with the condition that picks them;
+    fingerprints first (they hang off the links)."""
+    link_ids = sa.select(links.c.id).where(links.c.customer_id == customer_id)
+    return [
+        (fingerprints, fingerprints.c.link_id.in_(link_ids)),
+        *((table, table.c.customer_id == customer_id) for table in CUSTOMER_TABLES),
+    ]

@@ -81,7 +81,9 @@ def test_purge_leaves_only_runs_events_and_the_shredded_key(store: Store) -> Non
         "connector_secrets",  # a Zisson account's token, keyed by account, not customer
     }
 
+    counted = store.customer_rows("c1")
     deleted = store.purge_customer("c1")
+    assert counted == deleted  # counted beforehand, for a certificate that survives a crash
 
     # What stays is the proof: runs, the ledger, the erasure request; no personal data.
     assert rows_of(store, "c1", c1_links) == {
