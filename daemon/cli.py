@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -27,8 +27,11 @@ from daemon.cli_common import (
     operator,
     out,
 )
-from daemon.config import CONFIG_ENV, ConfigError, Settings
+from daemon.config import CONFIG_ENV, ConfigError, CustomerConfig, Settings
 from daemon.domain import Subject
+
+if TYPE_CHECKING:
+    from daemon.store import Store
 
 app = typer.Typer(
     name="pdsync",
@@ -214,14 +217,14 @@ def sync(
 CLAIM_TIMEOUT_SECONDS = 30.0
 
 
-def _daemon_running(store: Any, settings: Settings) -> bool:
+def _daemon_running(store: Store, settings: Settings) -> bool:
     """Whether a daemon (any instance) is alive on this store, by its heartbeats."""
     alive = timedelta(seconds=3 * settings.daemon.leader_poll_seconds + 5)
     return bool(store.instances(seen_within=alive))
 
 
 async def _queued_syncs(
-    store: Any, customers: Sequence[Any]
+    store: Store, customers: Sequence[CustomerConfig]
 ) -> list[tuple[str, str, str, dict[str, Any]]]:
     """Syncs carried out by the running daemon, as work items (never beside its own
     sync of the same customer); waits for each."""
