@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 import email.utils
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import httpx
@@ -303,6 +305,19 @@ class HttpConnectorBase(RetryingConnectorBase):
             self.throttled += 1
         raise_for_status(self.system, what, response)
         return response
+
+
+def tls_verify(system: str, ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies a server with: the system's CA bundle if one is configured
+    (a private CA, a proxy's), else the default trust store. FatalError names the file."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise FatalError(
+            f"{system}: ca_bundle {ca_bundle} cannot be loaded ({exc})", system=system
+        ) from None
 
 
 def raise_for_status(system: str, what: str, response: httpx.Response) -> None:

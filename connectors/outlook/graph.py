@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,6 +32,7 @@ from connectors.base import (
     RetryPolicy,
     parse_retry_after,
     raise_for_status,
+    tls_verify,
 )
 from connectors.outlook.auth import TokenProvider
 from connectors.outlook.limits import RequestBudget, WeightedLimiter, slot_weight
@@ -69,15 +69,7 @@ class GraphClient(HttpConnectorBase):
         retry_policy: RetryPolicy | None = None,
         tokens: TokenProvider | None = None,
     ) -> None:
-        verify: ssl.SSLContext | bool = True
-        if settings.ca_bundle is not None:
-            try:
-                verify = ssl.create_default_context(cafile=str(settings.ca_bundle))
-            except (OSError, ssl.SSLError) as exc:
-                raise FatalError(
-                    f"outlook: ca_bundle {settings.ca_bundle} cannot be loaded ({exc})",
-                    system=SYSTEM,
-                ) from None
+        verify = tls_verify(SYSTEM, settings.ca_bundle)
         if transport is None:
             # HttpConnectorBase has no http2 switch; HTTP/2 is a property of the transport.
             transport = httpx.AsyncHTTPTransport(

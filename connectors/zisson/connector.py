@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from connectors.base import (
     RetriableError,
     RetryPolicy,
     customer_binding,
+    tls_verify,
 )
 from connectors.file_vault import FileTokenVault
 from connectors.vault import TokenVault
@@ -78,15 +78,7 @@ class ZissonConnector(HttpConnectorBase):
         retry_policy: RetryPolicy | None = None,
         vault: TokenVault | None = None,
     ) -> None:
-        verify: ssl.SSLContext | bool = True
-        if settings.ca_bundle is not None:
-            try:
-                verify = ssl.create_default_context(cafile=str(settings.ca_bundle))
-            except (OSError, ssl.SSLError) as exc:
-                raise FatalError(
-                    f"zisson: ca_bundle {settings.ca_bundle} cannot be loaded ({exc})",
-                    system=SYSTEM,
-                ) from None
+        verify = tls_verify(SYSTEM, settings.ca_bundle)
         super().__init__(
             base_url=settings.base_url,
             timeout=settings.timeout_seconds,
