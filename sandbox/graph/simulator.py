@@ -5,13 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import tempfile
-import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from sandbox.graph import tls
 from sandbox.graph.admin import admin_handler
@@ -24,10 +22,11 @@ from sandbox.graph.server import GraphHttpServer
 from sandbox.graph.service import GraphService
 from sandbox.graph.store import Address, GraphState
 from sandbox.graph.throttle import Throttle
+from sandbox.httpserver import ServedSimulator, TrackingHTTPServer
 from sandbox.zisson.faults import FaultPlan, Faults
 
 
-class GraphSimulator:
+class GraphSimulator(ServedSimulator):
     """Entra ID's token endpoint and Graph v1.0 mail and contacts, over HTTPS on loopback.
 
     Use as a context manager or with start()/stop(). The in-process methods act "by
@@ -55,7 +54,9 @@ class GraphSimulator:
         search_cap: int = 1000,
         contact_permanent_delete: bool = True,
     ) -> None:
-        self._address = (host, port)
+        super().__init__((host, port))
+        self.scheme = "https"  # the certificate is valid for 127.0.0.1 and localhost
+        self.thread_name = "graph-sim"
         self._state = GraphState(seed)
         self._entra = Entra(tenant_id, token_ttl_seconds)
         self._faults = FaultPlan(seed)
@@ -80,8 +81,6 @@ class GraphSimulator:
         self._dir: Path | None = None
         self._ca_file: Path | None = None
         self._write_tls()
-        self._server: GraphHttpServer | None = None
-        self._thread: threading.Thread | None = None
 
     def _write_tls(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="graph-sim-"))
@@ -89,64 +88,31 @@ class GraphSimulator:
         weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._ca_file, self._cert_file, self._key_file = self._tls.write(self._dir)
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle (ServedSimulator: start, stop, with, url) ------------------------------
 
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
+    def _before_start(self) -> None:
         if self._dir is None:
             self._write_tls()  # started again after stop()
-        assert self._ca_file is not None
-        self._server = GraphHttpServer(
+
+    def _make_server(self) -> TrackingHTTPServer:
+        return GraphHttpServer(
             self._address,
             context=tls.server_context(self._cert_file, self._key_file),
             entra=self._entra,
             service=self._service,
             admin=admin_handler(self),
         )
+
+    def _after_start(self) -> None:
         self._entra.base_url = self.url
         self._service.base = self.graph_url
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="graph-sim",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()  # joins the handler threads
-        thread.join()
-        self._server = self._thread = None
+    def _after_stop(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- addresses ------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """https://HOST:PORT (the server certificate is valid for 127.0.0.1 and localhost)."""
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return f"https://{self._address[0]}:{self._server.server_port}"
 
     @property
     def ca_file(self) -> Path:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
+from sandbox.httpserver import ServedSimulator, TrackingHTTPServer
 from sandbox.zisson.faults import FaultPlan, Faults
 from sandbox.zisson.server import ZissonHttpServer
 from sandbox.zisson.store import ZissonState
 
 
-class ZissonSimulator:
+class ZissonSimulator(ServedSimulator):
     """Both Zisson read APIs, the assumed write API and /_sim/, over real HTTP on loopback.
 
     Use as a context manager or with start()/stop(). The in-process methods and the
@@ -28,53 +27,15 @@ class ZissonSimulator:
         seed: int = 0,
         jwt_ttl_seconds: float = 300,
     ) -> None:
-        self._address = (host, port)
+        super().__init__((host, port))
+        self.thread_name = "zisson-sim"
         self._state = ZissonState(seed=seed, jwt_ttl_seconds=jwt_ttl_seconds)
         self._faults = FaultPlan(seed)
-        self._server: ZissonHttpServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle (ServedSimulator: start, stop, with, url) ------------------------------
 
-    def start(self) -> Self:
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._server = ZissonHttpServer(self._address, self._state, self._faults)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="zisson-sim",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()  # joins the handler threads
-        thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return f"http://{self._address[0]}:{self._server.server_port}"
+    def _make_server(self) -> TrackingHTTPServer:
+        return ZissonHttpServer(self._address, self._state, self._faults)
 
     # -- seeding and inspection -----------------------------------------------------------
 
