@@ -55,6 +55,7 @@ ACCESS: Final[Mapping[Endpoint, Allowed]] = {
     ("GET",  "/dashboard/casework"):                     READERS,
     ("GET",  "/dashboard/erasures"):                     READERS,
     ("GET",  "/dashboard/incidents"):                    READERS,
+    ("GET",  "/dashboard/customers/{customer_id}"):      READERS,
     # operating the sync (operators); a task's instruction names a person
     ("GET",  "/api/v1/tasks/{task_id}"):                 OPERATORS,
     ("POST", "/api/v1/tasks/{task_id}/done"):            OPERATORS,

@@ -24,9 +24,10 @@ from daemon.api import access
 from daemon.api.auth import COOKIE
 from daemon.api.context import ApiContext, Principal, context, principal
 from daemon.api.routes_erasure import erasure_out
-from daemon.api.routes_ops import list_customers
+from daemon.api.routes_ops import connector_residuals, list_customers
 from daemon.incidents import PREFIX as INCIDENT
 from daemon.logs import scrub
+from daemon.report import build_report
 from daemon.store import EventLevel, RunRow
 
 router = APIRouter(include_in_schema=False)
@@ -139,6 +140,17 @@ async def erasures(ctx: Ctx, who: Who) -> Response:
     return render(
         "erasures.html", who=who, page="/dashboard/erasures", erasures=await run_in_threadpool(load)
     )
+
+
+@router.get("/dashboard/customers/{customer_id}")
+async def customer_report(ctx: Ctx, who: Who, customer_id: str) -> Response:
+    """The customer's processing report (daemon/report.py), as a page."""
+    if customer_id not in {c.id for c in ctx.settings.customers}:
+        return render("missing.html", status=404, who=who, page="/dashboard", what="customer")
+    report = await run_in_threadpool(
+        build_report, ctx.settings, ctx.store, customer_id, residuals=connector_residuals(ctx)
+    )
+    return render("report.html", who=who, page="/dashboard", report=report)
 
 
 @router.get("/dashboard/incidents")

@@ -111,12 +111,18 @@ def customer_report(
     30 days of syncs, retention runs and erasures. Counts and rules only, no persons."""
     if customer_id not in {c.id for c in ctx.settings.customers}:
         raise ApiError(404, "not_found", "no such customer is configured")
+    residuals = connector_residuals(ctx)
+    return build_report(ctx.settings, ctx.store, customer_id, residuals=residuals).to_dict()
+
+
+def connector_residuals(ctx: ApiContext) -> dict[str, Any]:
+    """What each of the daemon's systems keeps after a delete (for reports)."""
     residuals: dict[str, Any] = {}
     for system, connector in ctx.connectors.items():
         listed = getattr(connector, "residuals", None)
         if callable(listed):
             residuals[system] = listed()
-    return build_report(ctx.settings, ctx.store, customer_id, residuals=residuals).to_dict()
+    return residuals
 
 
 @router.get("/runs", summary="Runs, newest first")

@@ -128,6 +128,18 @@ def test_the_dashboard_shows_customers_runs_and_erasures(
         download.value.save_as(certificate)
         assert certificate.read_bytes().startswith(b"%PDF")
 
+        # A customer's processing report, one click from the overview.
+        page.goto(f"{base}/dashboard")
+        page.click('#customers a[href="/dashboard/customers/acme"]')
+        assert page.title() == "Processing report · acme · pdsync"
+        systems = page.locator("#report-systems tbody tr")
+        assert systems.count() == 2
+        assert "Zisson AS" in page.locator('#report-systems tr[data-system="zisson"]').inner_text()
+        assert "syncs" in page.locator("#report-activity").inner_text()
+        page.screenshot(path=tmp_path / "report.png", full_page=True)
+        pages["report"] = page.content()
+        assert page.goto(f"{base}/dashboard/customers/nobody").status == 404
+
         page.click("text=Sign out")
         page.wait_for_url(f"{base}/dashboard/login")
     for name, html in pages.items():

@@ -50,6 +50,11 @@ CALLS = [
     Call("GET", "/dashboard/casework", fixed("/dashboard/casework")),
     Call("GET", "/dashboard/erasures", fixed("/dashboard/erasures")),
     Call("GET", "/dashboard/incidents", fixed("/dashboard/incidents")),
+    Call(
+        "GET",
+        "/dashboard/customers/{customer_id}",
+        fixed("/dashboard/customers/acme"),
+    ),
     Call("GET", "/api/v1/customers", fixed("/api/v1/customers")),
     Call(
         "GET",
