@@ -875,7 +875,16 @@ def sandbox_up(
 
 
 def main() -> None:
-    app()
+    """`pdsync`: a system that cannot be set up or reached ends the command with its
+    message (naming the system, never a secret), not a traceback."""
+    from connectors.base import ConnectorError, RetriableError
+
+    try:
+        app()
+    except ConnectorError as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        # Unreachable now: try again later (1); refused or misconfigured: fix it (2).
+        sys.exit(1 if isinstance(exc, RetriableError) else 2)
 
 
 if __name__ == "__main__":

@@ -127,9 +127,14 @@ def build_report(
 
 def _retention(settings: Settings, customer_id: str, system: str) -> list[str]:
     customer = settings.customer(customer_id)
+    first = (
+        "a contact stays while it is on the customer card: the customer's instruction removes it"
+        if system == settings.sync.authority
+        else "a contact removed from the customer card is deleted here at the next sync"
+        f" (every {settings.sync.interval_seconds} s)"
+    )
     rules = [
-        "a contact removed from the customer card is deleted here at the next sync"
-        f" (every {settings.sync.interval_seconds} s)",
+        first,
         "everything of the customer is deleted here when it asks for erasure or its"
         f" contract ends (deadline {settings.erasure.deadline_hours} h)",
     ]

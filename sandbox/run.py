@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  try, in another terminal:\n"
                 f"    .venv/bin/pdsync runs --config {box.config_path}\n"
                 f"    .venv/bin/pdsync sync --plan --config {box.config_path}\n"
+                f"    .venv/bin/pdsync report {box.customers[0].id} --config {box.config_path}\n"
                 f"  Ctrl-C stops the daemon and the sandbox.\n",
                 file=sys.stderr,
             )

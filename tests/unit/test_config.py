@@ -185,6 +185,28 @@ def test_every_unreachable_secret_and_missing_file_is_named_before_start(tmp_pat
     assert "systems: firestore, zisson" in again.stdout
 
 
+def test_a_system_that_cannot_be_set_up_ends_the_command_with_its_message(
+    tmp_path: Path,
+) -> None:
+    text = GOOD.replace(
+        'base_url = "https://zisson.example"',
+        'base_url = "https://zisson.example"\nca_bundle = "{tmp}/ca.pem"',
+    )
+    path = write(tmp_path, text)
+    (tmp_path / "ca.pem").write_text("not a certificate")  # there, but not a CA bundle
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "sync", "--plan", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "300"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"zisson: ca_bundle {tmp_path}/ca.pem cannot be loaded" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_master_key_of_the_wrong_size_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     (tmp_path / "master.key").write_text("abcd")
