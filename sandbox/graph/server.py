@@ -9,9 +9,8 @@ import socket
 import ssl
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from sandbox.graph.batch import run_batch
 from sandbox.graph.entra import Entra
@@ -23,7 +22,7 @@ from sandbox.graph.errors import (
     graph_error_response,
 )
 from sandbox.graph.service import Call, GraphService
-from sandbox.httpserver import TrackingHTTPServer
+from sandbox.httpserver import SimulatorHandler, TrackingHTTPServer
 from sandbox.zisson.store import Response, json_response
 
 AdminHandler = Callable[[str, str, dict[str, list[str]], bytes], Response]
@@ -60,10 +59,8 @@ class GraphHttpServer(TrackingHTTPServer):
         pass  # TLS failures and resets are the client's business; counters tell the story
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(SimulatorHandler):
     server_version = "GraphSimulator/1"
-    timeout = 10  # idle keep-alive connections end, so no thread waits forever
     server: GraphHttpServer
 
     def setup(self) -> None:
@@ -74,35 +71,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.service.state.count("tls_failures")
             raise
         super().setup()
-        # Headers and body go out in two writes; without this, Nagle's algorithm and the
-        # client's delayed ACK add ~40 ms to every response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
-        split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        query = parse_qs(split.query, keep_blank_values=True)
-        path = split.path
+        path, query, headers, body = self._read()
         if path.startswith("/_sim/"):
             self._respond(self.server.admin(method, path, query, body))
             return
@@ -181,17 +152,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(response)
 
     def _respond(self, response: Response) -> None:
-        headers = dict(response.headers)
         request_id = str(uuid.uuid4())
-        self.send_response(response.status)
-        self.send_header("request-id", request_id)
-        self.send_header("client-request-id", self.headers.get("client-request-id") or request_id)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if response.body:
-            self.wfile.write(response.body)
+        ids = [
+            ("request-id", request_id),
+            ("client-request-id", self.headers.get("client-request-id") or request_id),
+        ]
+        self._write(response.status, [*ids, *response.headers.items()], response.body)
 
 
 def _parse_json(body: bytes) -> Any:

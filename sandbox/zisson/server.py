@@ -10,11 +10,10 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
-from sandbox.httpserver import TrackingHTTPServer
+from sandbox.httpserver import SimulatorHandler, TrackingHTTPServer
 from sandbox.zisson.faults import DROP, FaultPlan
 from sandbox.zisson.render import contacts_document
 from sandbox.zisson.store import (
@@ -71,49 +70,17 @@ class ZissonHttpServer(TrackingHTTPServer):
         super().__init__(address, _RequestHandler)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RequestHandler(SimulatorHandler):
     server_version = "ZissonSimulator/1"
-    timeout = 10  # idle keep-alive connections end, so no thread waits forever
+    keep_blank_values = False
     server: ZissonHttpServer
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this, Nagle's algorithm and the
-        # client's delayed ACK add ~40 ms to every response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests and `make run` stay quiet; counters and /_sim/state tell what happened
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
     def _dispatch(self, method: str) -> None:
-        split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        path, query, headers, body = self._read()
         request = Request(
-            method=method,
-            path=split.path,
-            query=parse_qs(split.query),
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
-            params={},
+            method=method, path=path, query=query, headers=headers, body=body, params={}
         )
-        if split.path.startswith("/_sim/"):
+        if path.startswith("/_sim/"):
             self._respond(self._route(self.server.admin_routes, request))
             return
         self._serve_with_faults(request)
@@ -171,13 +138,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _respond(self, response: Response) -> None:
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if response.body:
-            self.wfile.write(response.body)
+        self._write(response.status, response.headers, response.body)
 
 
 def _match(routes: list[Route], request: Request) -> tuple[Route, dict[str, str]] | None:
