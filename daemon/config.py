@@ -28,8 +28,10 @@ from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
 from connectors.outlook.settings import OutlookBinding, OutlookSettings
 from connectors.secrets import SecretRef
 from connectors.zisson.settings import ZissonBinding, ZissonSettings
+from daemon import normalize
 from daemon.api.settings import ApiConfig
 from daemon.domain import SYNC_FIELDS, Customer
+from daemon.identity import DEFAULT_ROLE_ADDRESSES, IdentityRules
 from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, SyncPolicy
 
 CONFIG_ENV = "PDSYNC_CONFIG"
@@ -106,6 +108,17 @@ class SyncConfig(_Model):
     on_foreign_record: ForeignChange = ForeignChange.DISPUTE
     fields: dict[str, FieldPolicyConfig] = Field(default_factory=dict)
     deletion_threshold: DeletionThresholdConfig = DeletionThresholdConfig()
+    # Local parts of e-mail addresses that name a role, not a person (`post@`,
+    # `faktura@`): shared by whoever holds them, never evidence of who someone is.
+    role_addresses: list[str] = Field(default_factory=lambda: sorted(DEFAULT_ROLE_ADDRESSES))
+
+    @field_validator("role_addresses")
+    @classmethod
+    def _local_parts(cls, parts: list[str]) -> list[str]:
+        for i, part in enumerate(parts):
+            if not part.strip() or "@" in part or any(ch.isspace() for ch in part.strip()):
+                raise ValueError(f"entry {i + 1} is not the local part of an address (no @)")
+        return [normalize.email(p) for p in parts]
 
     @field_validator("fields")
     @classmethod
@@ -133,6 +146,7 @@ class SyncConfig(_Model):
                 max_count=self.deletion_threshold.max_count,
                 max_share=self.deletion_threshold.max_share,
             ),
+            identity=IdentityRules(role_addresses=frozenset(self.role_addresses)),
         )
 
 

@@ -8,7 +8,6 @@ across runs without the store holding the value, and once the key is destroyed
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import operator
 import os
@@ -19,8 +18,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from daemon import normalize
-from daemon.domain import ContactRecord, Subject
+from daemon.domain import ContactRecord
 from daemon.state import FP_WIDTH
 
 KEY_BYTES = 32
@@ -66,37 +64,6 @@ def fingerprints(key: bytes, record: ContactRecord, fields: Iterable[str]) -> di
     result = {name: fingerprint(key, name, getattr(record, name)) for name in names}
     result[ALL] = record_digest(key, record, names)
     return result
-
-
-def identifier_fingerprint(key: bytes, kind: str, value: str) -> str:
-    """Fingerprint of an identifier (an e-mail, a phone, a name) for matching tombstones."""
-    if kind == "email":
-        norm = normalize.email(value)
-    elif kind == "phone":
-        norm = normalize.e164(value) or normalize.text(value)
-    else:
-        norm = normalize.name_key(value)
-    return hmac.new(key, f"id:{kind}\x00{norm}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def subject_fingerprints(key: bytes, subject: Subject) -> set[str]:
-    """The tombstones of an erased subject: its e-mails and phones, and its names only
-    when nothing else identified it (a name alone is too common to block on otherwise)."""
-    found = {identifier_fingerprint(key, "email", e) for e in subject.emails}
-    found |= {identifier_fingerprint(key, "phone", p) for p in subject.phones}
-    if not found:
-        found |= {identifier_fingerprint(key, "name", n) for n in subject.names}
-    return found
-
-
-def record_fingerprints(key: bytes, record: ContactRecord) -> set[str]:
-    """The identifier fingerprints of a record, to compare with tombstones."""
-    found = {identifier_fingerprint(key, "email", e) for e in record.emails if e.strip()}
-    found |= {identifier_fingerprint(key, "phone", p.e164 or p.number) for p in record.phones}
-    for name in (record.display_name, f"{record.given_name} {record.family_name}"):
-        if name.strip():
-            found.add(identifier_fingerprint(key, "name", name))
-    return found
 
 
 def encrypt(key: bytes, plaintext: str | bytes, *, context: str) -> bytes:

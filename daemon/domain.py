@@ -208,6 +208,10 @@ class ItemRef:
     kind: str
     id: str
     scope: str = ""
+    # For a subject erasure: which of the subject's identifiers the item holds, as
+    # ("email" | "phone" | "name", position in the subject's list). The daemon weighs
+    # them (daemon/identity.py); the connector only reports what it found.
+    matched: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

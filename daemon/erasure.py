@@ -24,10 +24,19 @@ from typing import Any, Protocol
 import structlog
 
 from connectors.base import Connector, ConnectorError
-from daemon import crypto, normalize
+from daemon import identity
 from daemon.certificate import MaskedIdentifiers
 from daemon.config import Settings
-from daemon.domain import Customer, ItemRef, Operation, OpKind, OpStatus, Residual, Subject
+from daemon.domain import (
+    ContactRecord,
+    Customer,
+    ItemRef,
+    Operation,
+    OpKind,
+    OpStatus,
+    Residual,
+    Subject,
+)
 from daemon.store import Store
 from daemon.store.rows import ErasureRow, ErasureState
 from daemon.token_vault import own_token_accounts
@@ -93,11 +102,21 @@ class DirectoryEraser:
 
     async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
         result = await self.connector.for_customer(customer).read(customer)
-        return [
-            ItemRef(system=self.system, kind="contact", id=r.external_id, scope=customer.id)
-            for r in result.records
-            if normalize.subject_matches(subject, r)
-        ]
+        directory = identity.Directory(result.records)
+        refs = []
+        for record in result.records:
+            evidence = directory.evidence(subject, record)
+            if evidence.personal:
+                refs.append(
+                    ItemRef(
+                        system=self.system,
+                        kind="contact",
+                        id=record.external_id,
+                        scope=customer.id,
+                        matched=tuple((str(m.kind), m.position) for m in evidence.matches),
+                    )
+                )
+        return refs
 
     async def locate_customer(self, customer: Customer) -> list[ItemRef]:
         result = await self.connector.for_customer(customer).read(customer)
@@ -352,7 +371,9 @@ class ErasureService:
             subject = self._subject(row)
             assert subject is not None
             key = self.store.customer_key(row.customer_id)
-            self.store.add_tombstones(row.customer_id, crypto.subject_fingerprints(key, subject))
+            self.store.add_tombstones(
+                row.customer_id, identity.tombstones(key, await self._personal(customer, subject))
+            )
         await self._locate_into(row, customer, phase="plan")
         plan: dict[str, dict[str, int]] = defaultdict(dict)
         for item in self.store.erasure_items(row.id):
@@ -361,6 +382,16 @@ class ErasureService:
             row.id, state=ErasureState.PLANNED, expect=[ErasureState.RECEIVED], plan=dict(plan)
         )
         self._record("erasure_planned", row.customer_id, row.id, plan=dict(plan))
+
+    async def _personal(self, customer: Customer, subject: Subject) -> Subject:
+        """The subject's identifiers that are personal in the customer's directories."""
+        records: list[ContactRecord] = []
+        for eraser in self._erasers_for(customer).values():
+            if isinstance(eraser, DirectoryEraser):
+                result = await eraser.connector.for_customer(customer).read(customer)
+                records += result.records
+        rules = self.settings.sync.policy().identity
+        return identity.Directory(records, rules).personal_subject(subject)
 
     def _gate(self, row: ErasureRow) -> None:
         needs_approval = row.scope == "customer" and self.settings.erasure.require_second_admin

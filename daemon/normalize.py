@@ -11,10 +11,17 @@ import unicodedata
 
 import phonenumbers
 
-from daemon.domain import ContactRecord, Phone, PhoneType, Subject
+from daemon.domain import Phone, PhoneType, Subject
 
 DEFAULT_REGION = "NO"
 _SPACES = re.compile(r"\s+")
+# An extension after a number, as people write it here: "x12", "ext. 12", "#12",
+# "innvalg 12", "linje 12", "tast 12" (the caller's menu choice on a switchboard).
+_EXTENSION = re.compile(
+    r"^(?P<main>.*\d)[\s,;]*(?:x|ext\.?|extension|innvalg|linje|lokal|intern|tast|#)"
+    r"\s*(?P<ext>\d{1,6})\s*$",
+    re.IGNORECASE,
+)
 
 
 def text(value: str | None) -> str:
@@ -25,32 +32,49 @@ def text(value: str | None) -> str:
 
 
 def email(value: str) -> str:
-    """Case-folded, trimmed e-mail address for matching."""
-    return text(value).casefold()
+    """E-mail address for matching: NFKC (full-width and ligature forms as their plain
+    letters), case-folded, trimmed. `Post@Firma.no` is `post@firma.no`."""
+    return unicodedata.normalize("NFKC", text(value)).casefold().strip()
 
 
 def name_key(value: str) -> str:
-    """A name reduced for matching: NFC, case-folded, inner white space collapsed."""
-    return _SPACES.sub(" ", text(value)).casefold()
+    """A name reduced for matching: NFKC, case-folded, inner white space collapsed.
+
+    NFKC after NFC: a decomposed "å" (a + ring) is "å", and compatibility forms (a
+    no-break space, full-width letters) are their plain selves.
+    """
+    folded = unicodedata.normalize("NFKC", text(value)).casefold()
+    return _SPACES.sub(" ", folded).strip()
 
 
 def e164(number: str, region: str = DEFAULT_REGION) -> str | None:
     """The E.164 form of a phone number, or None if it cannot be parsed as a valid one.
 
-    A Norwegian 8-digit number without a country code gets +47.
+    A Norwegian 8-digit number without a country code gets +47. An extension is kept,
+    in RFC 3966's form: "22334455 x12" is "+4722334455;ext=12", another line than the
+    switchboard's "+4722334455" (and `phonenumbers` reads the form back).
     """
-    candidate = text(number)
+    candidate = unicodedata.normalize("NFKC", text(number))
     if not candidate or not any(ch.isdigit() for ch in candidate):
         return None
     if candidate.startswith("00"):
         candidate = "+" + candidate[2:]
+    marked = _EXTENSION.match(candidate)
+    if marked and ";ext=" not in candidate:
+        candidate = f"{marked['main']} ext. {marked['ext']}"
     try:
         parsed = phonenumbers.parse(candidate, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(parsed):
         return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    main = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return f"{main};ext={parsed.extension}" if parsed.extension else main
+
+
+def without_extension(key: str) -> str:
+    """The main number of an E.164 key: "+4722334455;ext=12" -> "+4722334455"."""
+    return key.partition(";ext=")[0]
 
 
 def phone(number: str, type: PhoneType = PhoneType.OTHER, region: str = DEFAULT_REGION) -> Phone:
@@ -75,23 +99,6 @@ def phone_type(value: str | None) -> PhoneType:
         "fax": PhoneType.FAX,
     }
     return aliases.get(label, PhoneType.OTHER)
-
-
-def subject_matches(subject: Subject, record: ContactRecord) -> bool:
-    """Whether `record` holds any of the subject's identifiers: an e-mail (case
-    insensitive), a phone number (by E.164, whatever its formatting) or a full name."""
-    emails = {email(e) for e in subject.emails}
-    if emails & {email(e) for e in record.emails}:
-        return True
-    phones = {e164(p) or text(p) for p in subject.phones}
-    if phones & {p.e164 or text(p.number) for p in record.phones}:
-        return True
-    names = {name_key(n) for n in subject.names}
-    candidates = {
-        name_key(record.display_name),
-        name_key(f"{record.given_name} {record.family_name}"),
-    }
-    return bool(names & (candidates - {""}))
 
 
 class BadIdentifier(ValueError):

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from daemon.identity import IdentityRules
+
 
 class ForeignChange(StrEnum):
     """What to do when a system that is not the field's authority changed the field."""
@@ -53,6 +55,7 @@ class SyncPolicy:
     on_foreign_record: ForeignChange = ForeignChange.DISPUTE
     fields: Mapping[str, FieldPolicy] = field(default_factory=dict)
     deletion_threshold: DeletionThreshold = DeletionThreshold()
+    identity: IdentityRules = field(default_factory=IdentityRules)
 
     def for_field(self, name: str) -> FieldPolicy:
         return self.fields.get(name) or FieldPolicy(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon import crypto, incidents, normalize
+from daemon import crypto, identity, incidents, normalize
 from daemon.domain import ContactRecord, Operation, OpKind, Situation
 from daemon.policy import ForeignChange, SyncPolicy
 from daemon.state import PENDING, CustomerState, Member
@@ -270,6 +270,18 @@ class _PlanBuilder:
         self.dispute_links = {link_id for link_id, _ in state.disputes} | {
             link_id for link_id, _ in state.decisions
         }
+        self._directory: identity.Directory | None = None
+
+    @property
+    def directory(self) -> identity.Directory:
+        """Which identifiers are personal, from every record read this run (built once,
+        only when needed: the steady state of a customer without erasures never is)."""
+        if self._directory is None:
+            self._directory = identity.Directory(
+                (r for view in self.views.values() for r in view.records),
+                self.policy.identity,
+            )
+        return self._directory
 
     def _op_id(self, link_id: str, system: str, kind: OpKind, detail: str) -> str:
         return Operation.make_id(self.r.customer_id, link_id, system, str(kind), detail)
@@ -285,7 +297,7 @@ class _PlanBuilder:
                 )
                 return
         if self.state.tombstones and any(
-            crypto.record_fingerprints(self.key, r) & self.state.tombstones
+            self.directory.tombstone_hits(self.key, r, self.state.tombstones)
             for r in group.records.values()
         ):
             # Erased data came back (restored from a backup, typed in again): erase it

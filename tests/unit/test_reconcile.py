@@ -422,12 +422,12 @@ def test_three_systems_converge() -> None:
 
 
 def test_a_tombstoned_contact_is_never_recreated_and_is_erased_again_where_it_reappears() -> None:
-    from daemon import crypto
+    from daemon import identity
     from daemon.domain import Subject
 
     world = World()
     world.put("zisson", **person())
-    tombstones = frozenset(crypto.subject_fingerprints(KEY, Subject(emails=("ASE@example.no",))))
+    tombstones = frozenset(identity.tombstones(KEY, Subject(emails=("ASE@example.no",))))
     views = {
         s: SystemView(system=s, fields=ALL_FIELDS, records=list(r.values()))
         for s, r in world.records.items()
