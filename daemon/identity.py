@@ -235,9 +235,11 @@ class Directory:
         self._emails: dict[str, _Holders] = {}
         self._phones: dict[str, _Holders] = {}
         for record in records:
-            self.add(record)
+            self._add(record)
+        # Per record (alive as long as the caller holds it): its personal identifiers.
+        self._personal: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
-    def add(self, record: ContactRecord) -> None:
+    def _add(self, record: ContactRecord) -> None:
         department = record.kind is ContactKind.DEPARTMENT
         for table, keys in (
             (self._emails, record_emails(record)),
@@ -258,11 +260,33 @@ class Directory:
     def phone_strength(self, key: str) -> Strength:
         return _strength(self._phones.get(key))
 
-    def personal_emails(self, record: ContactRecord) -> set[str]:
-        return {e for e in record_emails(record) if self.email_strength(e) is Strength.PERSONAL}
+    def personal_ids(self, record: ContactRecord) -> tuple[frozenset[str], frozenset[str]]:
+        """The record's personal e-mails and phones (a department has none)."""
+        found = self._personal.get(id(record))
+        if found is None:
+            if record.kind is ContactKind.DEPARTMENT:
+                found = (frozenset(), frozenset())
+            else:
+                found = (
+                    frozenset(
+                        e
+                        for e in record_emails(record)
+                        if self.email_strength(e) is Strength.PERSONAL
+                    ),
+                    frozenset(
+                        p
+                        for p in record_phones(record)
+                        if self.phone_strength(p) is Strength.PERSONAL
+                    ),
+                )
+            self._personal[id(record)] = found
+        return found
 
-    def personal_phones(self, record: ContactRecord) -> set[str]:
-        return {p for p in record_phones(record) if self.phone_strength(p) is Strength.PERSONAL}
+    def personal_emails(self, record: ContactRecord) -> frozenset[str]:
+        return self.personal_ids(record)[0]
+
+    def personal_phones(self, record: ContactRecord) -> frozenset[str]:
+        return self.personal_ids(record)[1]
 
     # -- linking --------------------------------------------------------------------------
 
@@ -272,8 +296,8 @@ class Directory:
         sort (two e-mails, two mobiles) that differ."""
         if a.kind is not b.kind:
             return True
-        emails_a, emails_b = self.personal_emails(a), self.personal_emails(b)
-        phones_a, phones_b = self.personal_phones(a), self.personal_phones(b)
+        emails_a, phones_a = self.personal_ids(a)
+        emails_b, phones_b = self.personal_ids(b)
         if emails_a & emails_b or phones_a & phones_b:
             return False
         return bool(emails_a and emails_b) or bool(phones_a and phones_b)
@@ -364,10 +388,11 @@ class Directory:
         A record that carries an erased subject's number or address only where it is
         shared now (the switchboard, a role address) is somebody else's and is kept.
         """
-        if not tombstones or record.kind is ContactKind.DEPARTMENT:
+        if not tombstones:
             return False
-        found = {tombstone(key, IdKind.EMAIL, e) for e in self.personal_emails(record)}
-        found |= {tombstone(key, IdKind.PHONE, p) for p in self.personal_phones(record)}
+        emails, phones = self.personal_ids(record)
+        found = {tombstone(key, IdKind.EMAIL, e) for e in emails}
+        found |= {tombstone(key, IdKind.PHONE, p) for p in phones}
         return bool(found & tombstones)
 
 

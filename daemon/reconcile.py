@@ -16,12 +16,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon import crypto, identity, incidents, normalize
+from daemon import crypto, identity, incidents
 from daemon.domain import ContactRecord, Operation, OpKind, Situation
 from daemon.policy import ForeignChange, SyncPolicy
 from daemon.state import PENDING, CustomerState, Member
 
 RECORD = "_record"  # the pseudo-field of a dispute about a whole contact
+# The pseudo-fields of review items about who a record is (see _Linker).
+AMBIGUOUS_MATCH = "_ambiguous_match"
+POSSIBLE_DUPLICATE = "_possible_duplicate"
+REVIEWS = (AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE)
+SEPARATE = "separate"  # a review's answer: the record is a contact of its own
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,15 +87,10 @@ class Plan:
 
     @property
     def deleted_contacts(self) -> int:
-        """Contacts this plan deletes, counted against the threshold (erased data that
-        reappeared is not: deleting it again is owed, not a judgement)."""
-        return len(
-            {
-                p.op.link_id
-                for p in self.ops
-                if p.op.kind is OpKind.DELETE and p.reason != "tombstone"
-            }
-        )
+        """Contacts this plan deletes, counted against the threshold: every deletion,
+        erased data that reappeared included (a tombstone that suddenly matches many
+        records is a question for a person, not a licence)."""
+        return len({p.op.link_id for p in self.ops if p.op.kind is OpKind.DELETE})
 
     def counts(self) -> dict[str, int]:
         counter = Counter(f"{p.op.system}.{p.op.kind}" for p in self.ops)
@@ -109,16 +109,7 @@ class _Group:
     stored: Mapping[str, Member]
     records: dict[str, ContactRecord] = field(default_factory=dict)
     is_new: bool = False
-
-
-def _match_keys(record: ContactRecord) -> tuple[list[tuple[str, ...]], ...]:
-    """Keys by tier: e-mails, then phones (E.164), then name."""
-    emails = [("e", normalize.email(e)) for e in record.emails if e.strip()]
-    phones = [("p", p.e164) for p in record.phones if p.e164]
-    name = record.display_name or f"{record.given_name} {record.family_name}"
-    names = [("n", str(record.kind), normalize.name_key(name))] if name.strip() else []
-    tiers: tuple[list[tuple[str, ...]], ...] = (emails, phones, names)  # type: ignore[assignment]
-    return tiers
+    held: bool = False  # under review: who it is is not known, so nothing is done with it
 
 
 @contextlib.contextmanager
@@ -143,8 +134,8 @@ class Reconciler:
     # -- correlation -------------------------------------------------------------------
 
     def _correlate(
-        self, views: Mapping[str, SystemView], state: CustomerState
-    ) -> tuple[list[_Group], dict[str, Counter[str]], set[tuple[str, str]]]:
+        self, views: Mapping[str, SystemView], state: CustomerState, builder: _PlanBuilder
+    ) -> tuple[list[_Group], dict[str, Counter[str]]]:
         situations: dict[str, Counter[str]] = {s: Counter() for s in views}
         by_id = {s: {r.external_id: r for r in v.records} for s, v in views.items()}
         seen: dict[str, set[str]] = {s: set() for s in views}
@@ -163,57 +154,14 @@ class Reconciler:
                     situations[system][Situation.DELETED] += 1
             groups.append(group)
 
-        blocked: set[tuple[str, str]] = set()  # (link, system): ambiguous, create nothing
         order = [self.policy.authority, *sorted(s for s in views if s != self.policy.authority)]
         for system in order:
             if system not in views:
                 continue
             unlinked = [r for r in views[system].records if r.external_id not in seen[system]]
-            if not unlinked:
-                continue
-            index: dict[tuple[str, ...], set[int]] = defaultdict(set)
-            for i, group in enumerate(groups):
-                if system in group.records:
-                    continue
-                for record in group.records.values():
-                    for tier in _match_keys(record):
-                        for key in tier:
-                            index[key].add(i)
-            claims: dict[int, list[ContactRecord]] = defaultdict(list)
-            unmatched: list[ContactRecord] = []
-            for record in unlinked:
-                candidates: set[int] = set()
-                for tier in _match_keys(record):
-                    for key in tier:
-                        candidates |= index.get(key, set())
-                    if candidates:
-                        break
-                if len(candidates) == 1:
-                    claims[candidates.pop()].append(record)
-                elif candidates:
-                    situations[system][Situation.DISPUTED] += 1
-                    blocked.update((groups[i].link_id, system) for i in candidates)
-                else:
-                    unmatched.append(record)
-            for i, records in claims.items():
-                if len(records) == 1:
-                    groups[i].records[system] = records[0]
-                    situations[system][Situation.UNLINKED] += 1
-                else:
-                    situations[system][Situation.DISPUTED] += len(records)
-                    blocked.add((groups[i].link_id, system))
-            for record in unmatched:
-                situations[system][Situation.UNMATCHED] += 1
-                link_id = str(
-                    uuid.uuid5(
-                        uuid.NAMESPACE_URL,
-                        f"pdsync:{self.customer_id}:{system}:{record.external_id}",
-                    )
-                )
-                groups.append(
-                    _Group(link_id=link_id, stored={}, records={system: record}, is_new=True)
-                )
-        return groups, situations, blocked
+            if unlinked:
+                _Linker(self, builder, groups, system, situations[system]).link(unlinked)
+        return groups, situations
 
     # -- planning ----------------------------------------------------------------------
 
@@ -222,8 +170,12 @@ class Reconciler:
             return self._plan(views, state)
 
     def _plan(self, views: Mapping[str, SystemView], state: CustomerState) -> Plan:
-        groups, situations, blocked = self._correlate(views, state)
-        builder = _PlanBuilder(self, views, state, blocked)
+        builder = _PlanBuilder(self, views, state)
+        groups, situations = self._correlate(views, state, builder)
+        reviewed = {(d.link_id, d.field) for d in builder.disputes if d.field in REVIEWS}
+        builder.settled += [
+            key for key in state.disputes if key[1] in REVIEWS and key not in reviewed
+        ]
         for group in groups:
             builder.plan_group(group)
         visited = {group.link_id for group in groups}
@@ -244,20 +196,159 @@ class Reconciler:
         )
 
 
+_Key = tuple[str, str, str]  # (sort of identifier, kind of contact, normal form)
+
+
+class _Linker:
+    """Links one system's unlinked records to the contacts (groups) that lack that system.
+
+    Evidence, strongest first (daemon/identity.py): a personal e-mail, then a personal
+    phone; failing both, the name, when no personal identifier conflicts. A shared
+    identifier never links, and kinds must agree (a department never joins a person).
+    Several candidates, or a lone name match whose personal identifiers conflict, open a
+    review item for a person (`AMBIGUOUS_MATCH`, `POSSIBLE_DUPLICATE`): the record is
+    held, and the candidates get no copy of it in this system, until the review is
+    answered with `SEPARATE` (a contact of its own) or the link id of the candidate it
+    is.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        builder: _PlanBuilder,
+        groups: list[_Group],
+        system: str,
+        situations: Counter[str],
+    ) -> None:
+        self.r = reconciler
+        self.builder = builder
+        self.directory = builder.directory
+        self.groups = groups
+        self.system = system
+        self.situations = situations
+        self.blocked = builder.blocked  # (link, system): under review, create nothing there
+        self.candidates = [i for i, g in enumerate(groups) if system not in g.records]
+        self.by_id: dict[_Key, set[int]] = defaultdict(set)
+        self.by_name: dict[_Key, set[int]] = defaultdict(set)
+        for i in self.candidates:
+            for record in groups[i].records.values():
+                for key in self._id_keys(record):
+                    self.by_id[key].add(i)
+                for key in self._name_keys(record):
+                    self.by_name[key].add(i)
+
+    def _id_keys(self, record: ContactRecord) -> list[_Key]:
+        emails, phones = self.directory.personal_ids(record)
+        kind = str(record.kind)
+        return [("e", kind, e) for e in emails] + [("p", kind, p) for p in phones]
+
+    def _name_keys(self, record: ContactRecord) -> list[_Key]:
+        kind = str(record.kind)
+        return [("n", kind, n) for n in identity.record_names(record)]
+
+    def _match(self, record: ContactRecord) -> tuple[set[int], str | None]:
+        """The candidate groups for `record`, and the review it needs (or None)."""
+        emails, phones = self.directory.personal_ids(record)
+        kind = str(record.kind)
+        for tier in ([("e", kind, e) for e in emails], [("p", kind, p) for p in phones]):
+            found: set[int] = set()
+            for key in tier:
+                found |= self.by_id.get(key, set())
+            if found:
+                return found, (AMBIGUOUS_MATCH if len(found) > 1 else None)
+        found = set()
+        for key in self._name_keys(record):
+            found |= self.by_name.get(key, set())
+        if len(found) > 1:
+            return found, AMBIGUOUS_MATCH
+        if found and any(
+            self.directory.conflict(record, other)
+            for other in self.groups[next(iter(found))].records.values()
+        ):
+            return found, POSSIBLE_DUPLICATE
+        return found, None
+
+    def link(self, unlinked: Sequence[ContactRecord]) -> None:
+        claims: dict[int, list[ContactRecord]] = defaultdict(list)
+        unmatched: list[ContactRecord] = []
+        reviews: list[tuple[ContactRecord, set[int], str]] = []
+        for record in unlinked:
+            found, review = self._match(record)
+            if review is not None:
+                reviews.append((record, found, review))
+            elif found:
+                claims[found.pop()].append(record)
+            else:
+                unmatched.append(record)
+        for i, records in claims.items():
+            if len(records) == 1:
+                self.groups[i].records[self.system] = records[0]
+                self.situations[Situation.UNLINKED] += 1
+            else:  # several records of this system claim one contact
+                reviews += [(record, {i}, AMBIGUOUS_MATCH) for record in records]
+        for record, found, review in reviews:
+            self._review(record, found, review)
+        for record in unmatched:
+            self.situations[Situation.UNMATCHED] += 1
+            self.groups.append(self._new_group(record))
+
+    def _new_group(self, record: ContactRecord) -> _Group:
+        return _Group(
+            link_id=new_link_id(self.r.customer_id, self.system, record.external_id),
+            stored={},
+            records={self.system: record},
+            is_new=True,
+        )
+
+    def _review(self, record: ContactRecord, found: set[int], review: str) -> None:
+        group = self._new_group(record)
+        candidates = {self.groups[i].link_id: i for i in found}
+        decision = self.builder.state.decisions.get((group.link_id, review))
+        if decision is not None:
+            self.builder.decided.append(decision.id)
+            if decision.winner == SEPARATE:
+                self.situations[Situation.UNMATCHED] += 1
+                self.groups.append(group)
+                return
+            target = candidates.get(decision.winner)
+            if target is not None and self.system not in self.groups[target].records:
+                self.groups[target].records[self.system] = record
+                self.situations[Situation.UNLINKED] += 1
+                return
+            # Moot: the chosen contact is no candidate any more. Ask again.
+        self.situations[Situation.DISPUTED] += 1
+        group.held = True
+        self.groups.append(group)
+        self.blocked.update((link_id, self.system) for link_id in candidates)
+        self.builder.disputes.append(
+            DisputeItem(
+                link_id=group.link_id,
+                field=review,
+                # The answers a person may give: the record stands alone, or is one of
+                # these contacts (by link id); the values say what each is.
+                fingerprints={SEPARATE: self.system} | dict.fromkeys(candidates, "candidate"),
+            )
+        )
+
+
+def new_link_id(customer_id: str, system: str, external_id: str) -> str:
+    """The link of a record no stored link points at: the same on every run."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pdsync:{customer_id}:{system}:{external_id}"))
+
+
 class _PlanBuilder:
     def __init__(
         self,
         reconciler: Reconciler,
         views: Mapping[str, SystemView],
         state: CustomerState,
-        blocked: set[tuple[str, str]],
     ) -> None:
         self.r = reconciler
         self.key = reconciler.key
         self.policy = reconciler.policy
         self.views = views
         self.state = state
-        self.blocked = blocked
+        self.blocked: set[tuple[str, str]] = set()  # filled by _Linker
         self.ops: list[PlannedOp] = []
         self.members: list[MemberUpdate] = []
         self.removals: list[tuple[str, str]] = []
@@ -310,6 +401,8 @@ class _PlanBuilder:
             )
             self._delete_everywhere(group, reason="tombstone")
             return
+        if group.held:
+            return  # a person decides who this record is first (a review item is open)
         authority = self.policy.authority
         present = group.records
         if authority in present:

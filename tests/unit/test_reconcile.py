@@ -10,7 +10,14 @@ import pytest
 from daemon import normalize
 from daemon.domain import SYNC_FIELDS, ContactKind, ContactRecord, OpKind, PhoneType
 from daemon.policy import FieldPolicy, ForeignChange, SyncPolicy
-from daemon.reconcile import RECORD, Plan, Reconciler, SystemView
+from daemon.reconcile import (
+    POSSIBLE_DUPLICATE,
+    RECORD,
+    SEPARATE,
+    Plan,
+    Reconciler,
+    SystemView,
+)
 from daemon.state import CustomerState, Decision, Link, Member, OpenDispute
 
 KEY = b"k" * 32
@@ -351,7 +358,7 @@ def test_a_record_only_in_zisson_becomes_a_record_dispute_by_default() -> None:
     assert len(world.disputes) == 1
 
 
-@pytest.mark.parametrize("shared", ["emails", "phones", "name"])
+@pytest.mark.parametrize("shared", ["emails", "phones", "name_without_other_identifiers"])
 def test_correlation_by_email_then_phone_then_name(shared: str) -> None:
     world = World()
     base = person()
@@ -366,13 +373,118 @@ def test_correlation_by_email_then_phone_then_name(shared: str) -> None:
         other["emails"] = base["emails"]
     elif shared == "phones":
         other["phones"] = (normalize.phone("+47 22 33 44 55", PhoneType.WORK),)
-    else:
-        other["display_name"] = base["display_name"]
+    else:  # the name, and no identifier of another person beside it
+        other.update(display_name=base["display_name"], emails=(), phones=())
     world.put("firestore", **base)
     world.put("zisson", **other)
     plan = world.sync()
     assert plan.situations["zisson"].get("unlinked") == 1
     assert not any(p.op.kind is OpKind.CREATE for p in plan.ops)
+
+
+def test_a_namesake_whose_personal_identifiers_conflict_is_a_possible_duplicate() -> None:
+    """Same name, another e-mail and mobile: not the same person on the evidence. Nothing
+    is linked or overwritten; a person is asked, and neither is copied meanwhile."""
+    world = World()
+    world.put("firestore", **person())
+    kari = world.put(
+        "zisson",
+        **person(
+            emails=("ase.b@example.no",), phones=(normalize.phone("99887766", PhoneType.MOBILE),)
+        ),
+    )
+    plan = world.sync()
+    assert plan.situations["zisson"].get("disputed") == 1
+    assert [p for p in plan.ops] == []
+    (review,) = plan.disputes
+    assert review.field == POSSIBLE_DUPLICATE
+    assert set(review.fingerprints) == {SEPARATE, next(iter(world.links))}
+    assert world.records["zisson"][kari.external_id] == kari
+
+
+def test_an_answered_review_links_the_record_or_lets_it_stand_alone() -> None:
+    world = World()
+    world.put("firestore", **person())
+    world.put(
+        "zisson",
+        **person(emails=("ase.b@example.no",), phones=(normalize.phone("99887766"),)),
+    )
+    (review,) = world.sync().disputes
+    card_link = next(iter(world.links))
+    world.decisions[(review.link_id, review.field)] = Decision(
+        id=7, link_id=review.link_id, field=review.field, winner=card_link, fingerprints={}
+    )
+    plan = world.sync()
+    assert 7 in plan.decided
+    assert plan.situations["zisson"].get("unlinked") == 1
+    assert (review.link_id, review.field) in plan.settled_disputes
+    assert {(p.op.system, p.op.kind) for p in plan.ops} == {("zisson", OpKind.UPDATE)}
+
+    separate = World()
+    separate.put("firestore", **person())
+    separate.put(
+        "zisson",
+        **person(emails=("ase.b@example.no",), phones=(normalize.phone("99887766"),)),
+    )
+    (review,) = separate.sync().disputes
+    separate.decisions[(review.link_id, review.field)] = Decision(
+        id=8, link_id=review.link_id, field=review.field, winner=SEPARATE, fingerprints={}
+    )
+    plan = separate.sync()
+    # Two people: the card's is created in Zisson; Zisson's own is a foreign record.
+    assert [(p.op.system, p.op.kind) for p in plan.ops] == [("zisson", OpKind.CREATE)]
+    assert [d.field for d in plan.disputes] == [RECORD]
+
+
+def test_a_shared_number_or_role_address_alone_never_links() -> None:
+    world = World()
+    switchboard = normalize.phone("22 33 44 55", PhoneType.WORK)
+    world.put("firestore", **person(emails=("post@example.no",), phones=(switchboard,)))
+    world.put(
+        "firestore",
+        **person(
+            given_name="Per",
+            family_name="Ås",
+            display_name="Per Ås",
+            emails=(),
+            phones=(switchboard, normalize.phone("91111111")),
+        ),
+    )
+    world.put(
+        "zisson",
+        **person(
+            given_name="Kari",
+            family_name="Li",
+            display_name="Kari Li",
+            emails=("Post@Example.no",),
+            phones=(switchboard,),
+        ),
+    )
+    plan = world.sync()
+    assert plan.situations["zisson"].get("unmatched") == 1
+    assert plan.situations["zisson"].get("unlinked") is None
+
+
+def test_a_department_never_merges_into_a_person_with_its_number() -> None:
+    world = World()
+    world.put("firestore", **person(phones=(normalize.phone("22334455"),), emails=()))
+    world.put(
+        "zisson",
+        kind=ContactKind.DEPARTMENT,
+        display_name="Sentralbord",
+        phones=(normalize.phone("22 33 44 55"),),
+    )
+    plan = world.sync()
+    assert plan.situations["zisson"].get("unlinked") is None
+    assert not [p for p in plan.ops if p.op.kind is OpKind.UPDATE]
+
+
+def test_a_changed_extension_is_a_change() -> None:
+    world, _, zisson = linked_world()
+    card_id = next(iter(world.records["firestore"]))
+    world.edit("firestore", card_id, phones=(normalize.phone("22334455 x12", PhoneType.WORK),))
+    plan = world.sync()
+    assert [(p.op.system, p.changed_fields) for p in plan.ops] == [("zisson", ("phones",))]
 
 
 def test_two_candidates_are_disputed_and_no_duplicate_is_created() -> None:
@@ -437,6 +549,6 @@ def test_a_tombstoned_contact_is_never_recreated_and_is_erased_again_where_it_re
     assert [(p.op.kind, p.op.system, p.reason) for p in plan.ops] == [
         (OpKind.DELETE, "zisson", "tombstone")
     ]
-    assert plan.deleted_contacts == 0  # owed, not counted against the threshold
+    assert plan.deleted_contacts == 1  # counted against the threshold like any deletion
     assert [n for n, _ in plan.notes] == ["incident_erased_data_reappeared"]
     assert not [p for p in plan.ops if p.op.kind is OpKind.CREATE]
