@@ -29,6 +29,7 @@ from daemon.cli_common import (
 )
 from daemon.config import CONFIG_ENV, ConfigError, CustomerConfig, Settings
 from daemon.domain import Subject
+from daemon.reconcile import AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE, SEPARATE
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -41,7 +42,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 runs_app = typer.Typer(help="Recent runs: `pdsync runs` lists, `pdsync runs show ID` details.")
-disputes_app = typer.Typer(help="Conflicting edits waiting for a person.")
+disputes_app = typer.Typer(
+    help="Conflicting edits, and records whose identity is in doubt, waiting for a person."
+)
 tasks_app = typer.Typer(help="Manual tasks for an operator (Zisson in manual write mode).")
 quarantine_app = typer.Typer(help="Records a system returned that could not be read.")
 sandbox_app = typer.Typer(help="The outside world on loopback, for trying pdsync out.")
@@ -347,19 +350,32 @@ def disputes_list(
     rows = _query(config, lambda store: store.list_disputes(customer_id=customer, open_only=True))
     _table(
         "Open disputes",
-        ("id", "customer", "link", "field", "systems", "opened"),
+        ("id", "customer", "link", "field", "systems or answers", "opened"),
         (
             (
                 str(row.id),
                 row.customer_id,
                 row.link_id[:8],
-                row.field,
+                REVIEW_LABELS.get(row.field, row.field),
                 ", ".join(sorted(row.fingerprints)),
                 row.opened_at.strftime("%Y-%m-%d %H:%M"),
             )
             for row in rows
         ),
     )
+    for row in rows:
+        if row.field not in REVIEW_LABELS:
+            continue
+        # Who the held record might be, by ids only, and the commands that answer.
+        err.print(f"{row.id}: {REVIEW_LABELS[row.field]}, held: {row.fingerprints[SEPARATE]}")
+        err.print(f"  a contact of its own:  pdsync disputes resolve {row.id} --winner {SEPARATE}")
+        for answer, records in sorted(row.fingerprints.items()):
+            if answer != SEPARATE:
+                err.print(f"  the contact {records}:")
+                err.print(f"    pdsync disputes resolve {row.id} --winner {answer}")
+
+
+REVIEW_LABELS = {AMBIGUOUS_MATCH: "ambiguous match", POSSIBLE_DUPLICATE: "possible duplicate"}
 
 
 @tasks_app.callback(invoke_without_command=True)

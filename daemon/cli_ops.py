@@ -180,7 +180,13 @@ def tokens_revoke(name: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 def disputes_resolve(
     dispute_id: int,
-    winner: Annotated[str, typer.Option(help="The system whose value stands.")],
+    winner: Annotated[
+        str,
+        typer.Option(
+            help="The system whose value stands; for a review of who a record is,"
+            " `separate` or `same:XXXXXXXX` (as `pdsync disputes` lists them)."
+        ),
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Decide a dispute: which system's value stands (the next sync carries it into every
@@ -193,7 +199,7 @@ def disputes_resolve(
             raise fail(f"no dispute {dispute_id}")
         dispute = found[0]
         if winner not in dispute.fingerprints:
-            raise fail(f"--winner is one of {', '.join(sorted(dispute.fingerprints))}")
+            raise fail(f"--winner is one of: {', '.join(sorted(dispute.fingerprints))}")
         by = operator()
         if not store.resolve_dispute(dispute_id, winner=winner, by=by):
             raise fail(f"dispute {dispute_id} was already resolved")
@@ -210,7 +216,7 @@ def disputes_resolve(
         )
     finally:
         store.close()
-    out.print(f"dispute {dispute_id} resolved: {winner} wins")
+    out.print(f"dispute {dispute_id} resolved: {winner}; the next sync carries it out")
 
 
 def tasks_done(

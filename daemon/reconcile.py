@@ -302,7 +302,8 @@ class _Linker:
 
     def _review(self, record: ContactRecord, found: set[int], review: str) -> None:
         group = self._new_group(record)
-        candidates = {self.groups[i].link_id: i for i in found}
+        # The answers: SEPARATE, or "same:" and the start of a candidate's link id.
+        candidates = {same_as(self.groups[i].link_id): i for i in found}
         decision = self.builder.state.decisions.get((group.link_id, review))
         if decision is not None:
             self.builder.decided.append(decision.id)
@@ -319,16 +320,27 @@ class _Linker:
         self.situations[Situation.DISPUTED] += 1
         group.held = True
         self.groups.append(group)
-        self.blocked.update((link_id, self.system) for link_id in candidates)
+        self.blocked.update((self.groups[i].link_id, self.system) for i in found)
         self.builder.disputes.append(
             DisputeItem(
                 link_id=group.link_id,
                 field=review,
-                # The answers a person may give: the record stands alone, or is one of
-                # these contacts (by link id); the values say what each is.
-                fingerprints={SEPARATE: self.system} | dict.fromkeys(candidates, "candidate"),
+                # Each answer a person may give, with the records it stands for (ids
+                # only): the held record alone, or one of the candidate contacts.
+                fingerprints={SEPARATE: f"{self.system}:{record.external_id}"}
+                | {
+                    answer: ", ".join(
+                        f"{s}:{r.external_id}" for s, r in sorted(self.groups[i].records.items())
+                    )
+                    for answer, i in candidates.items()
+                },
             )
         )
+
+
+def same_as(link_id: str) -> str:
+    """A review's answer that a held record is the contact `link_id` (short to type)."""
+    return "same:" + link_id[:8]
 
 
 def new_link_id(customer_id: str, system: str, external_id: str) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from daemon.logs import redact_text, scrub
+from daemon.reconcile import REVIEWS
 from daemon.store import AuditRow, DisputeRow, EventRow, RunRow, TaskRow
 
 CUSTOMER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -121,7 +122,20 @@ class DisputeOut(BaseModel):
     customer: str
     link_id: str
     field: str
-    systems: list[str]  # the systems that disagree; values stay in the systems
+    systems: list[str] = Field(
+        description="The systems that disagree (values stay in the systems); for a review"
+        " of who a record is, the answers it takes: `separate` or `same:` and a contact."
+    )
+    review: bool = Field(
+        default=False,
+        description="A question of who a record is (`_ambiguous_match`,"
+        " `_possible_duplicate`): the record is held until it is answered.",
+    )
+    answers: dict[str, str] = Field(
+        default_factory=dict,
+        description="For a review: each answer and the records it stands for"
+        " (system:external id, never a value).",
+    )
     status: str
     opened_at: datetime
     resolved_at: datetime | None
@@ -140,6 +154,8 @@ class DisputeOut(BaseModel):
             link_id=row.link_id,
             field=row.field,
             systems=sorted(row.fingerprints),
+            review=row.field in REVIEWS,
+            answers=dict(row.fingerprints) if row.field in REVIEWS else {},
             status=str(row.status),
             opened_at=row.opened_at,
             resolved_at=row.resolved_at,
@@ -151,8 +167,10 @@ class DisputeOut(BaseModel):
 
 class ResolveIn(_In):
     winner: str = Field(
-        pattern=SYSTEM_PATTERN,
-        description="The system whose value stands; the next sync carries it everywhere.",
+        pattern=r"^(?:[a-z][a-z0-9_]{0,31}|same:[0-9a-f]{8})$",
+        description="The system whose value stands; the next sync carries it everywhere."
+        " For a review of who a record is: `separate` (a contact of its own) or"
+        " `same:XXXXXXXX` (the contact it is).",
     )
 
 

@@ -17,6 +17,7 @@ from daemon.reconcile import (
     Plan,
     Reconciler,
     SystemView,
+    same_as,
 )
 from daemon.state import CustomerState, Decision, Link, Member, OpenDispute
 
@@ -398,7 +399,8 @@ def test_a_namesake_whose_personal_identifiers_conflict_is_a_possible_duplicate(
     assert [p for p in plan.ops] == []
     (review,) = plan.disputes
     assert review.field == POSSIBLE_DUPLICATE
-    assert set(review.fingerprints) == {SEPARATE, next(iter(world.links))}
+    assert set(review.fingerprints) == {SEPARATE, same_as(next(iter(world.links)))}
+    assert review.fingerprints[SEPARATE] == f"zisson:{kari.external_id}"
     assert world.records["zisson"][kari.external_id] == kari
 
 
@@ -412,7 +414,7 @@ def test_an_answered_review_links_the_record_or_lets_it_stand_alone() -> None:
     (review,) = world.sync().disputes
     card_link = next(iter(world.links))
     world.decisions[(review.link_id, review.field)] = Decision(
-        id=7, link_id=review.link_id, field=review.field, winner=card_link, fingerprints={}
+        id=7, link_id=review.link_id, field=review.field, winner=same_as(card_link), fingerprints={}
     )
     plan = world.sync()
     assert 7 in plan.decided
