@@ -66,6 +66,36 @@ def fingerprints(key: bytes, record: ContactRecord, fields: Iterable[str]) -> di
     return result
 
 
+class Fingerprinter:
+    """`fingerprint` and `fingerprints` under one key, remembering the fingerprint of
+    each value it has seen: a plan meets the same title, department and kind thousands
+    of times, and each contact's values once per system, so most HMACs are repeats.
+
+    In memory for the length of one plan only; at most `limit` values are remembered.
+    """
+
+    def __init__(self, key: bytes, *, limit: int = 400_000) -> None:
+        self.key = key
+        self.limit = limit
+        self._seen: dict[str, str] = {}
+
+    def field(self, field: str, value: Any) -> str:
+        message = f"{field}\x00{canonical(field, value)}"
+        found = self._seen.get(message)
+        if found is None:
+            if len(self._seen) >= self.limit:
+                self._seen.clear()
+            digest = hmac.digest(self.key, message.encode(), "sha256").hex()[:FP_WIDTH]
+            found = self._seen[message] = digest
+        return found
+
+    def record(self, record: ContactRecord, names: tuple[str, ...]) -> dict[str, str]:
+        """As `fingerprints(key, record, names)`, `names` sorted."""
+        result = {name: self.field(name, getattr(record, name)) for name in names}
+        result[ALL] = record_digest(self.key, record, names)
+        return result
+
+
 def encrypt(key: bytes, plaintext: str | bytes, *, context: str) -> bytes:
     """AES-256-GCM; `context` is bound as associated data (what the blob is for)."""
     data = plaintext.encode() if isinstance(plaintext, str) else plaintext

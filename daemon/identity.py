@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from daemon import normalize
@@ -215,14 +215,6 @@ class Evidence:
         )
 
 
-@dataclass(slots=True)
-class _Holders:
-    """Who holds one identifier, per system."""
-
-    per_system: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    department: bool = False
-
-
 class Directory:
     """Per customer: which identifiers are personal and which shared, from every record
     every system holds now (the same person in three systems counts once per system).
@@ -232,33 +224,33 @@ class Directory:
         self, records: Iterable[ContactRecord], rules: IdentityRules | None = None
     ) -> None:
         self.rules = rules or IdentityRules()
-        self._emails: dict[str, _Holders] = {}
-        self._phones: dict[str, _Holders] = {}
+        # Hot (every record of every system, when a run links or checks tombstones):
+        # count (system, identifier) pairs; more than one is several records.
+        emails: Counter[tuple[str, str]] = Counter()
+        phones: Counter[tuple[str, str]] = Counter()
+        departmental: set[str] = set()
+        email = normalize.email
         for record in records:
-            self._add(record)
+            system = record.system
+            held_emails = {email(e) for e in record.emails}
+            held_phones = {p.e164 for p in record.phones if p.e164}
+            emails.update([(system, e) for e in held_emails if e])
+            phones.update([(system, p) for p in held_phones])
+            if record.kind is ContactKind.DEPARTMENT:
+                departmental |= held_emails | held_phones
+        self._shared = {key for (_, key), n in emails.items() if n > 1}
+        self._shared |= {key for (_, key), n in phones.items() if n > 1}
+        self._shared |= departmental
         # Per record (alive as long as the caller holds it): its personal identifiers.
         self._personal: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
-    def _add(self, record: ContactRecord) -> None:
-        department = record.kind is ContactKind.DEPARTMENT
-        for table, keys in (
-            (self._emails, record_emails(record)),
-            (self._phones, record_phones(record)),
-        ):
-            for key in keys:
-                holders = table.get(key)
-                if holders is None:
-                    holders = table[key] = _Holders()
-                holders.per_system[record.system] += 1
-                holders.department |= department
-
     def email_strength(self, key: str) -> Strength:
-        if self.rules.is_role_address(key):
+        if key in self._shared or self.rules.is_role_address(key):
             return Strength.SHARED
-        return _strength(self._emails.get(key))
+        return Strength.PERSONAL
 
     def phone_strength(self, key: str) -> Strength:
-        return _strength(self._phones.get(key))
+        return Strength.SHARED if key in self._shared else Strength.PERSONAL
 
     def personal_ids(self, record: ContactRecord) -> tuple[frozenset[str], frozenset[str]]:
         """The record's personal e-mails and phones (a department has none)."""
@@ -267,17 +259,10 @@ class Directory:
             if record.kind is ContactKind.DEPARTMENT:
                 found = (frozenset(), frozenset())
             else:
+                shared, role = self._shared, self.rules.is_role_address
                 found = (
-                    frozenset(
-                        e
-                        for e in record_emails(record)
-                        if self.email_strength(e) is Strength.PERSONAL
-                    ),
-                    frozenset(
-                        p
-                        for p in record_phones(record)
-                        if self.phone_strength(p) is Strength.PERSONAL
-                    ),
+                    frozenset(e for e in record_emails(record) if e not in shared and not role(e)),
+                    frozenset(p for p in record_phones(record) if p not in shared),
                 )
             self._personal[id(record)] = found
         return found
@@ -394,14 +379,6 @@ class Directory:
         found = {tombstone(key, IdKind.EMAIL, e) for e in emails}
         found |= {tombstone(key, IdKind.PHONE, p) for p in phones}
         return bool(found & tombstones)
-
-
-def _strength(holders: _Holders | None) -> Strength:
-    if holders is None:
-        return Strength.PERSONAL  # held by nobody here: it can only be the subject's own
-    if holders.department or any(n > 1 for n in holders.per_system.values()):
-        return Strength.SHARED
-    return Strength.PERSONAL
 
 
 def tombstone(key: bytes, kind: IdKind, normal: str) -> str:

@@ -34,7 +34,9 @@ def text(value: str | None) -> str:
 def email(value: str) -> str:
     """E-mail address for matching: NFKC (full-width and ligature forms as their plain
     letters), case-folded, trimmed. `Post@Firma.no` is `post@firma.no`."""
-    return unicodedata.normalize("NFKC", text(value)).casefold().strip()
+    if value.isascii():  # the common case, and hot: NFKC changes nothing there
+        return value.strip().lower()
+    return unicodedata.normalize("NFKC", value).strip().casefold()
 
 
 def name_key(value: str) -> str:
@@ -43,8 +45,9 @@ def name_key(value: str) -> str:
     NFKC after NFC: a decomposed "å" (a + ring) is "å", and compatibility forms (a
     no-break space, full-width letters) are their plain selves.
     """
-    folded = unicodedata.normalize("NFKC", text(value)).casefold()
-    return _SPACES.sub(" ", folded).strip()
+    if value.isascii():
+        return " ".join(value.lower().split())
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
 
 
 def e164(number: str, region: str = DEFAULT_REGION) -> str | None:

@@ -229,13 +229,22 @@ class _Linker:
         self.blocked = builder.blocked  # (link, system): under review, create nothing there
         self.candidates = [i for i, g in enumerate(groups) if system not in g.records]
         self.by_id: dict[_Key, set[int]] = defaultdict(set)
-        self.by_name: dict[_Key, set[int]] = defaultdict(set)
         for i in self.candidates:
             for record in groups[i].records.values():
                 for key in self._id_keys(record):
                     self.by_id[key].add(i)
-                for key in self._name_keys(record):
-                    self.by_name[key].add(i)
+        self._by_name: dict[_Key, set[int]] | None = None
+
+    @property
+    def by_name(self) -> dict[_Key, set[int]]:
+        """Candidates by name: built on first use (most records link by an identifier)."""
+        if self._by_name is None:
+            self._by_name = defaultdict(set)
+            for i in self.candidates:
+                for record in self.groups[i].records.values():
+                    for key in self._name_keys(record):
+                        self._by_name[key].add(i)
+        return self._by_name
 
     def _id_keys(self, record: ContactRecord) -> list[_Key]:
         emails, phones = self.directory.personal_ids(record)
@@ -250,7 +259,10 @@ class _Linker:
         """The candidate groups for `record`, and the review it needs (or None)."""
         emails, phones = self.directory.personal_ids(record)
         kind = str(record.kind)
-        for tier in ([("e", kind, e) for e in emails], [("p", kind, p) for p in phones]):
+        for tier in (
+            [("e", kind, e) for e in emails],
+            [("p", kind, p) for p in phones],
+        ):
             found: set[int] = set()
             for key in tier:
                 found |= self.by_id.get(key, set())
@@ -273,7 +285,7 @@ class _Linker:
         unmatched: list[ContactRecord] = []
         reviews: list[tuple[ContactRecord, set[int], str]] = []
         for record in unlinked:
-            found, review = self._match(record)
+            found, review = self._match(record) if self.candidates else (set(), None)
             if review is not None:
                 reviews.append((record, found, review))
             elif found:
@@ -374,6 +386,7 @@ class _PlanBuilder:
             link_id for link_id, _ in state.decisions
         }
         self._directory: identity.Directory | None = None
+        self.fingerprinter = crypto.Fingerprinter(self.key)
 
     @property
     def directory(self) -> identity.Directory:
@@ -390,7 +403,7 @@ class _PlanBuilder:
         return Operation.make_id(self.r.customer_id, link_id, system, str(kind), detail)
 
     def _fingerprints(self, system: str, record: ContactRecord) -> dict[str, str]:
-        return crypto.fingerprints(self.key, record, self.sorted_fields[system])
+        return self.fingerprinter.record(record, self.sorted_fields[system])
 
     def plan_group(self, group: _Group) -> None:
         for system, member in group.stored.items():
@@ -541,6 +554,11 @@ class _PlanBuilder:
         ):
             return
         current = {s: self._fingerprints(s, r) for s, r in present.items()}
+        if not stored and group.link_id not in self.dispute_links and self._agree(current):
+            # Newly linked and holding the same values everywhere (the bulk of a first
+            # sync): nothing to write, only baselines to record.
+            self._refresh_baselines(group, {}, (), current)
+            return
         writes: dict[str, dict[str, Any]] = defaultdict(dict)
         disputed: set[str] = set()
         projected: dict[tuple[str, str], ContactRecord] = {}
@@ -585,6 +603,16 @@ class _PlanBuilder:
         in_flight = {name for values in writes.values() for name in values}
         self._refresh_baselines(group, writes, disputed | in_flight, current)
 
+    def _agree(self, current: Mapping[str, Mapping[str, str]]) -> bool:
+        """Whether every system holds the same value of every field it shares."""
+        systems = list(current)
+        for i, a in enumerate(systems):
+            for b in systems[i + 1 :]:
+                shared = self.views[a].fields & self.views[b].fields
+                if any(current[a][name] != current[b][name] for name in shared):
+                    return False
+        return True
+
     def _fields(self, present: Mapping[str, ContactRecord]) -> list[str]:
         names: set[str] = set()
         for system in present:
@@ -621,7 +649,7 @@ class _PlanBuilder:
         def fp_of(system: str, source: str) -> str:
             if system == source or in_system(system, source) is present[source]:
                 return current[source][name]  # held as is: no new fingerprint needed
-            return crypto.fingerprint(self.key, name, value_in(system, source))
+            return self.fingerprinter.field(name, value_in(system, source))
 
         def differing(source: str) -> list[str]:
             return [s for s in holders if s != source and current[s][name] != fp_of(s, source)]
