@@ -227,7 +227,10 @@ class _Linker:
         self.system = system
         self.situations = situations
         self.blocked = builder.blocked  # (link, system): under review, create nothing there
-        self.candidates = [i for i, g in enumerate(groups) if system not in g.records]
+        # A held record (under review) is no candidate: it is nobody yet.
+        self.candidates = [
+            i for i, g in enumerate(groups) if system not in g.records and not g.held
+        ]
         self.by_id: dict[_Key, set[int]] = defaultdict(set)
         for i in self.candidates:
             for record in groups[i].records.values():
