@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -37,11 +37,14 @@ class OutlookConnector(GraphClient):
     `project` is what an Outlook contact can hold (mapping.py); it is the same for every
     customer, so `for_customer` is the connector itself.
 
-    Erasable: `locate(customer, subject)` finds the subject's messages (mail.py) and
-    contacts; `erase(customer, refs)` deletes them for good; `verify_absent` locates
-    again and must come back empty. `locate_customer_mail` finds everything of a
-    customer whose contract ends, `locate_customer` that and its contacts. Retention:
-    `expired(customer, now)`.
+    Erasable: `locate(customer, subject, personal_emails=...)` finds the subject's
+    messages within the customer's part of the service mailbox (mail.py, scope.py) and
+    the subject's contacts in its contact folder, each ref carrying which of the
+    subject's identifiers it holds (`matched`; the daemon weighs them); `erase(customer,
+    refs)` deletes them for good; `verify_absent` locates again, in the same scope, and
+    must come back empty. `locate_customer_mail` finds everything of a customer whose
+    contract ends, `locate_customer` that and its contacts. Retention: `expired(customer,
+    now)`.
 
     Raises only connector errors: AuthError (credentials), RetriableError (Graph
     unavailable beyond the retries), FatalError (configuration, a subject too vague to
@@ -104,15 +107,25 @@ class OutlookConnector(GraphClient):
 
     # -- erasure --------------------------------------------------------------------------
 
-    async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
-        """Every message and contact of `customer` that names `subject`."""
-        return await self.locate_messages(customer, subject) + await self.locate_contacts(
-            customer, subject
-        )
+    async def locate(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
+        """Every message and contact of `customer` that holds an identifier of `subject`.
 
-    async def locate_messages(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+        A message counts only in the customer's scope: in its `mail_folders` trees, or
+        from or to one of its `domains` or one of `personal_emails` (the subject's
+        addresses the daemon holds personal, normalised as daemon.normalize.email);
+        one that matches by names alone only inside its folders. Each ref's `matched`
+        names the subject's identifiers it holds, by kind and position.
+        """
+        messages = await self.locate_messages(customer, subject, personal_emails=personal_emails)
+        return messages + await self.locate_contacts(customer, subject)
+
+    async def locate_messages(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
         binding = self.binding(customer)
-        refs = await self.mail.locate(binding, subject, _matcher(subject))
+        refs = await self.mail.locate(binding, _matcher(subject), personal_emails=personal_emails)
         self.log.info("located messages", customer=customer.id, items=len(refs))
         return refs
 
@@ -128,9 +141,12 @@ class OutlookConnector(GraphClient):
         """Delete `refs` for good (permanentDelete); APPLIED also for what was gone."""
         return await self.mail.erase(self.binding(customer), refs)
 
-    async def verify_absent(self, customer: Customer, subject: Subject) -> list[ItemRef]:
-        """What Graph still shows of the subject: empty after a complete erasure."""
-        return await self.locate(customer, subject)
+    async def verify_absent(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
+        """What Graph still shows of the subject in the customer's scope (as `locate`):
+        empty after a complete erasure."""
+        return await self.locate(customer, subject, personal_emails=personal_emails)
 
     async def locate_customer_mail(self, customer: Customer) -> list[ItemRef]:
         """Every message in the customer's folders, and from or to its domains."""

@@ -336,19 +336,30 @@ class ContactDirectory:
     async def locate(
         self, binding: OutlookBinding, matcher: SubjectMatcher | None
     ) -> list[ItemRef]:
-        """The contacts in the customer's folder that are the subject's (None: all)."""
+        """The contacts in the customer's folder that hold an identifier of the subject,
+        each with what it matched (None: every contact, matching nothing)."""
         if await self.folders.resolve(binding, create=False) is None:
             return []
         contacts = await self._list(binding, select=SELECT)
         refs = []
         for contact_id, contact in contacts.items():
-            item = from_contact(contact)
-            if matcher is None or (
-                isinstance(item, ContactRecord) and matcher.matches_contact(item)
-            ):
-                refs.append(
-                    ItemRef(system=SYSTEM, kind="contact", id=contact_id, scope=binding.mailbox)
+            matched: tuple[tuple[str, int], ...] = ()
+            if matcher is not None:
+                item = from_contact(contact)
+                if not isinstance(item, ContactRecord):
+                    continue
+                matched = matcher.contact_matches(item)
+                if not matched:
+                    continue
+            refs.append(
+                ItemRef(
+                    system=SYSTEM,
+                    kind="contact",
+                    id=contact_id,
+                    scope=binding.mailbox,
+                    matched=matched,
                 )
+            )
         return refs
 
 

@@ -4,12 +4,19 @@ Where messages are looked for: `/messages` (every folder a user sees, Deleted It
 included) and Recoverable Items/Deletions (what was deleted from Deleted Items, still
 recoverable by users and reachable by Graph as `recoverableitemsdeletions`).
 
+The service mailbox holds every customer's mail: what is one customer's is scope.py's
+rule (its folder trees; mail from or to its domains or the subject's personal
+addresses; names alone count only inside its folders). Nothing outside it is returned,
+whatever it names.
+
 locate          the union of one `$search` per identifier (kql.py) and the exact
-                `$filter` on the sender's address, each paged to its end; a search
-                that returns `search_cap` hits may have been cut short, so then the whole
-                area is scanned instead. Recoverable Items/Deletions is always scanned
-                (it is small, and search there is not to be relied on). Every hit is
-                re-checked (matching.py) before it becomes an ItemRef.
+                `$filter` on the sender's address, each paged to its end, over the
+                whole mailbox; a search that returns `search_cap` hits may have been
+                cut short, so then the whole area is scanned instead. Recoverable
+                Items/Deletions is always scanned (it is small, and search there is not
+                to be relied on). Every hit is re-checked (matching.py), kept only if it
+                is in the customer's scope (scope.py), and becomes an ItemRef carrying
+                which of the subject's identifiers it holds (`matched`).
 customer mail   every message in the customer's `mail_folders` (and their subfolders)
                 and every message from or to an address in one of its domains (or
                 their subdomains). This is a full scan: search could miss mail the
@@ -28,21 +35,23 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from connectors.base import NotFoundError
 from connectors.outlook import kql
 from connectors.outlook.folders import MailFolders
 from connectors.outlook.graph import GraphClient
-from connectors.outlook.matching import MESSAGE_SELECT, SubjectMatcher, participants
+from connectors.outlook.matching import MESSAGE_SELECT, Matched, SubjectMatcher, ordered
+from connectors.outlook.scope import FOLDER_FIELD, MailScope
 from connectors.outlook.settings import OutlookBinding
 from connectors.outlook.tasks import run_all
 from connectors.outlook.wire import SYSTEM, BatchItem, segment, user_path
-from daemon import normalize
-from daemon.domain import ItemRef, OpStatus, Subject
+from daemon.domain import ItemRef, OpStatus
 
 DELETIONS = "recoverableitemsdeletions"
+# What locating needs of a message: the re-check's fields and the folder (the scope).
+LOCATE_SELECT = f"{MESSAGE_SELECT},{FOLDER_FIELD}"
 Message = dict[str, Any]
 
 
@@ -64,31 +73,50 @@ class MailStore:
 
     # -- locating -------------------------------------------------------------------------
 
+    async def scope(
+        self, binding: OutlookBinding, personal_emails: Collection[str] = ()
+    ) -> MailScope:
+        """The customer's part of the mailbox: its folder trees (looked up now), its
+        domains and, for a subject, the subject's personal addresses."""
+        folder_ids = await self.folders.trees(binding, binding.mail_folders)
+        return MailScope.of(folder_ids, binding.domains, personal_emails)
+
     async def locate(
-        self, binding: OutlookBinding, subject: Subject, matcher: SubjectMatcher
+        self,
+        binding: OutlookBinding,
+        matcher: SubjectMatcher,
+        *,
+        personal_emails: Collection[str] = (),
     ) -> list[ItemRef]:
-        """The messages that name the subject, each re-checked client-side."""
-        names = tuple(" ".join(normalize.text(n).split()) for n in subject.names)
-        queries = kql.subject_queries(matcher.emails, matcher.phones, names)
+        """The customer's messages that name the subject, each re-checked client-side
+        and carrying what it matched; nothing outside the customer's scope."""
+        scope = await self.scope(binding, personal_emails)
+        queries = kql.subject_queries(matcher.emails, matcher.phones, matcher.names)
         found = await run_all(
             [
-                functools.partial(self._locate_in, binding, area, queries, matcher)
+                functools.partial(self._locate_in, binding, area, queries, matcher, scope)
                 for area in self._areas(binding)
             ]
         )
-        return _refs(binding, (m for messages in found for m in messages))
+        return _refs(binding, (hit for hits in found for hit in hits))
 
     async def _locate_in(
-        self, binding: OutlookBinding, area: str, queries: Sequence[str], matcher: SubjectMatcher
-    ) -> list[Message]:
+        self,
+        binding: OutlookBinding,
+        area: str,
+        queries: Sequence[str],
+        matcher: SubjectMatcher,
+        scope: MailScope,
+    ) -> list[tuple[Message, Matched]]:
         if area.endswith(f"{DELETIONS}/messages"):
-            # Small, and not every Exchange searches it: read it all and re-check.
-            scanned = await self._list(binding, area, select=MESSAGE_SELECT)
-            return [message for message in scanned if matcher.matches_message(message)]
+            # Small, and not every Exchange searches it: read it all and re-check. No
+            # customer folder is here, whatever parentFolderId says: addresses only.
+            scanned = await self._list(binding, area, select=LOCATE_SELECT)
+            return _kept(scanned, matcher, scope.without_folders())
         searches = [functools.partial(self._search, binding, area, query) for query in queries]
         filters = [
             functools.partial(
-                self._list, binding, area, select=MESSAGE_SELECT, filter=kql.sender_filter(email)
+                self._list, binding, area, select=LOCATE_SELECT, filter=kql.sender_filter(email)
             )
             for email in matcher.emails
         ]
@@ -102,13 +130,13 @@ class MailStore:
         if capped:
             # Some search may have been cut off at the cap: trust none of them, look at all.
             self.scans += 1
-            scanned = await self._list(binding, area, select=MESSAGE_SELECT)
+            scanned = await self._list(binding, area, select=LOCATE_SELECT)
             hits = {str(m.get("id")): m for m in scanned}
-        return [message for message in hits.values() if matcher.matches_message(message)]
+        return _kept(hits.values(), matcher, scope)
 
     async def _search(self, binding: OutlookBinding, area: str, query: str) -> list[Message]:
         self.searches += 1
-        return await self._list(binding, area, select=MESSAGE_SELECT, search=query)
+        return await self._list(binding, area, select=LOCATE_SELECT, search=query)
 
     async def _list(
         self,
@@ -136,24 +164,15 @@ class MailStore:
 
     async def locate_customer_mail(self, binding: OutlookBinding) -> list[ItemRef]:
         """Everything of the customer: its folders whole, and mail from or to its domains."""
-        folder_ids = set(await self.folders.trees(binding, binding.mail_folders))
-        domains = binding.domains
-        select = "parentFolderId," + ",".join(f for f in MESSAGE_SELECT.split(",") if f != "body")
-
-        def belongs(message: Message) -> bool:
-            if message.get("parentFolderId") in folder_ids:
-                return True
-            return any(
-                _in_domains(address, domains) for address, _ in participants(message) if address
-            )
-
+        scope = await self.scope(binding)
+        select = ",".join(f for f in LOCATE_SELECT.split(",") if f != "body")
         listed = await run_all(
             [
                 functools.partial(self._list, binding, area, select=select)
                 for area in self._areas(binding)
             ]
         )
-        return _refs(binding, (m for messages in listed for m in messages if belongs(m)))
+        return _refs(binding, ((m, ()) for messages in listed for m in messages if scope.holds(m)))
 
     async def expired(self, binding: OutlookBinding, now: dt.datetime) -> list[ItemRef]:
         """Messages past the customer's retention rules, per folder."""
@@ -172,7 +191,7 @@ class MailStore:
                 filter=kql.received_before(stamp),
             )
             found += [m for m in messages if _before(m, cutoff)]
-        return _refs(binding, found)
+        return _refs(binding, ((m, ()) for m in found))
 
     # -- erasing --------------------------------------------------------------------------
 
@@ -224,9 +243,16 @@ def _soft_delete(user: str, ref: ItemRef) -> BatchItem:
     return BatchItem(method="DELETE", url=f"{user}/contacts/{segment(ref.id)}")
 
 
-def _in_domains(address: str, domains: Iterable[str]) -> bool:
-    domain = address.rpartition("@")[2].rstrip(".")
-    return any(domain == d or domain.endswith("." + d) for d in domains)
+def _kept(
+    messages: Iterable[Message], matcher: SubjectMatcher, scope: MailScope
+) -> list[tuple[Message, Matched]]:
+    """The messages that name the subject and are the customer's, with what matched."""
+    kept = []
+    for message in messages:
+        matched = matcher.message_matches(message)
+        if scope.holds_match(message, matched):
+            kept.append((message, matched))
+    return kept
 
 
 def _before(message: Mapping[str, Any], cutoff: dt.datetime) -> bool:
@@ -245,6 +271,15 @@ def _received(message: Mapping[str, Any]) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _refs(binding: OutlookBinding, messages: Iterable[Mapping[str, Any]]) -> list[ItemRef]:
-    ids = dict.fromkeys(str(m.get("id")) for m in messages if m.get("id"))
-    return [ItemRef(system=SYSTEM, kind="message", id=i, scope=binding.mailbox) for i in ids]
+def _refs(
+    binding: OutlookBinding, messages: Iterable[tuple[Mapping[str, Any], Matched]]
+) -> list[ItemRef]:
+    """One ref per message id (an area may list a message twice while it moves)."""
+    found: dict[str, set[tuple[str, int]]] = {}
+    for message, matched in messages:
+        if message.get("id"):
+            found.setdefault(str(message["id"]), set()).update(matched)
+    return [
+        ItemRef(system=SYSTEM, kind="message", id=i, scope=binding.mailbox, matched=ordered(m))
+        for i, m in found.items()
+    ]

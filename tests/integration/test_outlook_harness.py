@@ -4,6 +4,9 @@
   that registers an app on `sim` (certificate or secret), adds a mailbox and returns an
   `OutlookWorld`: the connector, a customer bound to that mailbox, and helpers to look
   at the mailbox from the simulator's side. Connectors it made are closed afterwards.
+  The customer's domain is kunde-a.no and, the mailbox being its own, its mail folder
+  the inbox (a subject's mail is only ever looked for in the customer's scope; `binding`
+  changes either).
 - `outlook`: one `OutlookWorld` on the default `graph_sim`.
 
 The modules import these fixtures by name (tests/fixtures/ is another engineer's).
@@ -120,6 +123,7 @@ async def outlook_connect(
                 "mailbox": mailbox,
                 "contact_folder": "Kunde A – kontakter",
                 "domains": ["kunde-a.no"],
+                "mail_folders": ["inbox"],
                 **(binding or {}),
             }
         )
