@@ -32,7 +32,7 @@ from daemon import normalize
 from daemon.api.settings import ApiConfig
 from daemon.domain import SYNC_FIELDS, Customer
 from daemon.identity import DEFAULT_ROLE_ADDRESSES, IdentityRules
-from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, SyncPolicy
+from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, ShrinkGuard, SyncPolicy
 
 CONFIG_ENV = "PDSYNC_CONFIG"
 SYSTEMS = ("firestore", "zisson", "outlook")
@@ -101,6 +101,10 @@ class DeletionThresholdConfig(_Model):
     max_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
+class ShrinkGuardConfig(_Model):
+    max_share: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
 class SyncConfig(_Model):
     interval_seconds: int = Field(default=300, ge=5)
     authority: Literal["firestore", "zisson", "outlook"] = "firestore"
@@ -108,6 +112,8 @@ class SyncConfig(_Model):
     on_foreign_record: ForeignChange = ForeignChange.DISPUTE
     fields: dict[str, FieldPolicyConfig] = Field(default_factory=dict)
     deletion_threshold: DeletionThresholdConfig = DeletionThresholdConfig()
+    creation_threshold: DeletionThresholdConfig = DeletionThresholdConfig()
+    shrink_guard: ShrinkGuardConfig = ShrinkGuardConfig()
     # Local parts of e-mail addresses that name a role, not a person (`post@`,
     # `faktura@`): shared by whoever holds them, never evidence of who someone is.
     role_addresses: list[str] = Field(default_factory=lambda: sorted(DEFAULT_ROLE_ADDRESSES))
@@ -146,6 +152,11 @@ class SyncConfig(_Model):
                 max_count=self.deletion_threshold.max_count,
                 max_share=self.deletion_threshold.max_share,
             ),
+            creation_threshold=DeletionThreshold(
+                max_count=self.creation_threshold.max_count,
+                max_share=self.creation_threshold.max_share,
+            ),
+            shrink_guard=ShrinkGuard(max_share=self.shrink_guard.max_share),
             identity=IdentityRules(role_addresses=frozenset(self.role_addresses)),
         )
 

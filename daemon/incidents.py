@@ -7,6 +7,11 @@ can notify the customer without undue delay.
   else rotated them: worth a look);
 - MASS_DELETION_HELD: a sync would have deleted more than the deletion threshold allows
   (an unexpected mass change); it waits for an approval;
+- MASS_CREATION_HELD: the same for creating contacts in a system that holds the
+  customer's contacts already (a read that came back empty would re-create them all);
+- SOURCE_SHRUNK: a system read empty, or far fewer records than it held at the last
+  sync (an outage, a wrong account, a mistyped binding); the run waits, changing
+  nothing anywhere, until the read recovers or an operator approves;
 - ERASED_DATA_REAPPEARED: erased data was found again in a system (restored from a
   backup, typed in again); it is erased again.
 """
@@ -18,6 +23,8 @@ from connectors.base import AuthError
 PREFIX = "incident_"
 AUTH_FAILED = "incident_auth_failed"
 MASS_DELETION_HELD = "incident_mass_deletion_held"
+MASS_CREATION_HELD = "incident_mass_creation_held"
+SOURCE_SHRUNK = "incident_source_shrunk"
 ERASED_DATA_REAPPEARED = "incident_erased_data_reappeared"
 
 

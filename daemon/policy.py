@@ -25,8 +25,8 @@ class FieldPolicy:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeletionThreshold:
-    """A plan deleting more than `max_count` records, or more than `max_share` of the
-    customer's contacts, stops and waits for an approval."""
+    """A plan deleting (or creating) more than `max_count` records, or more than
+    `max_share` of the customer's contacts, stops and waits for an approval."""
 
     max_count: int = 25
     max_share: float = 0.5
@@ -36,7 +36,24 @@ class DeletionThreshold:
             return False
         if deletions > self.max_count:
             return True
-        return total > 0 and deletions / total > self.max_share
+        # No contacts left to compare with (an empty card, a mistyped binding): any
+        # deletion is all of them.
+        return total <= 0 or deletions / total > self.max_share
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShrinkGuard:
+    """A system that reads empty, or without more than `max_share` of the records it
+    held at the last sync, is not believed: an outage, a wrong account or a mistyped
+    binding looks exactly like that, and believing it would delete (or re-create)
+    everything. The run waits until the read recovers or an operator approves."""
+
+    max_share: float = 0.5
+
+    def shrunk(self, *, held: int, missing: int, read: int) -> bool:
+        if held <= 0:
+            return False  # nothing to compare with: a first sync
+        return read == 0 or missing / held > self.max_share
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +72,10 @@ class SyncPolicy:
     on_foreign_record: ForeignChange = ForeignChange.DISPUTE
     fields: Mapping[str, FieldPolicy] = field(default_factory=dict)
     deletion_threshold: DeletionThreshold = DeletionThreshold()
+    # The same limits for creation that repeats what a system held or copies records
+    # found outside the authority (new contacts of the authority flow out freely).
+    creation_threshold: DeletionThreshold = DeletionThreshold()
+    shrink_guard: ShrinkGuard = ShrinkGuard()
     identity: IdentityRules = field(default_factory=IdentityRules)
 
     def for_field(self, name: str) -> FieldPolicy:

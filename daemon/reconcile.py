@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon import crypto, identity, incidents
+from daemon import crypto, identity, incidents, normalize
 from daemon.domain import ContactRecord, Operation, OpKind, Situation
 from daemon.policy import ForeignChange, SyncPolicy
 from daemon.state import PENDING, CustomerState, Member
@@ -197,6 +197,11 @@ class Reconciler:
 
 
 _Key = tuple[str, str, str]  # (sort of identifier, kind of contact, normal form)
+# The list fields, and what makes two of their values the same value.
+_LIST_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "emails": normalize.email,
+    "phones": lambda phone: (phone.key, phone.type),
+}
 
 
 class _Linker:
@@ -431,6 +436,16 @@ class _PlanBuilder:
             return
         if group.held:
             return  # a person decides who this record is first (a review item is open)
+        if not group.records:
+            # Gone from every system read: the link is done with (a deletion confirmed
+            # everywhere), and any question about the record with it.
+            self.removals += [(group.link_id, s) for s in group.stored if s in self.views]
+            if (group.link_id, RECORD) in self.state.disputes:
+                self.settled.append((group.link_id, RECORD))
+            decision = self.state.decisions.get((group.link_id, RECORD))
+            if decision is not None:
+                self.decided.append(decision.id)
+            return
         authority = self.policy.authority
         present = group.records
         if authority in present:
@@ -479,8 +494,11 @@ class _PlanBuilder:
         self._merge_fields(group)
 
     def _deleted_in_authority(self, group: _Group) -> None:
-        self.removals.append((group.link_id, self.policy.authority))
-        self._delete_everywhere(group, reason="deleted_in_authority")
+        # The authority's side of the link stays until every other system has confirmed
+        # its deletion (the executor removes each member as its delete lands): a delete
+        # that fails, conflicts, waits for an operator or is cut short by a crash is
+        # planned again next run, never mistaken for a record of that system's own.
+        self._delete_everywhere(group, reason="deleted_in_authority", keep=self.policy.authority)
 
     def _foreign_only(self, group: _Group) -> None:
         choice = self.policy.on_foreign_record
@@ -504,7 +522,7 @@ class _PlanBuilder:
                 self._create(group, target, source, reason="propagate")
         self._merge_fields(group)
 
-    def _delete_everywhere(self, group: _Group, *, reason: str) -> None:
+    def _delete_everywhere(self, group: _Group, *, reason: str, keep: str | None = None) -> None:
         for system, record in sorted(group.records.items()):
             op = Operation(
                 op_id=self._op_id(group.link_id, system, OpKind.DELETE, record.external_id),
@@ -516,6 +534,8 @@ class _PlanBuilder:
             )
             self.ops.append(PlannedOp(op=op, fingerprints={}, reason=reason))
         for system in group.stored:
+            if system == keep and group.records:
+                continue
             if system not in group.records and (group.link_id, system) not in self.removals:
                 self.removals.append((group.link_id, system))
 
@@ -703,7 +723,38 @@ class _PlanBuilder:
                         return
                     source = foreign[0]
         for target in differing(source):
-            writes[target][name] = value_in(target, source)
+            writes[target][name] = self._carried(group, name, source, target, value_in)
+
+    def _carried(
+        self,
+        group: _Group,
+        name: str,
+        source: str,
+        target: str,
+        value_in: Callable[[str, str], Any],
+    ) -> Any:
+        """`source`'s value of `name` as `target` is to hold it.
+
+        A list (e-mails, phones) from a system that holds less than the target (Zisson's
+        XML API holds one address, Outlook three) changes only what the source could
+        hold: the target keeps the values the source cannot hold, after the source's.
+        """
+        value = value_in(target, source)
+        if name not in _LIST_FIELDS:
+            return value
+        present = group.records
+        kept = getattr(present[target], name)
+        key = _LIST_FIELDS[name]
+        holdable = {key(v) for v in getattr(self.views[source].project(present[target]), name)}
+        beyond = [v for v in kept if key(v) not in holdable]
+        if not beyond:
+            return value
+        carried = list(getattr(present[source], name))
+        seen = {key(v) for v in carried}
+        merged = tuple(carried + [v for v in beyond if key(v) not in seen])
+        return getattr(
+            self.views[target].project(present[source].with_values({name: merged})), name
+        )
 
     def _refresh_baselines(
         self,

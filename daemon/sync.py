@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -20,10 +21,12 @@ import structlog
 from connectors.base import Connector, ConnectorError
 from daemon import incidents, logs
 from daemon.config import CustomerConfig, Settings
-from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult
+from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult, Situation
 from daemon.erasure import Recorder
 from daemon.reconcile import Plan, PlannedOp, Reconciler, SystemView
+from daemon.state import CustomerState
 from daemon.store import ErasureState, KeyDestroyed, RunStatus, Store
+from daemon.store.decisions import CREATIONS, SHRINK
 
 log = structlog.get_logger("pdsync.sync")
 
@@ -36,6 +39,8 @@ class SyncReport:
     plan: Plan | None = None
     applied: Counter[str] = field(default_factory=Counter)  # "zisson.update.applied" -> n
     error: str | None = None
+    deleted_links: Counter[str] = field(default_factory=Counter)  # link -> deletes applied
+    held: dict[str, Any] | None = None  # why the run waits for an approval
 
     def summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"applied": dict(self.applied)}
@@ -46,6 +51,8 @@ class SyncReport:
             summary["total_contacts"] = self.plan.total_contacts
         if self.error:
             summary["error"] = self.error
+        if self.held:
+            summary["held"] = self.held
         return summary
 
 
@@ -192,27 +199,82 @@ class SyncService:
         if plan_only:
             report.status = RunStatus.COMPLETED  # a run of kind "plan": nothing applied
             return
-        threshold = self.settings.sync.policy().deletion_threshold
-        deletions = plan.deleted_contacts
-        if threshold.exceeded_by(
-            deletions, plan.total_contacts
-        ) and not self.store.consume_approval(customer.id, deletions, report.run_id):
+        if not self._safe(customer, views, state, plan, report):
             report.status = RunStatus.AWAITING_APPROVAL
-            log.error(incidents.MASS_DELETION_HELD, deletions=deletions, total=plan.total_contacts)
-            self._event(
-                report,
-                incidents.MASS_DELETION_HELD,
-                level="error",
-                detail={
-                    "deletions": deletions,
-                    "total": plan.total_contacts,
-                    "max_count": threshold.max_count,
-                    "max_share": threshold.max_share,
-                },
-            )
             return
         report.status = RunStatus.COMPLETED
         await self._apply(customer, plan, report)  # may set INTERRUPTED on stop
+
+    def _safe(
+        self,
+        customer: Customer,
+        views: Mapping[str, SystemView],
+        state: CustomerState,
+        plan: Plan,
+        report: SyncReport,
+    ) -> bool:
+        """The safety stops, in order: a shrunk read, mass deletion, mass creation. Each
+        holds the whole run (nothing changes anywhere) unless an approval of its kind
+        covers it; each held run is an incident."""
+        policy = self.settings.sync.policy()
+        held = Counter(system for link in state.links.values() for system in link.members)
+        for system, view in sorted(views.items()):
+            missing = plan.situations.get(system, {}).get(Situation.DELETED, 0)
+            read = len(view.records) + len(view.quarantined)
+            if policy.shrink_guard.shrunk(
+                held=held[system], missing=missing, read=read
+            ) and not self.store.consume_approval(customer.id, missing, report.run_id, kind=SHRINK):
+                self._hold(
+                    report,
+                    incidents.SOURCE_SHRUNK,
+                    system=system,
+                    held=held[system],
+                    read=read,
+                    missing=missing,
+                    max_share=policy.shrink_guard.max_share,
+                )
+                return False
+        deletions = plan.deleted_contacts
+        if policy.deletion_threshold.exceeded_by(
+            deletions, plan.total_contacts
+        ) and not self.store.consume_approval(customer.id, deletions, report.run_id):
+            self._hold(
+                report,
+                incidents.MASS_DELETION_HELD,
+                deletions=deletions,
+                total=plan.total_contacts,
+                max_count=policy.deletion_threshold.max_count,
+                max_share=policy.deletion_threshold.max_share,
+            )
+            return False
+        # Creation that only repeats what a system held (its records re-created after
+        # an empty read) or copies records found outside the authority everywhere: new
+        # contacts of the authority flowing out (a first sync, an import) are not held.
+        creations = len(
+            {p.op.link_id for p in plan.ops if p.op.kind is OpKind.CREATE and p.reason != "new"}
+        )
+        if policy.creation_threshold.exceeded_by(
+            creations, plan.total_contacts
+        ) and not self.store.consume_approval(
+            customer.id, creations, report.run_id, kind=CREATIONS
+        ):
+            self._hold(
+                report,
+                incidents.MASS_CREATION_HELD,
+                creations=creations,
+                total=plan.total_contacts,
+                max_count=policy.creation_threshold.max_count,
+                max_share=policy.creation_threshold.max_share,
+            )
+            return False
+        return True
+
+    def _hold(
+        self, report: SyncReport, incident: str, *, system: str | None = None, **detail: Any
+    ) -> None:
+        log.error(incident, system=system, **detail)
+        self._event(report, incident, level="error", system=system, detail=detail)
+        report.held = {"incident": incident, "system": system, **detail}
 
     def _quarantine(
         self, customer: Customer, system: str, result: ReadResult, report: SyncReport
@@ -272,6 +334,7 @@ class SyncService:
                 return
             planned_ops = sorted(by_system[system], key=lambda p: p.op.kind is OpKind.DELETE)
             await self._apply_system(customer, system, planned_ops, report)
+        self._let_go_of_deleted(customer, plan, report)
         self._close_verified_tasks(customer, plan, report)
         if plan.decided and store.finish_decisions(plan.decided, run_id=report.run_id):
             self._event(report, "decisions_carried_out", detail={"disputes": list(plan.decided)})
@@ -280,9 +343,12 @@ class SyncService:
         self, customer: Customer, system: str, planned_ops: Sequence[PlannedOp], report: SyncReport
     ) -> None:
         store = self.store
+        attempts = []
         for planned in planned_ops:
             op = planned.op
-            store.journal_begin(
+            # The plan names the intended change; the journal gives this attempt at it
+            # its own key (a crashed attempt keeps its key, anything else gets a new one).
+            key = store.journal_attempt(
                 op.op_id,
                 run_id=report.run_id,
                 customer_id=customer.id,
@@ -290,19 +356,28 @@ class SyncService:
                 system=system,
                 kind=str(op.kind),
             )
-        results = await self.connectors[system].apply(customer, [p.op for p in planned_ops])
-        for planned, result in zip(planned_ops, results, strict=True):
-            self._record_result(customer, planned, result, report)
+            attempts.append(replace(op, op_id=key))
+        results = await self.connectors[system].apply(customer, attempts)
+        for planned, attempt, result in zip(planned_ops, attempts, results, strict=True):
+            self._record_result(customer, planned, result, report, key=attempt.op_id)
 
     def _record_result(
-        self, customer: Customer, planned: PlannedOp, result: OpResult, report: SyncReport
+        self,
+        customer: Customer,
+        planned: PlannedOp,
+        result: OpResult,
+        report: SyncReport,
+        *,
+        key: str,
     ) -> None:
+        """Store what an attempt (journal `key`) at the planned change came to."""
         store = self.store
         op = planned.op
         report.applied[f"{op.system}.{op.kind}.{result.status}"] += 1
         if result.status is OpStatus.APPLIED:
             if op.kind is OpKind.DELETE:
                 store.remove_member(customer.id, op.link_id, op.system)
+                report.deleted_links[op.link_id] += 1
             else:
                 external_id = result.external_id or op.external_id
                 assert external_id is not None, "an applied create must name the new record"
@@ -314,7 +389,7 @@ class SyncService:
                     result.version,
                     planned.fingerprints,
                 )
-            store.journal_finish(op.op_id, "done", result.external_id or op.external_id)
+            store.journal_finish(key, "done", result.external_id or op.external_id)
             if self.ledger is not None:
                 self.ledger.record(
                     f"sync.{op.kind}",
@@ -356,7 +431,7 @@ class SyncService:
                 op.op_id,
                 result.instruction or f"{op.kind} in {op.system}",
             )
-            store.journal_finish(op.op_id, "done")
+            store.journal_finish(key, "done")
             self._event(
                 report,
                 "manual_task",
@@ -368,7 +443,11 @@ class SyncService:
                 },
             )
         else:
-            store.journal_finish(op.op_id, "failed")
+            if result.status is not OpStatus.FAILED:
+                store.journal_finish(key, "failed")
+            # FAILED: whether the change landed is not known (a timeout, a 5xx): the
+            # journal keeps the attempt open, so the next run retries it under the same
+            # key and a system that did apply it answers with what it did.
             level = (
                 "warning" if result.status in (OpStatus.CONFLICT, OpStatus.NOT_FOUND) else "error"
             )
@@ -380,18 +459,44 @@ class SyncService:
                 detail={"link": op.link_id, "external_id": op.external_id, "error": result.error},
             )
 
+    def _let_go_of_deleted(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
+        """A contact deleted from the authority keeps the authority's side of its link
+        until every other system confirmed its delete; then the link goes."""
+        pending: dict[str, int] = Counter()
+        for planned in plan.ops:
+            if planned.reason == "deleted_in_authority":
+                pending[planned.op.link_id] += 1
+        for link_id, count in pending.items():
+            if report.deleted_links[link_id] == count:
+                self.store.remove_member(customer.id, link_id, self.settings.sync.authority)
+
     def _close_verified_tasks(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
-        """A manual task is done when a read-back shows nothing left to change."""
+        """A sync's manual task is done when a read-back shows nothing left to change.
+
+        Only the sync's own: a task of another workflow (an erasure's, whose link is
+        `erasure:ID`) is closed by that workflow's own read-back, never by a sync that
+        simply did not plan its change.
+        """
         still_needed = {(p.op.link_id, p.op.system) for p in plan.ops}
         for task in self.store.list_tasks(customer_id=customer.id, open_only=True):
-            if (task.link_id, task.system) not in still_needed:
-                self.store.close_task(task.id, "verified by read-back")
-                self._event(
-                    report,
-                    "manual_task_verified",
-                    system=task.system,
-                    detail={"link": task.link_id, "task": task.id},
-                )
+            if not _is_link_id(task.link_id) or (task.link_id, task.system) in still_needed:
+                continue
+            self.store.close_task(task.id, "verified by read-back")
+            self._event(
+                report,
+                "manual_task_verified",
+                system=task.system,
+                detail={"link": task.link_id, "task": task.id},
+            )
+
+
+def _is_link_id(value: str) -> bool:
+    """Whether a task's link is a sync link (a UUID), not another workflow's key."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _flat(summary: Mapping[str, Any]) -> dict[str, Any]:

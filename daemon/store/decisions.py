@@ -13,7 +13,10 @@ from daemon.store.errors import NotFound
 from daemon.store.rows import ApprovalRow, DisputeRow, DisputeStatus
 from daemon.store.schema import OPEN_ONLY, approvals, disputes
 
-DELETIONS = "deletions"
+DELETIONS = "deletions"  # a run may delete up to max_count contacts
+CREATIONS = "creations"  # a run may create up to max_count contacts
+SHRINK = "shrink"  # a run may go on although a system read far fewer records than it held
+APPROVAL_KINDS = (DELETIONS, CREATIONS, SHRINK)
 
 
 def _dispute_row(row: sa.Row[Any]) -> DisputeRow:
@@ -166,19 +169,24 @@ class DecisionsMixin(StoreBase):
 
     # -- approvals --------------------------------------------------------------------
 
-    def approve_deletions(self, customer_id: str, max_count: int, *, by: str, reason: str) -> int:
-        """Allow one run to delete up to `max_count` of the customer's records.
+    def approve_deletions(
+        self, customer_id: str, max_count: int, *, by: str, reason: str, kind: str = DELETIONS
+    ) -> int:
+        """Allow one run to delete (or, by `kind`, create) up to `max_count` of the
+        customer's records, or to go on past a shrunk read (`SHRINK`).
 
         Returns the approval id. `reason` is shown to auditors: no personal data.
         """
         if max_count < 0:
             raise ValueError("max_count must not be negative")
+        if kind not in APPROVAL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(APPROVAL_KINDS)}")
         with self._write() as conn:
             approval_id = conn.scalar(
                 sa.insert(approvals)
                 .values(
                     customer_id=customer_id,
-                    kind=DELETIONS,
+                    kind=kind,
                     max_count=max_count,
                     approved_by=by,
                     reason=reason,
@@ -189,8 +197,11 @@ class DecisionsMixin(StoreBase):
         assert approval_id is not None
         return int(approval_id)
 
-    def consume_approval(self, customer_id: str, count: int, run_id: str) -> bool:
-        """Use up the oldest unused deletion approval that covers `count` deletions.
+    def consume_approval(
+        self, customer_id: str, count: int, run_id: str, *, kind: str = DELETIONS
+    ) -> bool:
+        """Use up the oldest unused approval of `kind` that covers `count` (deletions,
+        creations; for SHRINK, the records missing from the read).
 
         Atomic: concurrent runs never consume the same approval, and each approval is
         consumed at most once. Returns False when none covers `count`.
@@ -202,7 +213,7 @@ class DecisionsMixin(StoreBase):
             sa.select(approvals.c.id)
             .where(
                 approvals.c.customer_id == customer_id,
-                approvals.c.kind == DELETIONS,
+                approvals.c.kind == kind,
                 approvals.c.consumed_at.is_(None),
                 approvals.c.max_count >= count,
             )

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from daemon.domain import Operation
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import NotFound
@@ -67,6 +68,44 @@ class JournalMixin(StoreBase):
                 ).returning(*op_journal.c)
             ).one()
         return _journal_row(row)
+
+    def journal_attempt(
+        self, intent: str, *, run_id: str, customer_id: str, link_id: str, system: str, kind: str
+    ) -> str:
+        """Begin an attempt at the intended change `intent` (a plan's op id) and return
+        its key: the idempotency key the system is given, and the journal's op id.
+
+        An attempt begun and never finished (a crash, a stop) is retried under its own
+        key, so a system that did apply it answers with what it did and nothing is
+        applied twice. Any other attempt gets a new key: the same content written again
+        later (a title changed back, a contact restored, a delete retried after a
+        conflict) is a new write, never a replay of the old answer.
+        """
+        with self._write() as conn:
+            for attempt in range(10_000):
+                key = intent if attempt == 0 else Operation.make_id(intent, str(attempt))
+                status = conn.scalar(
+                    sa.select(op_journal.c.status).where(op_journal.c.op_id == key)
+                )
+                if status is None or status == JournalStatus.PENDING.value:
+                    break
+            else:  # pragma: no cover - ten thousand finished attempts at one change
+                raise RuntimeError("too many attempts at one change")
+            conn.execute(
+                self._upsert(op_journal)
+                .values(
+                    op_id=key,
+                    run_id=run_id,
+                    customer_id=customer_id,
+                    link_id=link_id,
+                    system=system,
+                    kind=kind,
+                    status=JournalStatus.PENDING.value,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_update(index_elements=[op_journal.c.op_id], set_={"run_id": run_id})
+            )
+        return key
 
     def journal_finish(
         self, op_id: str, status: JournalStatus | str, external_id: str | None = None

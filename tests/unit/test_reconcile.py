@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -38,6 +39,8 @@ class World:
         self.decisions: dict[tuple[str, str], Decision] = {}
         self.ids = itertools.count(1)
         self.writes = 0
+        # Per system, what it can hold of a record (default: everything).
+        self.projections: dict[str, Callable[[ContactRecord], ContactRecord]] = {}
 
     def put(self, system: str, **values: object) -> ContactRecord:
         external_id = str(values.pop("external_id", f"{system}-{next(self.ids)}"))
@@ -63,7 +66,12 @@ class World:
 
     def plan(self) -> Plan:
         views = {
-            s: SystemView(system=s, fields=ALL_FIELDS, records=list(r.values()))
+            s: SystemView(
+                system=s,
+                fields=ALL_FIELDS,
+                records=list(r.values()),
+                project=self.projections.get(s, lambda record: record),
+            )
             for s, r in self.records.items()
         }
         return Reconciler(customer_id="c1", key=KEY, policy=self.policy).plan(views, self.state())
@@ -337,6 +345,34 @@ def test_contact_deleted_from_the_card_is_deleted_from_zisson() -> None:
     ]
     assert plan.deleted_contacts == 1
     assert world.records["zisson"] == {}
+    # The card's side of the link is let go once every system has confirmed.
+    assert [m.system for m in world.links[plan.ops[0].op.link_id].values()] == ["firestore"]
+    assert world.sync().ops == ()
+    assert world.links == {}
+
+
+@pytest.mark.parametrize("policy", list(ForeignChange))
+def test_a_card_deletion_that_did_not_land_is_planned_again_never_a_foreign_record(
+    policy: ForeignChange,
+) -> None:
+    """The Zisson delete conflicted, failed, waits for an operator or was cut short: the
+    link keeps the card's side, so the next run deletes again; it never brings the
+    contact back to the card nor asks a question nobody can answer."""
+    world, card, zisson = linked_world(
+        SyncPolicy(on_foreign_change=policy, on_foreign_record=policy)
+    )
+    del world.records["firestore"][card.external_id]
+    for _ in range(3):
+        plan = world.plan()  # planned, never applied
+        assert [(p.op.kind, p.op.system, p.reason) for p in plan.ops] == [
+            (OpKind.DELETE, "zisson", "deleted_in_authority")
+        ]
+        assert plan.disputes == ()
+        assert [set(m) for m in world.links.values()] == [{"firestore", "zisson"}]
+    # Zisson's entry is gone too meanwhile (an operator deleted it): the link is let go.
+    del world.records["zisson"][zisson.external_id]
+    plan = world.sync()
+    assert plan.ops == () and plan.disputes == ()
     assert world.links == {}
 
 
@@ -482,8 +518,8 @@ def test_a_department_never_merges_into_a_person_with_its_number() -> None:
 
 
 def test_a_changed_extension_is_a_change() -> None:
-    world, _, zisson = linked_world()
-    card_id = next(iter(world.records["firestore"]))
+    world, card, _ = linked_world()
+    card_id = card.external_id
     world.edit("firestore", card_id, phones=(normalize.phone("22334455 x12", PhoneType.WORK),))
     plan = world.sync()
     assert [(p.op.system, p.changed_fields) for p in plan.ops] == [("zisson", ("phones",))]
@@ -554,3 +590,36 @@ def test_a_tombstoned_contact_is_never_recreated_and_is_erased_again_where_it_re
     assert plan.deleted_contacts == 1  # counted against the threshold like any deletion
     assert [n for n, _ in plan.notes] == ["incident_erased_data_reappeared"]
     assert not [p for p in plan.ops if p.op.kind is OpKind.CREATE]
+
+
+def test_deleting_from_an_empty_card_always_needs_an_approval() -> None:
+    """A mistyped card id reads as an empty card: the share check cannot be skipped."""
+    threshold = SyncPolicy().deletion_threshold
+    assert threshold.exceeded_by(1, 0)
+    assert threshold.exceeded_by(3, 4) and not threshold.exceeded_by(2, 4)
+    assert not threshold.exceeded_by(0, 0)
+
+
+@pytest.mark.parametrize("source_holds", [1, 3])
+def test_propagate_from_a_system_that_holds_less_keeps_what_it_cannot_hold(
+    source_holds: int,
+) -> None:
+    """Zisson (XML: one address) or Outlook (three) changed an address under
+    `propagate`: the card takes that change and keeps its other addresses."""
+    policy = SyncPolicy(on_foreign_change=ForeignChange.PROPAGATE)
+    world = World(policy)
+    emails = ("ase@example.no", "ase.privat@example.no", "a.b@example.no", "ab@example.no")
+    world.put("firestore", **person(emails=emails))
+
+    def project(record: ContactRecord) -> ContactRecord:
+        return replace(record, emails=record.emails[:source_holds])
+
+    zisson = world.put("zisson", **person(emails=emails[:source_holds]))
+    world.projections["zisson"] = project
+    world.settle()
+    world.edit("zisson", zisson.external_id, emails=("ny@example.no", *emails[1:source_holds]))
+    world.settle()
+    (card,) = world.records["firestore"].values()
+    assert card.emails == ("ny@example.no", *emails[1:])
+    (held,) = world.records["zisson"].values()
+    assert held.emails == ("ny@example.no", *emails[1:source_holds])
