@@ -1,11 +1,16 @@
 """`pdsync sandbox up`: the outside world on loopback, seeded, with a config to match.
 
-Starts the Zisson simulator and Google's Firestore emulator on free loopback ports,
-seeds both with deterministic Norwegian data, and writes into DATA_DIR:
+Starts the Zisson and Graph simulators and Google's Firestore emulator on free loopback
+ports, seeds them with deterministic Norwegian data (sandbox/seed.py; in Outlook one
+service mailbox holds every customer's mail, a folder per customer), and writes into
+DATA_DIR:
 
 - `pdsync.toml`: a daemon config pointing at them (Zisson in `api` write mode; the
-  SQLite store, master key and Zisson secrets under DATA_DIR);
-- `seed.json`: everything seeded, with the ids each system gave it;
+  SQLite store, master key and Zisson secrets under DATA_DIR; every customer bound to
+  the one service mailbox);
+- `seed.json`: everything seeded, with the ids each system gave it, and per customer the
+  `roles` tests look for (the switchboard number, the namesakes, ...; see
+  `sandbox.seed.seed_json`);
 - `ready`: once everything answers (removed again on the way down).
 """
 
@@ -33,7 +38,7 @@ from connectors.outlook.settings import OutlookBinding, OutlookSettings
 from connectors.secrets import SecretRef
 from connectors.zisson.settings import ZissonBinding
 from connectors.zisson.write_api import user_body
-from daemon.domain import Customer
+from daemon.domain import ContactRecord, Customer, PhoneType
 from daemon.ledger import generate_key_file
 from sandbox.configfile import CustomerEntry, render
 from sandbox.firestore_emulator import EmulatorError, EmulatorUnavailable, FirestoreEmulator
@@ -93,9 +98,103 @@ def _outlook_binding(customer: SeedCustomer) -> OutlookBinding:
     )
 
 
+def _surname_first(record: ContactRecord) -> str:
+    return f"{record.family_name}, {record.given_name}"
+
+
+def _own_number(record: ContactRecord) -> str:
+    """The number a message would give for reaching the person: a mobile where there is
+    one, else the first (often the switchboard)."""
+    mobile = next((p.number for p in record.phones if p.type is PhoneType.MOBILE), "")
+    return mobile or (record.phones[0].number if record.phones else "")
+
+
+def _seed_mail(
+    box: Sandbox, customer: SeedCustomer, folder: str, rng: random.Random, now: datetime
+) -> None:
+    """A customer's mail, all from or to its domain: messages to and from its people
+    naming them (by "Given Surname" and by "Surname, Given") and their numbers, mail from
+    its switchboard address giving the switchboard number, mail to a role address, and
+    some inbox mail past retention."""
+    graph = box.graph
+    cards = [c.card for c in customer.contacts]
+    people = [c for c in cards if c.emails][: max(4, len(cards) // 2)]
+    for i, person in enumerate(people):
+        phone = _own_number(person)
+        name = person.display_name
+        # Every third message names the person surname first, as a directory lists them.
+        called = _surname_first(person) if i % 3 == 2 and person.family_name else name
+        graph.add_message(
+            SERVICE_MAILBOX,
+            folder,
+            subject=f"Beskjed til {called}",
+            body=f"Hei {called}, ring tilbake på {phone}. Hilsen sentralbordet.",
+            sender=SERVICE_MAILBOX,
+            to=person.emails,
+            to_names=(called,),
+            received=now - timedelta(days=rng.randint(1, 300)),
+        )
+        graph.add_message(
+            SERVICE_MAILBOX,
+            "inbox",
+            subject="Fravær i dag",
+            body=f"Jeg er borte i dag, sett over til {phone}. Mvh {name}",
+            sender=person.emails[0],
+            sender_name=name,
+            to=(SERVICE_MAILBOX,),
+            received=now - timedelta(days=400 + i if i % 5 == 0 else rng.randint(1, 300)),
+        )
+    roles = customer.roles
+    by_id = {c.external_id: c for c in cards}
+    switchboard = by_id.get(roles.get("switchboard_department", ""))
+    if switchboard is not None:
+        number = switchboard.phones[0].number
+        graph.add_message(
+            SERVICE_MAILBOX,
+            "inbox",
+            subject="Telefontider i påsken",
+            body=(
+                f"Sentralbordet vårt på {number} er stengt skjærtorsdag. Sett over til "
+                f"vakttelefonen, ellers ta beskjed. Mvh {customer.name}"
+            ),
+            sender=switchboard.emails[0],
+            sender_name=customer.name,
+            to=(SERVICE_MAILBOX,),
+            received=now - timedelta(days=rng.randint(1, 300)),
+        )
+    accountant = by_id.get(roles.get("role_address_holder", ""))
+    if accountant is not None:
+        graph.add_message(
+            SERVICE_MAILBOX,
+            folder,
+            subject="Spørsmål om faktura 4711",
+            body=(
+                f"En leverandør ringte om faktura 4711 og ber {_surname_first(accountant)} "
+                f"ringe tilbake på {_own_number(accountant)}."
+            ),
+            sender=SERVICE_MAILBOX,
+            to=accountant.emails,
+            to_names=("Faktura",),
+            received=now - timedelta(days=rng.randint(1, 300)),
+        )
+    namesakes = [by_id[i] for i in roles.get("namesakes", []) if i in by_id]
+    for namesake in namesakes[:1]:
+        # The name alone does not say which of the two is meant; the address does.
+        graph.add_message(
+            SERVICE_MAILBOX,
+            folder,
+            subject=f"Beskjed til {_surname_first(namesake)}",
+            body=f"{_surname_first(namesake)}: ring sentralbordet, det gjelder en leveranse.",
+            sender=SERVICE_MAILBOX,
+            to=namesake.emails,
+            to_names=(_surname_first(namesake),),
+            received=now - timedelta(days=rng.randint(1, 300)),
+        )
+
+
 def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
-    """The app registration (certificate), the service mailbox, and each customer's mail:
-    messages from and to its people, naming them and their numbers, some past retention."""
+    """The app registration (certificate), the one service mailbox every customer's mail
+    is in (a folder per customer, and the shared inbox), and each customer's mail."""
     graph = box.graph
     cert_pem, key_pem, _ = make_app_certificate("pdsync-sandbox")
     graph.add_app(GRAPH_APP, certificate_pem=cert_pem)
@@ -110,32 +209,7 @@ def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
         box.contact_folders[customer.id] = graph.add_contact_folder(
             SERVICE_MAILBOX, f"Kunde {customer.id}"
         )
-        people = [c.card for c in customer.contacts if c.card.emails][
-            : max(4, len(customer.contacts) // 2)
-        ]
-        for i, person in enumerate(people):
-            phone = person.phones[0].number if person.phones else ""
-            name = person.display_name
-            graph.add_message(
-                SERVICE_MAILBOX,
-                folder,
-                subject=f"Beskjed til {name}",
-                body=f"Hei {name}, ring tilbake på {phone}. Hilsen sentralbordet.",
-                sender="sentralbord@we4you.no",
-                to=person.emails,
-                to_names=(name,),
-                received=now - timedelta(days=rng.randint(1, 300)),
-            )
-            graph.add_message(
-                SERVICE_MAILBOX,
-                "inbox",
-                subject="Fravær i dag",
-                body=f"Jeg er borte i dag, sett over til mobil {phone}. Mvh {name}",
-                sender=person.emails[0],
-                sender_name=name,
-                to=(SERVICE_MAILBOX,),
-                received=now - timedelta(days=400 + i if i % 5 == 0 else rng.randint(1, 300)),
-            )
+        _seed_mail(box, customer, folder, rng, now)
     return OutlookSettings(
         tenant_id=graph.tenant_id,
         client_id=GRAPH_APP,
@@ -197,7 +271,7 @@ async def _seed_firestore(box: Sandbox) -> None:
 def _seed_zisson(box: Sandbox, seed: int) -> dict[str, ZissonBinding]:
     bindings: dict[str, ZissonBinding] = {}
     secrets_dir = box.data_dir.resolve() / "secrets"
-    for index, customer in enumerate(box.customers):
+    for customer in box.customers:
         guid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{seed}.{customer.id}.zisson.sandbox"))
         password = secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(24)
@@ -206,7 +280,7 @@ def _seed_zisson(box: Sandbox, seed: int) -> dict[str, ZissonBinding]:
         box.zisson.add_account(
             guid, username=username, password=password, user_id=user_id, refresh_token=token
         )
-        if index % 3 == 2:  # every third customer reads through the XML API
+        if customer.zisson_api == "xml":
             password_file = _secret_file(secrets_dir / f"zisson-{customer.id}.password", password)
             bindings[customer.id] = ZissonBinding(
                 api="xml", username=username, password=SecretRef(file=password_file)

@@ -1,7 +1,9 @@
 """`make run` end to end: sandbox plus daemon in one process, as a user starts it.
 
-It syncs every customer, stops cleanly on SIGTERM, and none of the seeded e-mail
-addresses or phone numbers appears in its log output or in the store's files.
+It syncs every customer, linking each contact Zisson holds to its card however messy
+the directory (a switchboard number on many, role addresses, extensions, namesakes,
+decomposed names), stops cleanly on SIGTERM, and none of the seeded e-mail addresses or
+phone numbers appears in its log output or in the store's files.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from daemon import config
+from daemon.reconcile import REVIEWS
+from daemon.store import Store
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 
-def seeded_identifiers(seed: dict) -> set[str]:
+def seeded_identifiers(seed: dict[str, Any]) -> set[str]:
     found: set[str] = set()
     for customer in seed["customers"]:
         for contact in customer["contacts"]:
@@ -33,6 +40,34 @@ def seeded_identifiers(seed: dict) -> set[str]:
                         found.add(phone["e164"])
                         found.add(phone["e164"].removeprefix("+47"))
     return {value for value in found if len(value) >= 8}
+
+
+def assert_linked_as_seeded(config_path: Path, seed: dict[str, Any]) -> None:
+    """Every card contact Zisson held when seeded shares one link with that very Zisson
+    record (the switchboard with the switchboard, each namesake with its own), and no
+    review item is open: nothing was joined on a shared number, a role address or a name."""
+    settings = config.load(config_path)
+    store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
+    try:
+        for customer in seed["customers"]:
+            links = store.load_state(customer["id"]).links.values()
+            zisson_of = {
+                link.members["firestore"].external_id: link.members["zisson"].external_id
+                for link in links
+                if {"firestore", "zisson"} <= set(link.members)
+            }
+            seeded = {
+                c["card"]["id"]: c["zisson"]["id"] for c in customer["contacts"] if c["zisson"]
+            }
+            assert {card: zisson_of.get(card) for card in seeded} == seeded, customer["id"]
+            roles = customer["roles"]
+            named = [roles["switchboard_department"], roles["extension_holder"]]
+            named += [roles["role_address_holder"], *roles["namesakes"]]
+            assert all(card in seeded for card in named)
+            reviews = store.list_disputes(customer_id=customer["id"])
+            assert [d.field for d in reviews if d.field in REVIEWS] == []
+    finally:
+        store.close()
 
 
 def test_make_run_syncs_every_customer_stops_on_sigterm_and_leaks_nothing(tmp_path: Path) -> None:
@@ -83,6 +118,7 @@ def test_make_run_syncs_every_customer_stops_on_sigterm_and_leaks_nothing(tmp_pa
     assert not (data / "ready").exists()
 
     seed = json.loads((data / "seed.json").read_text(encoding="utf-8"))
+    assert_linked_as_seeded(data / "pdsync.toml", seed)
     identifiers = seeded_identifiers(seed)
     assert len(identifiers) > 100
     leaked = sorted(value for value in identifiers if value in output)
