@@ -12,7 +12,7 @@ import hmac
 import operator
 import os
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -77,21 +77,66 @@ class Fingerprinter:
     def __init__(self, key: bytes, *, limit: int = 400_000) -> None:
         self.key = key
         self.limit = limit
-        self._seen: dict[str, str] = {}
+        self._seen: dict[str, str] = {}  # canonical message -> fingerprint
+        # Per field, value as held -> fingerprint: most values repeat exactly, and a
+        # lookup by the value itself skips making its canonical text.
+        self._held: dict[str, dict[Any, str]] = {}
+        self._helds: dict[tuple[str, ...], list[dict[Any, str]]] = {}
+        self._size = 0
 
     def field(self, field: str, value: Any) -> str:
+        held = self._held.get(field)
+        if held is None:
+            held = self._held[field] = {}
+        found = held.get(value)
+        if found is not None:
+            return found
         message = f"{field}\x00{canonical(field, value)}"
         found = self._seen.get(message)
         if found is None:
-            if len(self._seen) >= self.limit:
-                self._seen.clear()
-            digest = hmac.digest(self.key, message.encode(), "sha256").hex()[:FP_WIDTH]
-            found = self._seen[message] = digest
+            found = self._seen[message] = hmac.digest(self.key, message.encode(), "sha256").hex()[
+                :FP_WIDTH
+            ]
+        self._size += 1
+        if self._size > self.limit:
+            self._seen.clear()
+            for values in self._held.values():
+                values.clear()
+            self._size = 0
+        else:
+            held[value] = found
         return found
 
     def record(self, record: ContactRecord, names: tuple[str, ...]) -> dict[str, str]:
         """As `fingerprints(key, record, names)`, `names` sorted."""
-        result = {name: self.field(name, getattr(record, name)) for name in names}
+        helds = self._helds.get(names)
+        if helds is None:
+            helds = self._helds[names] = [self._held.setdefault(n, {}) for n in names]
+        result = {}
+        for name, held in zip(names, helds, strict=True):
+            # `field`, inlined for the hits: this runs for every record.
+            value = getattr(record, name)
+            found = held.get(value)
+            result[name] = found if found is not None else self.field(name, value)
+        result[ALL] = record_digest(self.key, record, names)
+        return result
+
+    def record_like(
+        self,
+        record: ContactRecord,
+        names: tuple[str, ...],
+        other: ContactRecord,
+        other_fps: Mapping[str, str],
+    ) -> dict[str, str]:
+        """As `record`, taking `other`'s fingerprint for every field whose value is held
+        exactly as `other` holds it (the same contact in two systems, mostly)."""
+        result = {}
+        for name in names:
+            value = getattr(record, name)
+            if name in other_fps and value == getattr(other, name):
+                result[name] = other_fps[name]
+            else:
+                result[name] = self.field(name, value)
         result[ALL] = record_digest(self.key, record, names)
         return result
 

@@ -139,6 +139,13 @@ def record_phones(record: ContactRecord) -> set[str]:
     return {p.e164 for p in record.phones if p.e164}
 
 
+def record_keys(record: ContactRecord) -> set[str]:
+    """The record's e-mails and phones in normal form, together."""
+    keys = record_emails(record)
+    keys.update([p.e164 for p in record.phones if p.e164])
+    return keys
+
+
 def record_names(record: ContactRecord) -> set[str]:
     """The record's name in every order it may be written: "Ola Hansen", and from a
     display name "Hansen, Ola" also "ola hansen"."""
@@ -221,28 +228,40 @@ class Directory:
     """
 
     def __init__(
-        self, records: Iterable[ContactRecord], rules: IdentityRules | None = None
+        self,
+        records: Iterable[ContactRecord],
+        rules: IdentityRules | None = None,
+        *,
+        only: Iterable[str] | None = None,
     ) -> None:
+        """`only`: the identifiers (normal forms) the caller will ask about; the others
+        are not counted, and a question about one is answered as if it were absent."""
         self.rules = rules or IdentityRules()
+        wanted = None if only is None else set(only)
         # Hot (every record of every system, when a run links or checks tombstones):
         # count (system, identifier) pairs; more than one is several records.
-        emails: Counter[tuple[str, str]] = Counter()
-        phones: Counter[tuple[str, str]] = Counter()
-        departmental: set[str] = set()
+        held: Counter[tuple[str, str]] = Counter()
+        shared: set[str] = set()
         email = normalize.email
+        # Each record's identifiers as counted (by id: the caller keeps the records).
+        self._keys: dict[int, frozenset[str]] = {}
         for record in records:
-            system = record.system
-            held_emails = {email(e) for e in record.emails}
-            held_phones = {p.e164 for p in record.phones if p.e164}
-            emails.update([(system, e) for e in held_emails if e])
-            phones.update([(system, p) for p in held_phones])
+            keys = {email(e) for e in record.emails}
+            keys.update([p.e164 for p in record.phones if p.e164])
+            keys.discard("")
+            if wanted is not None:
+                keys &= wanted
+            if not keys:
+                continue
             if record.kind is ContactKind.DEPARTMENT:
-                departmental |= held_emails | held_phones
-        self._shared = {key for (_, key), n in emails.items() if n > 1}
-        self._shared |= {key for (_, key), n in phones.items() if n > 1}
-        self._shared |= departmental
-        # Per record (alive as long as the caller holds it): its personal identifiers.
-        self._personal: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+                shared |= keys
+            system = record.system
+            held.update([(system, key) for key in keys])
+            self._keys[id(record)] = frozenset(keys)
+        shared.update(key for (_, key), n in held.items() if n > 1)
+        is_role = self.rules.is_role_address
+        shared.update(key for _, key in held if "@" in key and is_role(key))
+        self._shared = shared
 
     def email_strength(self, key: str) -> Strength:
         if key in self._shared or self.rules.is_role_address(key):
@@ -254,18 +273,19 @@ class Directory:
 
     def personal_ids(self, record: ContactRecord) -> tuple[frozenset[str], frozenset[str]]:
         """The record's personal e-mails and phones (a department has none)."""
-        found = self._personal.get(id(record))
-        if found is None:
-            if record.kind is ContactKind.DEPARTMENT:
-                found = (frozenset(), frozenset())
-            else:
-                shared, role = self._shared, self.rules.is_role_address
-                found = (
-                    frozenset(e for e in record_emails(record) if e not in shared and not role(e)),
-                    frozenset(p for p in record_phones(record) if p not in shared),
-                )
-            self._personal[id(record)] = found
-        return found
+        if record.kind is ContactKind.DEPARTMENT:
+            return _NOTHING
+        counted = self._keys.get(id(record))
+        if counted is None:  # a record this directory was not built from
+            counted = frozenset(record_keys(record))
+        personal = counted - self._shared
+        if not personal:
+            return _NOTHING
+        role = self.rules.is_role_address
+        return (
+            frozenset(k for k in personal if "@" in k and not role(k)),
+            frozenset(k for k in personal if "@" not in k),
+        )
 
     def personal_emails(self, record: ContactRecord) -> frozenset[str]:
         return self.personal_ids(record)[0]
@@ -379,6 +399,9 @@ class Directory:
         found = {tombstone(key, IdKind.EMAIL, e) for e in emails}
         found |= {tombstone(key, IdKind.PHONE, p) for p in phones}
         return bool(found & tombstones)
+
+
+_NOTHING: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
 def tombstone(key: bytes, kind: IdKind, normal: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -155,12 +156,27 @@ class Reconciler:
             groups.append(group)
 
         order = [self.policy.authority, *sorted(s for s in views if s != self.policy.authority)]
-        for system in order:
-            if system not in views:
-                continue
-            unlinked = [r for r in views[system].records if r.external_id not in seen[system]]
-            if unlinked:
-                _Linker(self, builder, groups, system, situations[system]).link(unlinked)
+        unlinked = {
+            s: [r for r in views[s].records if r.external_id not in seen[s]]
+            for s in order
+            if s in views
+        }
+        total = sum(len(v.records) for v in views.values())
+        if not state.tombstones and sum(map(len, unlinked.values())) * 10 < total:
+            # Only records that may link need to know what is shared: the unlinked ones
+            # and those of contacts some system lacks (in the steady state, a few).
+            interest: set[str] = set()
+            for records in unlinked.values():
+                for record in records:
+                    interest |= identity.record_keys(record)
+            for group in groups:
+                if len(group.records) < len(views):
+                    for record in group.records.values():
+                        interest |= identity.record_keys(record)
+            builder.use_directory(interest)
+        for system, records in unlinked.items():
+            if records:
+                _Linker(self, builder, groups, system, situations[system]).link(records)
         return groups, situations
 
     # -- planning ----------------------------------------------------------------------
@@ -236,11 +252,14 @@ class _Linker:
         self.candidates = [
             i for i, g in enumerate(groups) if system not in g.records and not g.held
         ]
-        self.by_id: dict[_Key, set[int]] = defaultdict(set)
+        # Candidates by personal identifier: one each, almost always (a set where not).
+        self.by_id: dict[_Key, int | set[int]] = {}
         for i in self.candidates:
             for record in groups[i].records.values():
                 for key in self._id_keys(record):
-                    self.by_id[key].add(i)
+                    held = self.by_id.setdefault(key, i)
+                    if held != i:
+                        self.by_id[key] = (held if isinstance(held, set) else {held}) | {i}
         self._by_name: dict[_Key, set[int]] | None = None
 
     @property
@@ -273,7 +292,9 @@ class _Linker:
         ):
             found: set[int] = set()
             for key in tier:
-                found |= self.by_id.get(key, set())
+                held = self.by_id.get(key)
+                if held is not None:
+                    found |= held if isinstance(held, set) else {held}
             if found:
                 return found, (AMBIGUOUS_MATCH if len(found) > 1 else None)
         found = set()
@@ -364,8 +385,20 @@ def same_as(link_id: str) -> str:
 
 
 def new_link_id(customer_id: str, system: str, external_id: str) -> str:
-    """The link of a record no stored link points at: the same on every run."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pdsync:{customer_id}:{system}:{external_id}"))
+    """The link of a record no stored link points at: the same on every run.
+
+    `uuid.uuid5(NAMESPACE_URL, "pdsync:<customer>:<system>:<id>")`, spelt out: a first
+    sync makes one per contact, and the UUID objects cost more than the hash.
+    """
+    name = f"pdsync:{customer_id}:{system}:{external_id}".encode()
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
 
 
 class _PlanBuilder:
@@ -395,6 +428,15 @@ class _PlanBuilder:
         }
         self._directory: identity.Directory | None = None
         self.fingerprinter = crypto.Fingerprinter(self.key)
+        self._pairs: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def use_directory(self, only: set[str]) -> None:
+        """Build the directory for questions about the identifiers `only`."""
+        self._directory = identity.Directory(
+            (r for view in self.views.values() for r in view.records),
+            self.policy.identity,
+            only=only,
+        )
 
     @property
     def directory(self) -> identity.Directory:
@@ -576,7 +618,7 @@ class _PlanBuilder:
             and group.link_id not in self.dispute_links
         ):
             return
-        current = {s: self._fingerprints(s, r) for s, r in present.items()}
+        current = self._current(present)
         if not stored and group.link_id not in self.dispute_links and self._agree(current):
             # Newly linked and holding the same values everywhere (the bulk of a first
             # sync): nothing to write, only baselines to record.
@@ -626,15 +668,36 @@ class _PlanBuilder:
         in_flight = {name for values in writes.values() for name in values}
         self._refresh_baselines(group, writes, disputed | in_flight, current)
 
+    def _current(self, present: Mapping[str, ContactRecord]) -> dict[str, dict[str, str]]:
+        """Each system's fingerprints of its record; a value held exactly as a system
+        before it holds it costs no new fingerprint."""
+        current: dict[str, dict[str, str]] = {}
+        first: tuple[ContactRecord, dict[str, str]] | None = None
+        for system, record in present.items():
+            names = self.sorted_fields[system]
+            if first is None:
+                current[system] = self.fingerprinter.record(record, names)
+                first = (record, current[system])
+            else:
+                current[system] = self.fingerprinter.record_like(record, names, *first)
+        return current
+
     def _agree(self, current: Mapping[str, Mapping[str, str]]) -> bool:
         """Whether every system holds the same value of every field it shares."""
         systems = list(current)
         for i, a in enumerate(systems):
             for b in systems[i + 1 :]:
-                shared = self.views[a].fields & self.views[b].fields
-                if any(current[a][name] != current[b][name] for name in shared):
-                    return False
+                fa, fb = current[a], current[b]
+                for name in self._shared_fields(a, b):
+                    if fa[name] != fb[name]:
+                        return False
         return True
+
+    def _shared_fields(self, a: str, b: str) -> tuple[str, ...]:
+        found = self._pairs.get((a, b))
+        if found is None:
+            found = self._pairs[a, b] = tuple(self.views[a].fields & self.views[b].fields)
+        return found
 
     def _fields(self, present: Mapping[str, ContactRecord]) -> list[str]:
         names: set[str] = set()
