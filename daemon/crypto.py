@@ -66,58 +66,84 @@ def fingerprints(key: bytes, record: ContactRecord, fields: Iterable[str]) -> di
     return result
 
 
-class Fingerprinter:
-    """`fingerprint` and `fingerprints` under one key, remembering the fingerprint of
-    each value it has seen: a plan meets the same title, department and kind thousands
-    of times, and each contact's values once per system, so most HMACs are repeats.
+class _Remembered:
+    """One field's remembered fingerprints: by the value as held, and by its canonical
+    text (another spelling of the same number). A field whose values hardly repeat
+    (names, addresses: one per contact) stops being remembered after a while, so a large
+    first sync does not fill memory with values seen once."""
 
-    In memory for the length of one plan only; at most `limit` values are remembered.
+    __slots__ = ("by_canonical", "by_value", "hits", "misses", "on")
+
+    def __init__(self) -> None:
+        self.by_value: dict[Any, str] = {}
+        self.by_canonical: dict[str, str] = {}
+        self.hits = self.misses = 0
+        self.on = True
+
+    def missed(self) -> None:
+        self.misses += 1
+        if self.misses == _TRIAL and self.hits * 20 < self.misses:
+            self.on = False
+            self.by_value.clear()
+            self.by_canonical.clear()
+
+
+_TRIAL = 4096  # misses after which a field that repeats in under 5 % of lookups stops
+
+
+class Fingerprinter:
+    """`fingerprint` and `fingerprints` under one key, remembering the fingerprints of
+    values that repeat: a plan meets the same title, department and kind thousands of
+    times. In memory for the length of one plan only.
     """
 
-    def __init__(self, key: bytes, *, limit: int = 400_000) -> None:
+    def __init__(self, key: bytes) -> None:
         self.key = key
-        self.limit = limit
-        self._seen: dict[str, str] = {}  # canonical message -> fingerprint
-        # Per field, value as held -> fingerprint: most values repeat exactly, and a
-        # lookup by the value itself skips making its canonical text.
-        self._held: dict[str, dict[Any, str]] = {}
-        self._helds: dict[tuple[str, ...], list[dict[Any, str]]] = {}
-        self._size = 0
+        self._fields: dict[str, _Remembered] = {}
+        self._by_names: dict[tuple[str, ...], list[_Remembered]] = {}
+
+    def _remembered(self, field: str) -> _Remembered:
+        found = self._fields.get(field)
+        if found is None:
+            found = self._fields[field] = _Remembered()
+        return found
 
     def field(self, field: str, value: Any) -> str:
-        held = self._held.get(field)
-        if held is None:
-            held = self._held[field] = {}
-        found = held.get(value)
-        if found is not None:
-            return found
+        memory = self._remembered(field)
+        if memory.on:
+            found = memory.by_value.get(value)
+            if found is not None:
+                memory.hits += 1
+                return found
         message = f"{field}\x00{canonical(field, value)}"
-        found = self._seen.get(message)
+        if not memory.on:
+            return hmac.digest(self.key, message.encode(), "sha256").hex()[:FP_WIDTH]
+        found = memory.by_canonical.get(message)
         if found is None:
-            found = self._seen[message] = hmac.digest(self.key, message.encode(), "sha256").hex()[
-                :FP_WIDTH
-            ]
-        self._size += 1
-        if self._size > self.limit:
-            self._seen.clear()
-            for values in self._held.values():
-                values.clear()
-            self._size = 0
+            found = hmac.digest(self.key, message.encode(), "sha256").hex()[:FP_WIDTH]
+            memory.by_canonical[message] = found
+            memory.missed()
         else:
-            held[value] = found
+            memory.hits += 1
+        if memory.on:
+            memory.by_value[value] = found
         return found
 
     def record(self, record: ContactRecord, names: tuple[str, ...]) -> dict[str, str]:
         """As `fingerprints(key, record, names)`, `names` sorted."""
-        helds = self._helds.get(names)
-        if helds is None:
-            helds = self._helds[names] = [self._held.setdefault(n, {}) for n in names]
+        memories = self._by_names.get(names)
+        if memories is None:
+            memories = self._by_names[names] = [self._remembered(n) for n in names]
         result = {}
-        for name, held in zip(names, helds, strict=True):
+        for name, memory in zip(names, memories, strict=True):
             # `field`, inlined for the hits: this runs for every record.
             value = getattr(record, name)
-            found = held.get(value)
-            result[name] = found if found is not None else self.field(name, value)
+            found = memory.by_value.get(value) if memory.on else None
+            if found is None:
+                found = self.field(name, value)
+            else:
+                memory.hits += 1
+            result[name] = found
         result[ALL] = record_digest(self.key, record, names)
         return result
 
