@@ -58,8 +58,11 @@ class ZissonConnector(HttpConnectorBase):
     connector's own `project` is the JSON API's, the default.
 
     Writes follow `settings.write_mode`: "api" through the assumed contract in
-    write_api.py, "manual" as MANUAL results with an operator instruction. Every request
-    is retried per `retry_policy` and limited per Zisson account.
+    write_api.py, "manual" as MANUAL results with an operator instruction. A create or
+    update is APPLIED only when Zisson shows it: the user answered (or read back) holds
+    the intended values with a newer version; otherwise it is a CONFLICT naming the
+    fields, retried with a new key next run. Every request is retried per `retry_policy`
+    and limited per Zisson account.
 
     JSON-API accounts authenticate with a rotating refresh token kept in `vault`: by
     default each binding's `refresh_token_file` (one process); the daemon passes its
@@ -176,24 +179,34 @@ class ZissonConnector(HttpConnectorBase):
             values = coerce_values(op.values)
             if op.kind == OpKind.CREATE:
                 record = project(binding.api, _blank().with_values(values))
-                user = await write_api.create_user(
+                answer = await write_api.create_user(
                     session, write_api.user_body(record), idempotency_key=op.op_id
                 )
-                return self._applied(op, binding.api, user, "create user")
+                return await self._shown(
+                    binding, op, answer, record, FIELDS, older=None, what="create user"
+                )
             if not op.external_id:
                 raise BadValues(f"{op.kind} needs the external_id")
             if op.kind == OpKind.UPDATE:
                 if binding.api == "xml":
                     return await self._update_through_xml_view(binding, op, values)
                 changed = project_json(_blank().with_values(values))
-                user = await write_api.update_user(
+                answer = await write_api.update_user(
                     session,
                     op.external_id,
                     write_api.user_body(changed, values),
                     if_match=op.expected_version,
                     idempotency_key=op.op_id,
                 )
-                return self._applied(op, binding.api, user, "update user")
+                return await self._shown(
+                    binding,
+                    op,
+                    answer,
+                    changed,
+                    frozenset(values),
+                    older=op.expected_version,
+                    what="update user",
+                )
             if op.kind == OpKind.DELETE:
                 await write_api.delete_user(
                     session, op.external_id, if_match=op.expected_version, idempotency_key=op.op_id
@@ -248,25 +261,68 @@ class ZissonConnector(HttpConnectorBase):
                 version=current.version,
                 record=project_xml(current),
             )
-        user = await write_api.update_user(
+        answer = await write_api.update_user(
             session,
             op.external_id,
             body,
             if_match=current.version,
             idempotency_key=op.op_id,
         )
-        return self._applied(op, binding.api, user, "update user")
+        # `desired` is the whole entry as the XML view should show it afterwards.
+        return await self._shown(
+            binding, op, answer, desired, FIELDS, older=current.version, what="update user"
+        )
 
-    def _applied(
-        self, op: Operation, api: ZissonApi, user: Mapping[str, Any], what: str
+    async def _shown(
+        self,
+        binding: ZissonBinding,
+        op: Operation,
+        answer: write_api.Answer,
+        intended: ContactRecord,
+        fields: frozenset[str],
+        *,
+        older: str | None,
+        what: str,
     ) -> OpResult:
-        record = project(api, _parsed(user, what))
-        return OpResult(
-            op_id=op.op_id,
-            status=OpStatus.APPLIED,
-            external_id=record.external_id,
-            version=record.version,
-            record=record,
+        """APPLIED if Zisson shows the write: the answered user, or else a read-back of
+        it, holds `intended` on `fields` with a version newer than `older`.
+
+        A replayed answer is the first request's result under this key. For a create
+        whose replay shows other values, that user may not be this write's at all, so it
+        is not read back; the op is a CONFLICT and the next run writes under a new key.
+        """
+        api = binding.api
+        user = project(api, _parsed(answer.user, what))
+        unheld = _unheld(intended, user, fields, older)
+        if not unheld:
+            return _applied(op, user)
+        if answer.replayed and op.kind is OpKind.CREATE:
+            return _result(
+                op,
+                OpStatus.CONFLICT,
+                f"zisson: {what} was answered with the replay of an earlier request under "
+                f"this idempotency key, whose user does not hold the intended "
+                f"{', '.join(unheld)}",
+            )
+        user_id = op.external_id if op.kind is OpKind.UPDATE else user.external_id
+        assert user_id is not None
+        try:
+            fetched = await write_api.get_user(self._session(binding), user_id)
+        except NotFoundError:
+            if op.kind is OpKind.UPDATE:
+                raise  # the target vanished meanwhile
+            fetched = None
+        if fetched is not None:
+            user = project(api, _parsed(fetched, "get user"))
+            unheld = _unheld(intended, user, fields, older)
+            if not unheld:
+                return _applied(op, user)
+        replayed = " (a replayed answer)" if answer.replayed else ""
+        return _result(
+            op,
+            OpStatus.CONFLICT,
+            f"zisson: {what} was answered{replayed}, but neither the answer nor a read-back "
+            f"shows the intended {', '.join(unheld)}",
         )
 
     async def _apply_manually(
@@ -405,6 +461,39 @@ def _parsed(user: Mapping[str, Any], what: str) -> ContactRecord:
 
 def _result(op: Operation, status: OpStatus, error: str) -> OpResult:
     return OpResult(op_id=op.op_id, status=status, external_id=op.external_id, error=error)
+
+
+def _applied(op: Operation, record: ContactRecord) -> OpResult:
+    return OpResult(
+        op_id=op.op_id,
+        status=OpStatus.APPLIED,
+        external_id=record.external_id,
+        version=record.version,
+        record=record,
+    )
+
+
+def _unheld(
+    intended: ContactRecord, held: ContactRecord, fields: frozenset[str], older: str | None
+) -> list[str]:
+    """The sync fields on which `held` is not `intended`, and the version when it is not
+    newer than `older`: names only, never values."""
+    unheld = [
+        name
+        for name in SYNC_FIELDS
+        if name in fields and getattr(held, name) != getattr(intended, name)
+    ]
+    if older is not None and not _newer(held.version, older):
+        unheld.append("version (not newer)")
+    return unheld
+
+
+def _newer(version: str | None, than: str) -> bool:
+    if version is None:
+        return False
+    if version.isdigit() and than.isdigit():
+        return int(version) > int(than)
+    return version != than  # opaque versions: a different one is a later one
 
 
 def _one_per_id(

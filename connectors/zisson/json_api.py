@@ -11,9 +11,26 @@ mobileNumber`; the paging and the user shape are ASSUMED and match the simulator
             "comments", "version": int}
 
 Tolerated as well: a bare array (one page), `guid` for `id`, `mobileNumber` when there
-is no `phoneNumbers`, null for an empty string or list. A page whose total differs from
-the first page's means the listing moved under us: the whole read starts over, since a
-missed entry would look like a deletion.
+is no `phoneNumbers`, null for an empty string or list.
+
+A consistent listing. Paging by offset has no snapshot: an entry deleted in front of
+the read position between two page requests pulls the next entry onto a page already
+read, and a create elsewhere can keep the total unchanged. An entry missed that way
+would read as deleted, so a listing of more than one page is read twice, page by page,
+and taken only when
+- every page of the first read gives the same total, `next` runs 2, 3, ... and is null
+  on the last page, the pages hold exactly `total` entries and no id is on two pages;
+- the second read agrees page by page (the same ids, total and next).
+One page whose `next` is null is one answer and needs no second read, but its `total`
+(if any) must match what it holds. A listing that does not add up is read again
+(LISTING_ATTEMPTS in all); if none adds up, the read fails with a RetriableError
+rather than answer an incomplete listing. A server that itself lists an id on two pages
+is refused the same way, every time, and the error says so; one id twice on one page
+cannot come from paging and is left to connector.py, which quarantines conflicting
+copies. A page cut short (its JSON ends early) is one more reason to read again. What
+these checks cannot see is a listing short from the start that says so in its total
+(an outage, a wrong account): the daemon's shrink guard holds that. Pages after the
+first are asked for with the size the server used for page 1 (it may cap `pageSize`).
 """
 
 from __future__ import annotations
@@ -41,13 +58,22 @@ _KINDS = {"user": ContactKind.PERSON, "department": ContactKind.DEPARTMENT}
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    number: int
     items: list[Any]
     total: int | None = None
     next: int | None = None
 
+    def shape(self) -> tuple[list[str], int | None, int | None]:
+        """What two reads of this page must agree on: its entries' ids, total and next."""
+        return [entry_key(item) for item in self.items], self.total, self.next
+
 
 class _Malformed(ValueError):
     """The reason an entry is rejected: a field name and a problem, never a value."""
+
+
+class _CutShort(Exception):
+    """A page whose JSON ends before its document does (its answer was cut short)."""
 
 
 async def read_users(
@@ -59,40 +85,106 @@ async def read_users(
 
 
 async def list_entries(session: Session, *, page_size: int) -> list[Any]:
-    """Every entry of the listing, as received."""
+    """Every entry of the listing, as received, from reads that agree (see above).
+
+    Raises RetriableError when no attempt gives a consistent listing.
+    """
+    problem = ""
     for _ in range(LISTING_ATTEMPTS):
-        first = await fetch_page(session, 1, page_size)
-        if first.next is None:
-            return first.items
-        if first.total is None:
-            return first.items + await _follow(session, first, page_size)
-        count = math.ceil(first.total / page_size)
-        rest = await run_all(
-            [functools.partial(fetch_page, session, n, page_size) for n in range(2, count + 1)]
-        )
-        pages = [first, *rest]
-        items = [item for page in pages for item in page.items]
-        if (
-            all(page.total == first.total for page in rest)
-            and len(items) == first.total
-            and pages[-1].next is None
-        ):
-            return items
-    raise RetriableError("zisson: the user listing kept changing while it was read", system=SYSTEM)
+        try:
+            pages, size = await _read_pages(session, page_size)
+            problem = _inconsistency(pages) or ""
+            if not problem and len(pages) > 1:
+                again = await _fetch_pages(session, len(pages), size)
+                problem = _disagreement(pages, again) or ""
+                pages = again  # the later read: the same entries, their newer content
+        except _CutShort as cut:
+            problem = str(cut)
+        if not problem:
+            return [item for page in pages for item in page.items]
+    raise RetriableError(
+        f"zisson: the user listing did not read consistently in {LISTING_ATTEMPTS} attempts"
+        f" ({problem}); nothing was taken from it",
+        system=SYSTEM,
+    )
 
 
-async def _follow(session: Session, page: Page, page_size: int) -> list[Any]:
-    items: list[Any] = []
-    number = 1
+async def _read_pages(session: Session, page_size: int) -> tuple[list[Page], int]:
+    """One read of every page, and the page size it used."""
+    first = await fetch_page(session, 1, page_size)
+    if first.next is None:
+        return [first], page_size
+    if first.total is None:
+        return [first, *await _follow(session, first, page_size)], page_size
+    # A page that is not the last is full: its length is the size the server pages by
+    # (it may cap pageSize), and the later pages are asked for with it.
+    size = len(first.items) or page_size
+    count = max(1, math.ceil(first.total / size))
+    if count > MAX_PAGES:
+        raise ContractError("zisson: list users answered more pages than it can", system=SYSTEM)
+    return [first, *await _fetch_pages(session, count, size, start=2)], size
+
+
+async def _fetch_pages(
+    session: Session, count: int, page_size: int, *, start: int = 1
+) -> list[Page]:
+    return await run_all(
+        [functools.partial(fetch_page, session, n, page_size) for n in range(start, count + 1)]
+    )
+
+
+def _inconsistency(pages: list[Page]) -> str | None:
+    """Why one read's pages cannot be the whole listing, or None. No personal data."""
+    first = pages[0]
+    for page in pages:
+        if page.total != first.total:
+            return f"page {page.number} says the total is {page.total}, page 1 {first.total}"
+        expected_next = None if page is pages[-1] else page.number + 1
+        if page.next != expected_next:
+            return f"page {page.number} names page {page.next} as the next, not {expected_next}"
+    held = sum(len(page.items) for page in pages)
+    if first.total is not None and held != first.total:
+        return f"{len(pages)} page(s) hold {held} entries, the total says {first.total}"
+    seen_on: dict[str, int] = {}
+    for page in pages:
+        for key in {entry_key(item) for item in page.items if _has_id(item)}:
+            if key in seen_on:
+                return f"an id is on page {seen_on[key]} and on page {page.number}"
+            seen_on[key] = page.number
+    return None
+
+
+def _disagreement(pages: list[Page], again: list[Page]) -> str | None:
+    for before, after in zip(pages, again, strict=True):
+        if before.shape() != after.shape():
+            return f"page {before.number} changed between two reads"
+    return None
+
+
+async def _follow(session: Session, page: Page, page_size: int) -> list[Page]:
+    pages: list[Page] = []
     while page.next is not None:
-        if page.next <= number or page.next > MAX_PAGES:
+        if page.next <= page.number or page.next > MAX_PAGES:
             raise ContractError(
                 "zisson: list users answered a next page that goes back", system=SYSTEM
             )
-        number = page.next
-        page = await fetch_page(session, number, page_size)
-        items.extend(page.items)
-    return items
+        page = await fetch_page(session, page.next, page_size)
+        pages.append(page)
+    return pages
+
+
+def entry_key(entry: Any) -> str:
+    """An entry's identity in a listing: its id, or its whole text if it has none."""
+    if _has_id(entry):
+        return f"id:{entry.get('id', entry.get('guid'))}"
+    return "raw:" + json.dumps(entry, ensure_ascii=False, sort_keys=True)
+
+
+def _has_id(entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    value = entry.get("id", entry.get("guid"))
+    return isinstance(value, str | int) and not isinstance(value, bool) and value != ""
 
 
 async def fetch_page(session: Session, number: int, page_size: int) -> Page:
@@ -103,14 +195,17 @@ async def fetch_page(session: Session, number: int, page_size: int) -> Page:
         params={"page": number, "pageSize": page_size},
         headers={"Accept": "application/json"},
     )
+    text = response.text
     try:
-        payload = response.json()
-    except ValueError:
+        payload = json.loads(text)
+    except ValueError as exc:
+        if _cut_short(exc, text):
+            raise _CutShort(f"page {number} was cut short") from None
         raise ContractError(
             "zisson: list users answered something that is not JSON", system=SYSTEM
         ) from None
     if isinstance(payload, list):
-        return Page(payload)
+        return Page(number, payload)
     if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
         raise ContractError("zisson: list users answered no list of items", system=SYSTEM)
     total, following = payload.get("total"), payload.get("next")
@@ -118,7 +213,20 @@ async def fetch_page(session: Session, number: int, page_size: int) -> Page:
         raise ContractError(
             "zisson: list users answered a total or next that is not a number", system=SYSTEM
         )
-    return Page(payload["items"], total, following)
+    return Page(number, payload["items"], total, following)
+
+
+def _cut_short(error: ValueError, text: str) -> bool:
+    """Whether the JSON ran out before it ended (rather than being something else)."""
+    if not text.strip():
+        return True
+    if not isinstance(error, json.JSONDecodeError):
+        return False
+    # An unterminated string always runs to the end; its error points at its start.
+    if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()):
+        return True
+    rest = text[error.pos :].rstrip()  # a literal or a number cut in its middle
+    return rest == "-" or any(word.startswith(rest) for word in ("null", "true", "false"))
 
 
 def _optional_int(value: Any) -> bool:

@@ -13,10 +13,30 @@ No public write or delete call of Zisson is known. Until one is, writes in
   response per key and account and answers a replay with it (never a second user, never
   a second change); the same key with a different request is refused (422). A write
   whose answer was lost is therefore simply sent again.
+- Replays, as the IETF draft "The Idempotency-Key HTTP Header Field"
+  (draft-ietf-httpapi-idempotency-key-header, HTTPAPI working group; work in progress)
+  describes them: a request retried after the original completed is answered with "the
+  result of the previously completed operation, success or an error", so a stored 412
+  or 404 comes back as such; a key reused with a different payload SHOULD get 422; a
+  retry while the original is still being processed, 409. The draft makes the request
+  fingerprint optional (MAY), so a server may recognise the key alone, and lets keys
+  expire (after which the same request is a new one). It defines no header marking a
+  replay: `Idempotent-Replayed: true` on a replayed answer is a vendor convention
+  (Stripe's) that we ASSUME Zisson follows; `Answer.replayed` carries it.
 - `If-Match: "<version>"` on PATCH and DELETE when the operation has an expected
-  version; 412 when the user's version differs.
+  version; 412 when the user's version differs (a concurrent edit).
 - A user is the JSON API's user (json_api.py) without `id` and `version`, which the
   server owns; `version` is an int bumped on every change and also sent as `ETag`.
+
+What the connector believes of an answer (connector.py): a create or update counts as
+applied only when the user it answers (or, failing that, a read-back GET) holds the
+intended values with a newer version; a replayed answer is the FIRST request's result,
+so one whose user does not hold this write's values is not taken as this write done.
+A DELETE answered 404 is done (already gone); 412 is a conflict, retried next run.
+Caveat: a 409 (the draft's "still being processed") reaches the connector as a conflict
+like a 412, since the error it gets does not carry the status; the write is then tried
+under a new key next run, which for a create whose first attempt does complete leaves
+an entry that the next run's matching has to find.
 
 The rest of the connector needs only the five functions below and `user_body`.
 """
@@ -24,6 +44,7 @@ The rest of the connector needs only the five functions below and `user_body`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +56,17 @@ from daemon.domain import ContactKind, ContactRecord
 
 USERS_PATH = "/external-api/v1/entities/users"
 SYSTEM = "zisson"
+REPLAYED = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A write's answer: the user as the server shows it, and whether the server says
+    this is the stored answer to an earlier request under the same Idempotency-Key."""
+
+    user: dict[str, Any]
+    replayed: bool = False
+
 
 # Sync field -> key of the JSON user.
 JSON_KEYS: Mapping[str, str] = {
@@ -71,9 +103,7 @@ async def get_user(session: Session, user_id: str) -> dict[str, Any]:
     return _user(response, "get user")
 
 
-async def create_user(
-    session: Session, body: Mapping[str, Any], *, idempotency_key: str
-) -> dict[str, Any]:
+async def create_user(session: Session, body: Mapping[str, Any], *, idempotency_key: str) -> Answer:
     response = await session.request(
         "POST",
         USERS_PATH,
@@ -81,7 +111,7 @@ async def create_user(
         body=dict(body),
         headers={"Idempotency-Key": idempotency_key},
     )
-    return _user(response, "create user")
+    return _answer(response, "create user")
 
 
 async def update_user(
@@ -91,7 +121,7 @@ async def update_user(
     *,
     if_match: str | None,
     idempotency_key: str,
-) -> dict[str, Any]:
+) -> Answer:
     """Raises ConflictError on 412 and NotFoundError on 404."""
     headers = {"Idempotency-Key": idempotency_key}
     if if_match is not None:
@@ -99,7 +129,7 @@ async def update_user(
     response = await session.request(
         "PATCH", _path(user_id), what="update user", body=dict(changes), headers=headers
     )
-    return _user(response, "update user")
+    return _answer(response, "update user")
 
 
 async def delete_user(
@@ -118,6 +148,11 @@ async def delete_user(
 
 def _path(user_id: str) -> str:
     return f"{USERS_PATH}/{quote(user_id, safe='')}"
+
+
+def _answer(response: httpx.Response, what: str) -> Answer:
+    replayed = response.headers.get(REPLAYED, "").strip().lower() == "true"
+    return Answer(_user(response, what), replayed)
 
 
 def _user(response: httpx.Response, what: str) -> dict[str, Any]:

@@ -1,14 +1,26 @@
-"""Fault injection for the simulated Zisson: latency, 5xx, 429 with Retry-After, drops."""
+"""Fault injection for the simulated Zisson.
+
+Per request: latency, 5xx, 429 with Retry-After, drops (`Faults`, random and seeded, or
+scripted with `fail_next`). Per account's listing (GET .../users and GetContacts): an
+empty or shrunk listing (`ListingFault`), a directory that shifts between page requests
+(`Shift`) and answers cut short. Per write: 412 as if the version check failed, fields a
+write silently does not keep, and how an Idempotency-Key is matched for a replay.
+"""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, TypeVar
 
 DROP: Literal["drop"] = "drop"
+ShiftKind = Literal["churn", "reorder"]
+ReplayMatch = Literal["request", "key"]
+PRECONDITION_METHODS = ("PATCH", "DELETE")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,62 @@ class Fault:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ListingFault:
+    """One account's listing served wrongly, as an outage or a wrong account might.
+
+    `empty`: no entries at all (total 0). `keep_count` / `keep_share`: only the first
+    that many entries, or that share of them (rounded down), in listing order. The
+    listing stays self-consistent (its total is what is served): nothing in it says it
+    is short. Applies to GET .../users and GetContacts, not to GET .../users/{id}.
+    """
+
+    empty: bool = False
+    keep_count: int | None = None
+    keep_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.keep_count is not None and self.keep_share is not None:
+            raise ValueError("give keep_count or keep_share, not both")
+        if self.keep_count is not None and self.keep_count < 0:
+            raise ValueError("keep_count must not be negative")
+        if self.keep_share is not None and not 0.0 <= self.keep_share <= 1.0:
+            raise ValueError("keep_share must be within 0..1")
+
+    def served(self, listing: list[T]) -> list[T]:
+        if self.empty:
+            return []
+        if self.keep_count is not None:
+            return listing[: self.keep_count]
+        if self.keep_share is not None:
+            return listing[: math.floor(len(listing) * self.keep_share)]
+        return listing
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """The directory changing under a paged read (JSON listing only; GetContacts is one
+    document, so nothing can move between its parts).
+
+    After each of `times` page requests (the first `skip` page requests are served
+    without a shift) the account's directory really changes: "churn" deletes the entry
+    at index `at` (the last one if there are fewer) and creates a new user at the end,
+    so the total stays the same and every later entry moves one place forward;
+    "reorder" moves the entry at index `at` to the end.
+    """
+
+    how: ShiftKind = "churn"
+    at: int = 0
+    skip: int = 0
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        if self.how not in ("churn", "reorder"):
+            raise ValueError("how must be 'churn' or 'reorder'")
+        if self.at < 0 or self.skip < 0 or self.times < 0:
+            raise ValueError("at, skip and times must not be negative")
+
+
 class FaultPlan:
     """Decides, per request, which fault (if any) to inject. Thread-safe, seeded."""
 
@@ -44,6 +112,12 @@ class FaultPlan:
         self._rng = random.Random(seed)
         self._faults = Faults()
         self._scripted: deque[Fault] = deque()
+        self._listings: dict[str, ListingFault] = {}
+        self._shifts: dict[str, Shift] = {}
+        self._truncations: dict[str, int] = {}
+        self._preconditions: deque[frozenset[str]] = deque()
+        self._replay_match: ReplayMatch = "request"
+        self._ignored_on_write: frozenset[str] = frozenset()
 
     @property
     def faults(self) -> Faults:
@@ -90,6 +164,102 @@ class FaultPlan:
                 return Fault("status", self._rng.choice((500, 502, 503)))
             return None
 
+    # -- listings -------------------------------------------------------------------------
+
+    def set_listing(self, guid: str, fault: ListingFault | None) -> None:
+        with self._lock:
+            if fault is None or fault == ListingFault():
+                self._listings.pop(guid, None)
+            else:
+                self._listings[guid] = fault
+
+    def served_listing(self, guid: str, listing: list[T]) -> list[T]:
+        with self._lock:
+            fault = self._listings.get(guid)
+        return listing if fault is None else fault.served(listing)
+
+    def shift_listing(self, guid: str, shift: Shift) -> None:
+        with self._lock:
+            if shift.times:
+                self._shifts[guid] = shift
+            else:
+                self._shifts.pop(guid, None)
+
+    def take_shift(self, guid: str) -> Shift | None:
+        """The shift due after the page request just served, if any (counts it down)."""
+        with self._lock:
+            shift = self._shifts.get(guid)
+            if shift is None:
+                return None
+            if shift.skip:
+                self._shifts[guid] = replace(shift, skip=shift.skip - 1)
+                return None
+            if shift.times <= 1:
+                del self._shifts[guid]
+            else:
+                self._shifts[guid] = replace(shift, times=shift.times - 1)
+            return shift
+
+    def truncate_listing(self, guid: str, times: int) -> None:
+        if times < 0:
+            raise ValueError("times must not be negative")
+        with self._lock:
+            self._truncations[guid] = times
+
+    def take_truncation(self, guid: str) -> bool:
+        with self._lock:
+            left = self._truncations.get(guid, 0)
+            if left:
+                self._truncations[guid] = left - 1
+            return left > 0
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def fail_preconditions(self, count: int, methods: tuple[str, ...]) -> None:
+        wanted = frozenset(m.upper() for m in methods)
+        if count < 0 or not wanted or not wanted <= set(PRECONDITION_METHODS):
+            raise ValueError(f"count >= 0 and methods among {', '.join(PRECONDITION_METHODS)}")
+        with self._lock:
+            self._preconditions.extend([wanted] * count)
+
+    def take_precondition(self, method: str) -> bool:
+        """Whether this write (to a user that exists) fails its version check now."""
+        with self._lock:
+            for index, methods in enumerate(self._preconditions):
+                if method in methods:
+                    del self._preconditions[index]
+                    return True
+            return False
+
+    def set_replay_match(self, match: ReplayMatch) -> None:
+        if match not in ("request", "key"):
+            raise ValueError("match must be 'request' or 'key'")
+        with self._lock:
+            self._replay_match = match
+
+    @property
+    def replay_match(self) -> ReplayMatch:
+        with self._lock:
+            return self._replay_match
+
+    def ignore_on_write(self, fields: tuple[str, ...]) -> None:
+        with self._lock:
+            self._ignored_on_write = frozenset(fields)
+
+    @property
+    def ignored_on_write(self) -> frozenset[str]:
+        with self._lock:
+            return self._ignored_on_write
+
     def describe(self) -> dict[str, Any]:
         with self._lock:
-            return {**asdict(self._faults), "scripted": len(self._scripted)}
+            return {
+                **asdict(self._faults),
+                "scripted": len(self._scripted),
+                "listings": {guid: asdict(f) for guid, f in self._listings.items()},
+                "shifts": {guid: asdict(s) for guid, s in self._shifts.items()},
+                "truncations": {g: n for g, n in self._truncations.items() if n},
+                "preconditions": [sorted(m) for m in self._preconditions],
+                "replay_match": self._replay_match,
+                "ignored_on_write": sorted(self._ignored_on_write),
+            }

@@ -14,9 +14,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from sandbox.httpserver import SimulatorHandler, TrackingHTTPServer
-from sandbox.zisson.faults import DROP, FaultPlan
+from sandbox.zisson.faults import DROP, FaultPlan, ListingFault, Shift
 from sandbox.zisson.render import contacts_document
 from sandbox.zisson.store import (
+    EMPTY_USER,
     Account,
     Response,
     SimError,
@@ -65,7 +66,7 @@ class ZissonHttpServer(TrackingHTTPServer):
     def __init__(self, address: tuple[str, int], state: ZissonState, faults: FaultPlan) -> None:
         self.state = state
         self.faults = faults
-        self.routes = _routes(state)
+        self.routes = _routes(state, faults)
         self.admin_routes = _admin_routes(state, faults)
         super().__init__(address, _RequestHandler)
 
@@ -183,11 +184,20 @@ def _fingerprint(request: Request) -> str:
     ).hexdigest()
 
 
-def _routes(state: ZissonState) -> list[Route]:
+def _truncated(response: Response) -> Response:
+    """The answer cut in half, its HTTP framing intact (Content-Length says the short
+    length), as a server or proxy that gives up half-way through its own body might."""
+    return Response(response.status, response.body[: len(response.body) // 2], response.headers)
+
+
+def _routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
     def get_contacts(request: Request) -> Response:
         account = state.authenticate(request.header("Authorization"))
-        body = contacts_document(state.listing(account.guid))
-        return Response(200, body, {"Content-Type": "application/xml; charset=utf-8"})
+        listing = faults.served_listing(account.guid, state.listing(account.guid))
+        response = Response(
+            200, contacts_document(listing), {"Content-Type": "application/xml; charset=utf-8"}
+        )
+        return _truncated(response) if faults.take_truncation(account.guid) else response
 
     def refresh_token(request: Request) -> Response:
         jwt, refresh = state.exchange_refresh_token(request.json())
@@ -202,10 +212,12 @@ def _routes(state: ZissonState) -> list[Route]:
             raise SimError(400, "page and pageSize must be integers") from None
         if page < 1 or not 1 <= size <= MAX_PAGE_SIZE:
             raise SimError(400, f"page >= 1 and 1 <= pageSize <= {MAX_PAGE_SIZE}")
-        listing = [entry for _, entry in state.listing(account.guid)]
+        listing = faults.served_listing(
+            account.guid, [entry for _, entry in state.listing(account.guid)]
+        )
         items = listing[(page - 1) * size : page * size]
         more = page * size < len(listing)
-        return json_response(
+        response = json_response(
             200,
             {
                 "items": items,
@@ -215,6 +227,11 @@ def _routes(state: ZissonState) -> list[Route]:
                 "next": page + 1 if more else None,
             },
         )
+        # Between this page and the next one the client asks for, the directory moves.
+        shift = faults.take_shift(account.guid)
+        if shift is not None:
+            state.shift_listing(account.guid, shift.how, shift.at)
+        return _truncated(response) if faults.take_truncation(account.guid) else response
 
     def get_user(request: Request) -> Response:
         account = state.authenticate(request.header("Authorization"))
@@ -229,15 +246,36 @@ def _routes(state: ZissonState) -> list[Route]:
                 return json_response(error.status, {"error": error.message}, error.headers)
 
         return state.once(
-            account, request.header("Idempotency-Key"), _fingerprint(request), guarded
+            account,
+            request.header("Idempotency-Key"),
+            _fingerprint(request),
+            guarded,
+            match=faults.replay_match,
         )
+
+    def version_check(request: Request, user: dict[str, Any]) -> None:
+        if faults.take_precondition(request.method):
+            state.count("412")
+            raise SimError(412, "version does not match If-Match")
+        try:
+            _if_match(request, user)
+        except SimError:
+            state.count("412")
+            raise
+
+    def kept(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+        """What a write keeps of the fields it was given (see `ignore_on_write`)."""
+        ignored = faults.ignored_on_write
+        if partial:
+            return {k: v for k, v in fields.items() if k not in ignored}
+        return {k: (EMPTY_USER[k] if k in ignored else v) for k, v in fields.items()}
 
     def create_user(request: Request) -> Response:
         account = state.authenticate(request.header("Authorization"))
         fields = validate_user_fields(request.json(), partial=False)
 
         def apply() -> Response:
-            user = state.put_user(account.guid, fields)
+            user = state.put_user(account.guid, kept(fields, partial=False))
             state.count("creates")
             return json_response(201, user, _etag(user))
 
@@ -249,8 +287,10 @@ def _routes(state: ZissonState) -> list[Route]:
 
         def apply() -> Response:
             with state.lock:
-                _if_match(request, state.user(account.guid, request.params["id"]))
-                user = state.patch_user(account.guid, request.params["id"], changes)
+                version_check(request, state.user(account.guid, request.params["id"]))
+                user = state.patch_user(
+                    account.guid, request.params["id"], kept(changes, partial=True)
+                )
             state.count("updates")
             return json_response(200, user, _etag(user))
 
@@ -261,7 +301,7 @@ def _routes(state: ZissonState) -> list[Route]:
 
         def apply() -> Response:
             with state.lock:
-                _if_match(request, state.user(account.guid, request.params["id"]))
+                version_check(request, state.user(account.guid, request.params["id"]))
                 state.delete_user(account.guid, request.params["id"])
             state.count("deletes")
             return Response(204)
@@ -331,6 +371,65 @@ def _admin_routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
         state.expire_tokens(request.params["guid"])
         return Response(204)
 
+    def refused(error: Exception) -> SimError:
+        return SimError(400, str(error))
+
+    def set_listing(request: Request) -> Response:
+        guid = state.account(request.params["guid"]).guid
+        try:
+            faults.set_listing(guid, ListingFault(**body_object(request)))
+        except (TypeError, ValueError) as error:
+            raise refused(error) from None
+        return Response(204)
+
+    def shift_listing(request: Request) -> Response:
+        guid = state.account(request.params["guid"]).guid
+        try:
+            faults.shift_listing(guid, Shift(**body_object(request)))
+        except (TypeError, ValueError) as error:
+            raise refused(error) from None
+        return Response(204)
+
+    def truncate_listing(request: Request) -> Response:
+        guid = state.account(request.params["guid"]).guid
+        try:
+            faults.truncate_listing(guid, int(body_object(request).get("times", 1)))
+        except (TypeError, ValueError) as error:
+            raise refused(error) from None
+        return Response(204)
+
+    def forget_keys(request: Request) -> Response:
+        return json_response(
+            200, {"forgotten": state.forget_idempotency_keys(request.params["guid"])}
+        )
+
+    def fail_preconditions(request: Request) -> Response:
+        body = body_object(request)
+        try:
+            faults.fail_preconditions(
+                int(body.get("count", 1)), tuple(body.get("methods", ["PATCH", "DELETE"]))
+            )
+        except (TypeError, ValueError) as error:
+            raise refused(error) from None
+        return Response(204)
+
+    def set_idempotency(request: Request) -> Response:
+        try:
+            faults.set_replay_match(body_object(request).get("match", "request"))
+        except ValueError as error:
+            raise refused(error) from None
+        return Response(204)
+
+    def ignore_on_write(request: Request) -> Response:
+        fields = body_object(request).get("fields", [])
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise SimError(400, "fields: not a list of JSON user keys")
+        unknown = set(fields) - set(EMPTY_USER)
+        if unknown:
+            raise SimError(400, f"fields: not JSON user keys: {', '.join(sorted(unknown))}")
+        faults.ignore_on_write(tuple(fields))
+        return Response(204)
+
     accounts = "/_sim/accounts/{guid}"
     return [
         _make_route("GET", "/_sim/state", get_state),
@@ -342,4 +441,11 @@ def _admin_routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
         _make_route("DELETE", accounts + "/users/{id}", delete_user),
         _make_route("POST", accounts + "/raw", put_raw),
         _make_route("POST", accounts + "/expire-tokens", expire_tokens),
+        _make_route("POST", accounts + "/listing", set_listing),
+        _make_route("POST", accounts + "/listing/shift", shift_listing),
+        _make_route("POST", accounts + "/listing/truncate", truncate_listing),
+        _make_route("POST", accounts + "/idempotency/forget", forget_keys),
+        _make_route("POST", "/_sim/faults/preconditions", fail_preconditions),
+        _make_route("POST", "/_sim/faults/idempotency", set_idempotency),
+        _make_route("POST", "/_sim/faults/ignore-on-write", ignore_on_write),
     ]

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from sandbox.httpserver import ServedSimulator, TrackingHTTPServer
-from sandbox.zisson.faults import FaultPlan, Faults
+from sandbox.zisson.faults import (
+    PRECONDITION_METHODS,
+    FaultPlan,
+    Faults,
+    ListingFault,
+    ReplayMatch,
+    Shift,
+    ShiftKind,
+)
 from sandbox.zisson.server import ZissonHttpServer
-from sandbox.zisson.store import ZissonState
+from sandbox.zisson.store import EMPTY_USER, ZissonState
 
 
 class ZissonSimulator(ServedSimulator):
@@ -131,14 +139,98 @@ class ZissonSimulator(ServedSimulator):
         """Script the next `count` API requests to fail, ahead of any random fault."""
         self._faults.fail_next(count, status=status, retry_after=retry_after)
 
+    # -- listings served wrongly -----------------------------------------------------------
+    # No public Zisson documentation describes paging or how an outage shows in a listing;
+    # these play what a client must survive whatever the real behaviour is.
+
+    def set_listing_fault(
+        self,
+        customer_guid: str,
+        *,
+        empty: bool = False,
+        keep_count: int | None = None,
+        keep_share: float | None = None,
+    ) -> None:
+        """Serve the account's listing (GET .../users and GetContacts) empty, or only its
+        first `keep_count` entries / `keep_share` of them, until called again without
+        arguments. The listing stays self-consistent: its total is what is served, so
+        nothing in it tells that it is short (an outage, or a wrong account)."""
+        self._state.account(customer_guid)
+        self._faults.set_listing(
+            customer_guid, ListingFault(empty=empty, keep_count=keep_count, keep_share=keep_share)
+        )
+
+    def shift_listing(
+        self,
+        customer_guid: str,
+        how: ShiftKind = "churn",
+        *,
+        at: int = 0,
+        skip: int = 0,
+        times: int = 1,
+    ) -> None:
+        """Make the directory move while a client pages through the JSON listing: after
+        each of the next `times` page requests (after `skip` served as they are), "churn"
+        deletes the entry at index `at` and creates a new user at the end (the total stays
+        the same, every later entry moves one place forward), "reorder" moves the entry at
+        index `at` to the end. The changes are real: `users()` shows them. `times=0` stops
+        a shift still pending."""
+        self._state.account(customer_guid)
+        self._faults.shift_listing(customer_guid, Shift(how=how, at=at, skip=skip, times=times))
+
+    def truncate_listing(self, customer_guid: str, times: int = 1) -> None:
+        """Cut the next `times` listing answers (JSON pages or GetContacts) in half, with
+        HTTP framing intact: the response is complete, its document is not."""
+        self._state.account(customer_guid)
+        self._faults.truncate_listing(customer_guid, times)
+
+    # -- writes that do not go as asked --------------------------------------------------
+    # ASSUMED contract, see connectors/zisson/write_api.py; replays after the IETF draft
+    # "The Idempotency-Key HTTP Header Field" (draft-ietf-httpapi-idempotency-key-header).
+
+    def fail_preconditions(
+        self, count: int = 1, *, methods: Iterable[str] = PRECONDITION_METHODS
+    ) -> None:
+        """Answer the next `count` PATCH or DELETE requests (of `methods`) to a user that
+        exists 412 Precondition Failed, as if its version had just changed (a concurrent
+        edit), whatever If-Match says. The refusal is the key's first answer, so a replay
+        of the same key gets the 412 again."""
+        self._faults.fail_preconditions(count, tuple(methods))
+
+    def set_idempotency(self, match: ReplayMatch = "request") -> None:
+        """How a write's Idempotency-Key is recognised. "request" (the default): the key
+        and the request must match, the same key with another request is refused 422
+        (the draft's SHOULD). "key": the key alone, so another request under a known key
+        is answered with the first request's response, marked `Idempotent-Replayed: true`
+        (the draft makes the request fingerprint optional)."""
+        self._faults.set_replay_match(match)
+
+    def forget_idempotency_keys(self, customer_guid: str) -> int:
+        """Forget every stored first answer of the account, as a server whose keys
+        expired would (the draft lets keys expire): a write sent again is new. Returns
+        how many were forgotten."""
+        return self._state.forget_idempotency_keys(customer_guid)
+
+    def ignore_on_write(self, fields: Iterable[str] = ()) -> None:
+        """Writes accept these JSON user keys ("comments", "emails", ...) and silently do
+        not keep them: a create leaves them empty, an update leaves them as they were,
+        and the answer shows the user as stored. `()` ends it."""
+        keys = tuple(fields)
+        unknown = set(keys) - set(EMPTY_USER)
+        if unknown:
+            raise ValueError(f"not JSON user keys: {', '.join(sorted(unknown))}")
+        self._faults.ignore_on_write(keys)
+
     @property
     def counters(self) -> Counter[str]:
         """A consistent snapshot; missing keys read as 0.
 
         Keys: "requests", one per endpoint ("GET /api/simple/GetContacts", ...),
-        "creates", "updates", "deletes", "replays", "429", "5xx", "drops",
-        "auth_failures" (refused jwts, credentials and refresh tokens), "refreshes",
-        "refresh_refused" (refresh tokens refused: spent already, or never issued).
+        "creates", "updates", "deletes", "replays", "412" (version checks failed,
+        injected or real), "shifts" (directory changes by `shift_listing`), "429", "5xx",
+        "drops", "auth_failures" (refused jwts, credentials and refresh tokens),
+        "refreshes", "refresh_refused" (refresh tokens refused: spent already, or never
+        issued).
         """
         return self._state.counters()
 

@@ -130,6 +130,7 @@ class ZissonState:
         self._ids = random.Random(seed)  # ids are reproducible for the same seed and calls
         self._signing_key = secrets.token_bytes(32)
         self._raw_serial = 0
+        self._shift_serial = 0
         self._counters: Counter[str] = Counter()
 
     # -- counters -------------------------------------------------------------------------
@@ -244,15 +245,28 @@ class ZissonState:
     # -- idempotency ----------------------------------------------------------------------
 
     def once(
-        self, account: Account, key: str | None, fingerprint: str, apply: Callable[[], Response]
+        self,
+        account: Account,
+        key: str | None,
+        fingerprint: str,
+        apply: Callable[[], Response],
+        *,
+        match: str = "request",
     ) -> Response:
-        """Run `apply` once per Idempotency-Key; a replay gets the first response again."""
+        """Run `apply` once per Idempotency-Key; a replay gets the first response again,
+        marked `Idempotent-Replayed: true`, whatever it was (a refusal too).
+
+        `match` "request": the same key with a different request is refused (422), as
+        the Idempotency-Key draft recommends; "key": the key alone identifies the request
+        (the draft's fingerprint is optional), so a different request under a known key
+        gets the first request's response.
+        """
         with self.lock:
             if key is None:
                 return apply()
             known = account.replies.get(key)
             if known is not None:
-                if known[0] != fingerprint:
+                if known[0] != fingerprint and match == "request":
                     raise SimError(422, "Idempotency-Key reused for a different request")
                 self._counters["replays"] += 1
                 first = known[1]
@@ -262,6 +276,36 @@ class ZissonState:
             response = apply()
             account.replies[key] = (fingerprint, response)
             return response
+
+    def forget_idempotency_keys(self, guid: str) -> int:
+        """Drop the account's stored first responses, as a server whose keys expired
+        would; a request sent again afterwards is a new request. Returns how many."""
+        with self.lock:
+            account = self.account(guid)
+            count = len(account.replies)
+            account.replies.clear()
+            return count
+
+    # -- the directory moving under a read ----------------------------------------------
+
+    def shift_listing(self, guid: str, how: str, at: int) -> None:
+        """Change the directory as `sandbox.zisson.faults.Shift` describes."""
+        with self.lock:
+            account = self.account(guid)
+            keys = list(account.entries)
+            if not keys:
+                return
+            key = keys[min(at, len(keys) - 1)]
+            if how == "reorder":
+                account.entries[key] = account.entries.pop(key)  # to the end
+            else:
+                del account.entries[key]
+                account.raw_keys.discard(key)
+                self._shift_serial += 1
+                self.put_user(
+                    guid, {"firstName": "Ny", "lastName": f"Oppføring {self._shift_serial}"}
+                )
+            self._counters["shifts"] += 1
 
     # -- authentication -------------------------------------------------------------------
 

@@ -73,8 +73,20 @@ async def test_json_read_follows_every_page(zisson_connect: ZissonConnect) -> No
 
     assert [r.external_id for r in result.records] == ids
     assert all(r.version == "1" for r in result.records)
-    assert bound.sim.counters["GET /external-api/v1/entities/users"] == 5  # ceil(30 / 7)
-    assert bound.connector.requests == 6  # and one refresh-token exchange
+    # ceil(30 / 7) pages, read twice (a listing of several pages is taken only when two
+    # reads agree), and one refresh-token exchange.
+    assert bound.sim.counters["GET /external-api/v1/entities/users"] == 2 * 5
+    assert bound.connector.requests == 2 * 5 + 1
+
+
+async def test_json_read_of_one_page_is_one_request(zisson_connect: ZissonConnect) -> None:
+    bound = zisson_connect("json", page_size=7)
+    ids = [bound.seed(person(n)) for n in range(7)]
+
+    result = await bound.connector.read(bound.customer)
+
+    assert [r.external_id for r in result.records] == ids
+    assert bound.sim.counters["GET /external-api/v1/entities/users"] == 1
 
 
 async def test_json_read_of_an_empty_account(zisson_json: ZissonBound) -> None:

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -228,3 +229,97 @@ def test_restart_and_context_manager() -> None:
         _ = sim.url
     with ZissonSimulator() as again:
         assert again.url != url or again.url.startswith("http://127.0.0.1:")
+
+
+def test_listing_faults_over_sim_routes(sim: ZissonSimulator, http: httpx.Client) -> None:
+    ids = [sim.put_user(GUID, {"firstName": f"P{n}"}) for n in range(6)]
+    headers, _ = bearer(http)
+    accounts = f"/_sim/accounts/{GUID}"
+
+    def listing(page_size: int = 200, page: int = 1) -> dict[str, Any]:
+        answer = http.get(USERS, headers=headers, params={"page": page, "pageSize": page_size})
+        assert answer.status_code == 200
+        return dict(answer.json())
+
+    assert http.post(f"{accounts}/listing", json={"empty": True}).status_code == 204
+    assert listing() == {"items": [], "page": 1, "pageSize": 200, "total": 0, "next": None}
+    assert b"<Contact>" not in http.get("/api/simple/GetContacts", headers=basic()).content
+    http.post(f"{accounts}/listing", json={"keep_count": 2})
+    assert [u["id"] for u in listing()["items"]] == ids[:2] and listing()["total"] == 2
+    http.post(f"{accounts}/listing", json={"keep_share": 0.5})
+    assert [u["id"] for u in listing()["items"]] == ids[:3]
+    assert http.get("/_sim/state").json()["faults"]["listings"][GUID]["keep_share"] == 0.5
+    assert http.post(f"{accounts}/listing", json={"keep_share": 2}).status_code == 400
+    assert http.post(f"{accounts}/listing", json={}).status_code == 204
+    assert listing()["total"] == 6
+    assert len(sim.users(GUID)) == 6  # serving less deletes nothing
+
+    # A churn after page 1: the first user goes, a new one comes at the end.
+    assert http.post(f"{accounts}/listing/shift", json={"how": "churn"}).status_code == 204
+    first = listing(page_size=2)
+    second = listing(page_size=2, page=2)
+    assert [u["id"] for u in first["items"]] == ids[:2]
+    assert [u["id"] for u in second["items"]] == ids[3:5]  # ids[2] slipped onto page 1
+    assert second["total"] == first["total"] == 6
+    assert [u["id"] for u in sim.users(GUID)][:5] == ids[1:]
+    # A reorder after the next page request: the entry at index 1 moves to the end.
+    sim.shift_listing(GUID, "reorder", at=1)
+    before = [u["id"] for u in listing()["items"]]
+    assert [u["id"] for u in listing()["items"]] == [before[0], *before[2:], before[1]]
+    assert http.post(f"{accounts}/listing/shift", json={"how": "spin"}).status_code == 400
+    assert sim.counters["shifts"] == 2
+
+    http.post(f"{accounts}/listing/truncate", json={"times": 1})
+    cut = http.get(USERS, headers=headers)
+    assert cut.status_code == 200 and int(cut.headers["Content-Length"]) == len(cut.content)
+    with pytest.raises(ValueError):
+        cut.json()
+    assert listing()["total"] == 6  # once only
+
+
+def test_write_faults_over_sim_routes(sim: ZissonSimulator, http: httpx.Client) -> None:
+    headers = basic()
+    user = http.post(USERS, headers=headers, json={"firstName": "A"}).json()
+    path = f"{USERS}/{user['id']}"
+
+    body = {"count": 1, "methods": ["DELETE"]}
+    assert http.post("/_sim/faults/preconditions", json=body).status_code == 204
+    assert http.patch(path, headers=headers, json={"title": "x"}).status_code == 200
+    refused = http.delete(path, headers={**headers, "Idempotency-Key": "d-1"})
+    assert refused.status_code == 412
+    replayed = http.delete(path, headers={**headers, "Idempotency-Key": "d-1"})
+    assert replayed.status_code == 412 and replayed.headers["Idempotent-Replayed"] == "true"
+    assert http.delete(path, headers={**headers, "Idempotency-Key": "d-2"}).status_code == 204
+    bad = {"count": 1, "methods": ["POST"]}
+    assert http.post("/_sim/faults/preconditions", json=bad).status_code == 400
+
+    # The key alone: another request under a known key gets the first answer.
+    assert http.post("/_sim/faults/idempotency", json={"match": "key"}).status_code == 204
+    first = http.post(USERS, headers={**headers, "Idempotency-Key": "c-1"}, json={"firstName": "B"})
+    other = http.post(USERS, headers={**headers, "Idempotency-Key": "c-1"}, json={"firstName": "C"})
+    assert other.status_code == 201 and other.json() == first.json()
+    assert other.headers["Idempotent-Replayed"] == "true"
+    http.post("/_sim/faults/idempotency", json={"match": "request"})
+    strict = http.post(
+        USERS, headers={**headers, "Idempotency-Key": "c-1"}, json={"firstName": "D"}
+    )
+    assert strict.status_code == 422
+
+    # Keys expired: the same request is a new one.
+    forgotten = http.post(f"/_sim/accounts/{GUID}/idempotency/forget").json()["forgotten"]
+    assert forgotten >= 1
+    again = http.post(USERS, headers={**headers, "Idempotency-Key": "c-1"}, json={"firstName": "B"})
+    assert again.json()["id"] != first.json()["id"] and "Idempotent-Replayed" not in again.headers
+
+    # Fields a write accepts and does not keep.
+    ignore = {"fields": ["comments"]}
+    assert http.post("/_sim/faults/ignore-on-write", json=ignore).status_code == 204
+    kept = http.post(USERS, headers=headers, json={"firstName": "E", "comments": "borte"}).json()
+    assert kept["comments"] == "" and kept["firstName"] == "E"
+    patched = http.patch(f"{USERS}/{kept['id']}", headers=headers, json={"comments": "x"}).json()
+    assert patched["comments"] == ""
+    shoe = {"fields": ["shoeSize"]}
+    assert http.post("/_sim/faults/ignore-on-write", json=shoe).status_code == 400
+    state = http.get("/_sim/state").json()["faults"]
+    assert state["ignored_on_write"] == ["comments"] and state["replay_match"] == "request"
+    assert sim.counters["412"] == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from connectors.base import ContractError
+from connectors.base import ContractError, RetriableError
 from connectors.file_vault import write_secret_file
 from connectors.zisson import instructions, json_api, xml_api
 from connectors.zisson.auth import refresh_time
@@ -39,12 +39,34 @@ def test_xml_namespaces_and_unknown_elements_are_tolerated() -> None:
 
 @pytest.mark.parametrize(
     "document",
-    [b"<Contacts><Contact>", b"not xml at all", b"<Error>Unauthorized</Error>", b""],
+    [
+        b"not xml at all",
+        b"<Error>Unauthorized</Error>",
+        b"<Contacts><a></b></Contacts>",
+        # A wrapper the public shape does not have: refused, not skipped as if empty.
+        b"<Contacts><Page><Contact><ContactId>1</ContactId></Contact></Page></Contacts>",
+    ],
 )
 def test_xml_that_is_not_a_contact_list_is_a_contract_error(document: bytes) -> None:
     with pytest.raises(ContractError) as caught:
         xml_api.parse_contacts(document)
     assert "Unauthorized" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"",
+        b"<Contacts><Contact>",
+        b"<Contacts><Contact><ContactId>1</ContactId></Contact><Contact><First",
+        "<Contacts><Contact><FirstName>Å".encode()[:-1],  # half a UTF-8 character
+        b"<Contacts><Contact><Comments><![CDATA[ab",
+    ],
+)
+def test_xml_cut_short_is_retriable_and_never_a_shorter_listing(document: bytes) -> None:
+    with pytest.raises(xml_api.CutShort) as caught:
+        xml_api.parse_contacts(document)
+    assert isinstance(caught.value, RetriableError) and "cut short" in str(caught.value)
 
 
 def test_xml_rejections_name_the_field_never_the_value() -> None:
