@@ -22,6 +22,7 @@ from daemon.cli_common import (
     DEFAULT_CONFIG,
     ConfigOption,
     err,
+    fail,
     load_settings,
     open_store,
     operator,
@@ -132,6 +133,17 @@ def sync(
         int | None,
         typer.Option(help="Approve a run deleting up to N contacts (past the threshold)."),
     ] = None,
+    approve_creations: Annotated[
+        int | None,
+        typer.Option(help="Approve a run creating up to N contacts (past the threshold)."),
+    ] = None,
+    approve_shrink: Annotated[
+        int | None,
+        typer.Option(
+            help="Approve a run although a system read N records fewer than it held"
+            " (empty, or far fewer: an outage looks the same)."
+        ),
+    ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (recorded with the approval).")] = None,
 ) -> None:
     """Run one sync cycle now and print what changed (or, with --plan, would change)."""
@@ -141,17 +153,28 @@ def sync(
 
     settings = load_settings(config)
     customers = [settings.customer(customer)] if customer else list(settings.customers)
-    if approve_deletions is not None and not (customer and reason):
-        err.print("--approve-deletions needs --customer and --reason")
+    approvals = {
+        kind: count
+        for kind, count in (
+            ("deletions", approve_deletions),
+            ("creations", approve_creations),
+            ("shrink", approve_shrink),
+        )
+        if count is not None
+    }
+    if approvals and not (customer and reason):
+        err.print("--approve-deletions, --approve-creations and --approve-shrink need")
+        err.print("--customer and --reason")
         raise typer.Exit(2)
 
     async def go() -> list[tuple[str, str, str, dict[str, Any]]]:
         """(customer, run id, status, summary) per customer."""
         store = open_store(settings)
         try:
-            if approve_deletions is not None and customer:
+            for kind, count in approvals.items():
+                assert customer is not None
                 store.approve_deletions(
-                    customer, approve_deletions, by=operator(), reason=reason or ""
+                    customer, count, by=operator(), reason=reason or "", kind=kind
                 )
             if not plan and _daemon_running(store, settings):
                 return await _queued_syncs(store, customers)
@@ -209,11 +232,32 @@ def sync(
     if RunStatus.FAILED in statuses or "not_run" in statuses:
         raise typer.Exit(1)
     if RunStatus.AWAITING_APPROVAL in statuses:
-        err.print(
-            "a run stopped at the deletion threshold: review with `pdsync sync --plan`, "
-            "then approve with --approve-deletions N --reason TEXT"
-        )
+        for customer_id, _, status, summary in outcomes:
+            if status == RunStatus.AWAITING_APPROVAL:
+                err.print(_held_hint(customer_id, dict(summary.get("held") or {})))
         raise typer.Exit(3)
+
+
+def _held_hint(customer_id: str, held: dict[str, Any]) -> str:
+    """What held a run, and the command that lets it go on (after a look)."""
+    incident = held.get("incident", "")
+    if incident == "incident_source_shrunk":
+        what = (
+            f"{held.get('system')} read {held.get('read')} records where it held"
+            f" {held.get('held')} ({held.get('missing')} missing)"
+        )
+        option = f"--approve-shrink {held.get('missing')}"
+    elif incident == "incident_mass_creation_held":
+        what = f"the run would create {held.get('creations')} contacts"
+        option = f"--approve-creations {held.get('creations')}"
+    else:
+        what = f"the run would delete {held.get('deletions')} contacts"
+        option = f"--approve-deletions {held.get('deletions')}"
+    return (
+        f"{customer_id}: waiting for an approval: {what}. Look first"
+        f" (pdsync sync --plan --customer {customer_id}), then:\n"
+        f"  pdsync sync --customer {customer_id} {option} --reason TEXT"
+    )
 
 
 # How long `pdsync sync` waits for a running daemon to claim the sync it queued.
@@ -445,6 +489,14 @@ PlanOption = Annotated[
 ExecuteOption = Annotated[bool, typer.Option("--execute", help="Erase (needs --reason).")]
 ReasonOption = Annotated[str | None, typer.Option(help="Why: goes on the certificate.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+IncludeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="ITEM",
+        help="Erase this ambiguous item too, by the id the plan printed (repeatable).",
+    ),
+]
 
 
 def _erase(
@@ -457,8 +509,9 @@ def _erase(
     execute: bool,
     reason: str | None,
     yes: bool,
+    include: Sequence[str] = (),
 ) -> None:
-    from daemon.erasure import ErasureError
+    from daemon.erasure import ErasureError, check_item_ids
 
     if plan == execute:
         err.print("give exactly one of --plan (show) or --execute (erase)")
@@ -466,6 +519,12 @@ def _erase(
     if execute and not reason:
         err.print("--execute needs --reason TEXT (it goes on the certificate)")
         raise typer.Exit(2)
+    try:
+        included = check_item_ids(include)
+    except ErasureError as exc:
+        raise fail(f"--include: {exc}") from None
+    if included and scope == "customer":
+        raise fail("--include: a whole-customer erasure erases every item; nothing to include")
     settings = load_settings(config)
 
     async def go() -> int:
@@ -474,9 +533,8 @@ def _erase(
             async with AsyncExitStack() as stack:
                 service = await _erasure_service(settings, store, stack)
                 if plan:
-                    counts = await service.preview(customer_id, scope=scope, subject=subject)
-                    _print_plan(customer_id, scope, counts)
-                    return 0
+                    preview = await service.preview(customer_id, scope=scope, subject=subject)
+                    return _print_plan(preview, included)
                 if not yes and sys.stdin.isatty():
                     what = f"customer {customer_id}" if scope == "customer" else "this subject"
                     typer.confirm(f"Erase {what} in every system, for good?", abort=True)
@@ -486,10 +544,13 @@ def _erase(
                     subject=subject,
                     requested_by=operator(),
                     reason=reason or "",
+                    include=included,
                 )
                 out.print(f"erasure {request_id} received")
                 row = await service.advance(request_id)
-                _print_erasure(row)
+                _print_erasure(row, store.erasure_items(row.id))
+                if row.state == "cancelled":
+                    return 2  # an --include the plan did not have: the error says which
                 return (
                     3
                     if row.state in ("awaiting_approval", "verifying")
@@ -547,19 +608,119 @@ def _progress_printer() -> Any:
     return line
 
 
-def _print_plan(customer_id: str, scope: str, counts: dict[str, dict[str, int]]) -> None:
-    table = Table(title=f"Erasure plan: {scope} of {customer_id} (nothing changed)")
-    for column in ("system", "what", "count"):
-        table.add_column(column)
-    for system, kinds in counts.items():
-        if not kinds:
-            table.add_row(system, "-", "0")
-        for kind, n in sorted(kinds.items()):
-            table.add_row(system, kind, str(n))
+def _matched_text(evidence: Any, masked: Any) -> str:
+    """The identifiers an item matched, masked, each with its strength: one a line, so
+    that a narrow column never breaks one in two."""
+    from daemon.certificate.evidence import STRENGTH_LABELS, masked_matches
+
+    return "\n".join(
+        f"{shown} {STRENGTH_LABELS.get(strength, strength)}"
+        for _, shown, strength in masked_matches(evidence or (), masked)
+    )
+
+
+def _items_table(title: str, rows: Iterable[Sequence[str]], last: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("item", no_wrap=True)  # copyable in full: --include takes it
+    table.add_column("what", no_wrap=True)
+    table.add_column("matched")
+    table.add_column(last, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 
-def _print_erasure(row: Any) -> None:
+def _print_identifiers(masked: Any, strengths: Any) -> None:
+    """The request's identifiers, masked, each with what it is worth here."""
+    from daemon.certificate.evidence import STRENGTH_LABELS
+
+    weighed = {(str(s["kind"]), int(s["position"])): str(s["strength"]) for s in strengths}
+    parts = []
+    for kind in ("email", "phone", "name"):
+        for position, shown in enumerate(masked.get(f"{kind}s", ())):
+            strength = weighed.get((kind, position), "name" if kind == "name" else "")
+            parts.append(f"{shown} {STRENGTH_LABELS.get(strength, strength)}".strip())
+    if parts:
+        out.print("identifiers: " + ", ".join(parts), highlight=False, markup=False)
+
+
+def _print_plan(preview: Any, include: Sequence[str]) -> int:
+    """A preview: per system the items to erase and the ambiguous ones, with evidence
+    (data, stdout); what it means (messages, stderr). Returns the exit code."""
+    from daemon.erasure import strengths_to_list
+
+    title = f"Erasure plan: {preview.scope} of {preview.customer_id} (nothing changed)"
+    if preview.scope == "customer":
+        table = Table(title=title)
+        for column in ("system", "what", "count"):
+            table.add_column(column)
+        for system, kinds in preview.counts().items():
+            if not kinds:
+                table.add_row(system, "-", "0")
+            for kind, n in sorted(kinds.items()):
+                table.add_row(system, kind, str(n))
+        out.print(table)
+        return 0
+    masked = preview.identifiers.to_dict()
+    out.print(title, highlight=False, markup=False)
+    _print_identifiers(masked, strengths_to_list(preview.strengths))
+    found_ids = {found.item for found in preview.located}
+    unknown = [i for i in include if i not in found_ids]
+    for system in preview.systems:
+        located = sorted(
+            (f for f in preview.located if f.ref.system == system),
+            key=lambda f: (f.ambiguous, f.ref.kind, f.item),
+        )
+        if not located:
+            out.print(f"{system}: nothing found", highlight=False, markup=False)
+            continue
+        erase = sum(1 for f in located if not f.ambiguous)
+        ambiguous = len(located) - erase
+        rows = []
+        for found in located:
+            plan = "erase"
+            if found.ambiguous:
+                plan = "include" if found.item in include else "ambiguous"
+            evidence = found.evidence.to_list() if found.evidence is not None else ()
+            rows.append((found.item, found.ref.kind, _matched_text(evidence, masked), plan))
+        _items_table(f"{system}: {erase} to erase, {ambiguous} ambiguous", rows, "plan")
+    weights = {str(s) for s in preview.strengths.values()}
+    if preview.nothing_personal:
+        given = {
+            frozenset({"shared"}): "every identifier given is shared by several records, a"
+            " department or a role address",
+            frozenset({"name"}): "only names were given, and a name is no proof of who someone is",
+        }.get(
+            frozenset(weights),
+            "every identifier given is shared (by several records, a department or a role"
+            " address) or a name",
+        )
+        err.print(
+            f"Nothing personal: {given}. The erasure would erase nothing unless you include"
+            " items by their id (--include ITEM with --execute).",
+            highlight=False,
+            markup=False,
+        )
+    elif any(f.ambiguous for f in preview.located):
+        err.print(
+            "Ambiguous items were found only by shared identifiers or a name: they are left"
+            " alone unless you include them by their id (--include ITEM with --execute).",
+            highlight=False,
+            markup=False,
+        )
+    if unknown:
+        err.print(
+            f"--include {unknown[0]}: no item of this plan has that id",
+            highlight=False,
+            markup=False,
+        )
+        return 2
+    return 0
+
+
+def _print_erasure(row: Any, items: Sequence[Any] = ()) -> None:
+    from daemon.erasure import item_id
+
     out.print(
         f"erasure {row.id}  customer {row.customer_id}  scope {row.scope}  state {row.state}\n"
         f"requested by {row.requested_by} at {row.requested_at:%Y-%m-%d %H:%M} UTC, "
@@ -568,11 +729,7 @@ def _print_erasure(row: Any) -> None:
         markup=False,
     )
     if row.masked and any(row.masked.values()):
-        out.print(
-            "identifiers: " + ", ".join(v for vs in row.masked.values() for v in vs),
-            highlight=False,
-            markup=False,
-        )
+        _print_identifiers(row.masked, row.strengths)
     if row.outcome:
         table = Table()
         for column in ("system", "outcome", "deleted", "verified absent"):
@@ -593,12 +750,38 @@ def _print_erasure(row: Any) -> None:
             highlight=False,
             markup=False,
         )
+    # The decisions: what was left alone as ambiguous, and what an admin included.
+    decided = [i for i in items if i.status == "ambiguous" or i.included_by]
+    if decided:
+        rows = [
+            (
+                item_id(i.system, i.kind, i.item_id),
+                i.kind,
+                _matched_text(i.evidence, row.masked or {}),
+                f"included by {i.included_by}" if i.included_by else "left alone",
+            )
+            for i in sorted(decided, key=lambda i: (i.system, bool(i.included_by), i.kind))
+        ]
+        _items_table(
+            "Ambiguous items (found only by shared identifiers or a name)", rows, "decision"
+        )
+    if row.includes and row.state == "received":
+        out.print(
+            "to include when planned: " + ", ".join(str(i["item"]) for i in row.includes),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    # Hints to paste and ids to copy: never broken over lines.
     if row.state == "awaiting_approval":
-        out.print(f"waiting for a second admin: pdsync erasures approve {row.id}")
+        out.print(f"waiting for a second admin: pdsync erasures approve {row.id}", soft_wrap=True)
     if row.error:
-        err.print(f"error: {row.error}", highlight=False, markup=False)
+        err.print(f"error: {row.error}", highlight=False, markup=False, soft_wrap=True)
     if row.certificate:
-        out.print(f"certificate issued: pdsync certificate export {row.id} --format pdf -o FILE")
+        out.print(
+            f"certificate issued: pdsync certificate export {row.id} --format pdf -o FILE",
+            soft_wrap=True,
+        )
 
 
 @erase_app.command("subject")
@@ -611,9 +794,15 @@ def erase_subject(
     execute: ExecuteOption = False,
     reason: ReasonOption = None,
     yes: YesOption = False,
+    include: IncludeOption = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Erase one person's data in every system: `--plan` shows, `--execute` erases."""
+    """Erase one person's data in every system: `--plan` shows, `--execute` erases.
+
+    What holds a personal identifier of the person is erased. What was found only by
+    identifiers several people share (a switchboard number, post@) or by a name is
+    ambiguous: the plan lists it with an id, and it is left alone unless you include
+    it (`--include ID`, repeatable; `--yes` never includes anything)."""
     from daemon.normalize import BadIdentifier, parse_subject
 
     try:
@@ -630,6 +819,7 @@ def erase_subject(
         execute=execute,
         reason=reason,
         yes=yes,
+        include=include or (),
     )
 
 
@@ -692,7 +882,8 @@ def erasures_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> Non
     settings = load_settings(config)
     store = open_store(settings)
     try:
-        _print_erasure(_get_erasure(store, request_id))
+        row = _get_erasure(store, request_id)
+        _print_erasure(row, store.erasure_items(row.id))
     finally:
         store.close()
 
@@ -710,6 +901,7 @@ def _get_erasure(store: Any, request_id: str) -> Any:
 def _advance(config: Path, action: Any) -> None:
     """Apply `action(service) -> request id` and move that request on."""
     from daemon.erasure import ErasureError
+    from daemon.store import NotFound
 
     settings = load_settings(config)
 
@@ -719,16 +911,17 @@ def _advance(config: Path, action: Any) -> None:
             async with AsyncExitStack() as stack:
                 service = await _erasure_service(settings, store, stack)
                 request_id = action(service)
-                return await service.advance(request_id)
+                row = await service.advance(request_id)
+                return row, store.erasure_items(row.id)
         finally:
             store.close()
 
     try:
-        row = asyncio.run(go())
-    except ErasureError as exc:
+        row, items = asyncio.run(go())
+    except (ErasureError, NotFound) as exc:
         err.print(f"refused: {exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None
-    _print_erasure(row)
+    _print_erasure(row, items)
     raise typer.Exit(1 if row.state == "failed" else 0)
 
 
@@ -756,6 +949,41 @@ def erasures_cancel(
 ) -> None:
     """Cancel a request that has not started erasing."""
     _advance(config, lambda service: service.cancel(request_id, by=by or operator()).id)
+
+
+@erasures_app.command("include")
+def erasures_include(
+    request_id: str,
+    items: Annotated[list[str], typer.Argument(metavar="ITEM...", help="Ids from its plan.")],
+    by: Annotated[str | None, typer.Option(help="The deciding admin (default: you).")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Erase ambiguous items of a request not yet executing, by their ids in its plan."""
+    from daemon.erasure import ErasureError
+    from daemon.store import NotFound
+
+    settings = load_settings(config)
+
+    async def go() -> Any:
+        store = open_store(settings)
+        try:
+            async with AsyncExitStack() as stack:
+                service = await _erasure_service(settings, store, stack)
+                row = service.include(request_id, items, by=by or operator())
+                return row, store.erasure_items(row.id)
+        finally:
+            store.close()
+
+    try:
+        row, found = asyncio.run(go())
+    except (ErasureError, NotFound) as exc:
+        raise fail(f"refused: {exc}") from None
+    _print_erasure(row, found)
+    err.print(
+        f"the daemon carries it out; or now: pdsync erasures resume {row.id}",
+        highlight=False,
+        soft_wrap=True,  # a command to paste: never broken over lines
+    )
 
 
 @certificate_app.command("show")

@@ -9,15 +9,28 @@ A request is a durable state machine in the store:
 `advance` moves a request as far as it can go and is safe to call again at any time:
 after a crash it resumes where it stopped, and every item is deleted once. Rate limits
 are the connectors' business (they wait, they do not fight).
+
+A subject is erased on evidence (daemon/identity.py). Each locate phase (plan, sweep,
+verify) reads the directory systems (the customer card, Zisson) once, weighs the
+subject's identifiers against every record they hold, and classifies each item found:
+one that holds a personal identifier of the subject is erased; one found only by
+identifiers several people share (the switchboard number, `post@`) or by a name is
+*ambiguous*, shown in the plan with its evidence and left alone unless an admin
+includes it by its item id (`zisson:k3f7q2ma`). The plan's weights are kept: once the
+subject's own record is gone, an identifier it shared with one colleague does not turn
+into that colleague's "personal" one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import re
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +39,7 @@ import structlog
 from connectors.base import Connector, ConnectorError
 from daemon import identity
 from daemon.certificate import MaskedIdentifiers
+from daemon.certificate.evidence import left_alone_groups
 from daemon.config import Settings
 from daemon.domain import (
     ContactRecord,
@@ -37,8 +51,9 @@ from daemon.domain import (
     Residual,
     Subject,
 )
+from daemon.identity import Evidence, IdKind, Match, Strength
 from daemon.store import Store
-from daemon.store.rows import ErasureRow, ErasureState
+from daemon.store.rows import ErasureItemRow, ErasureRow, ErasureState, NewErasureItem
 from daemon.token_vault import own_token_accounts
 
 log = structlog.get_logger("pdsync.erasure")
@@ -50,10 +65,22 @@ OPEN_STATES = (
     ErasureState.EXECUTING,
     ErasureState.VERIFYING,
 )
+# An item of a plan as people copy it: the system, and 8 characters of base32.
+ITEM_ID = re.compile(r"[a-z][a-z0-9_]{0,31}:[a-z2-7]{8}")
+ITEM_ID_EXAMPLE = "zisson:k3f7q2ma"
 
 
 class ErasureError(Exception):
     """A request cannot be made or moved; the message says why (no personal data)."""
+
+
+def item_id(system: str, kind: str, external_id: str) -> str:
+    """A short id of an item found for an erasure, for people to copy (`--include`): the
+    same for the same item in every plan of any request, so an id a `--plan` printed
+    names the item in the request made after it. (A digest of the system's own id,
+    which is no personal data; 40 bits tell apart the items one erasure finds.)"""
+    digest = hashlib.sha256(f"{kind}\x00{external_id}".encode()).digest()
+    return f"{system}:{base64.b32encode(digest).decode('ascii').lower()[:8]}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,11 +91,24 @@ class Erased:
 
 
 class Eraser(Protocol):
-    """What erasure needs of one system."""
+    """What erasure needs of one system.
+
+    `locate` finds the subject's items, each ref's `matched` naming which of the
+    subject's identifiers it holds (the service weighs them); `personal_emails` are the
+    subject's addresses the customer's directory holds personal, which may widen a
+    search beyond the customer's own folders (Outlook's mail from or to the person).
+    `verify_absent` is `locate` again after erasing, as the system checks absence.
+    """
 
     system: str
 
-    async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]: ...
+    async def locate(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]: ...
+
+    async def verify_absent(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]: ...
 
     async def locate_customer(self, customer: Customer) -> list[ItemRef]: ...
 
@@ -83,8 +123,15 @@ class Recorder(Protocol):
     def record(self, kind: str, *, customer_id: str | None = None, **payload: Any) -> Any: ...
 
 
+def _matched(evidence: Evidence) -> tuple[tuple[str, int], ...]:
+    return tuple((str(m.kind), m.position) for m in evidence.matches)
+
+
 class DirectoryEraser:
-    """Erasure through a directory connector: read, match, delete (Firestore, Zisson)."""
+    """Erasure through a directory connector: read, match, delete (Firestore, Zisson).
+
+    Its records are also what the customer's identity Directory is made of: the service
+    reads them once per locate phase (`records`) and weighs each itself."""
 
     def __init__(
         self,
@@ -100,23 +147,34 @@ class DirectoryEraser:
         self._has_card = has_card
         self._delete_card = delete_card
 
-    async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
+    async def records(self, customer: Customer) -> list[ContactRecord]:
+        """Every contact the system holds for `customer`."""
         result = await self.connector.for_customer(customer).read(customer)
-        directory = identity.Directory(result.records)
-        refs = []
-        for record in result.records:
-            evidence = directory.evidence(subject, record)
-            if evidence.personal:
-                refs.append(
-                    ItemRef(
-                        system=self.system,
-                        kind="contact",
-                        id=record.external_id,
-                        scope=customer.id,
-                        matched=tuple((str(m.kind), m.position) for m in evidence.matches),
-                    )
-                )
-        return refs
+        return list(result.records)
+
+    def ref(self, customer: Customer, record: ContactRecord, evidence: Evidence) -> ItemRef:
+        return ItemRef(
+            system=self.system,
+            kind="contact",
+            id=record.external_id,
+            scope=customer.id,
+            matched=_matched(evidence),
+        )
+
+    async def locate(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
+        """Every record holding an identifier of `subject`, weighed by this system's
+        records alone (the service weighs against every directory system at once)."""
+        records = await self.records(customer)
+        directory = identity.Directory(records)
+        found = ((r, directory.evidence(subject, r)) for r in records)
+        return [self.ref(customer, r, evidence) for r, evidence in found if evidence]
+
+    async def verify_absent(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
+        return await self.locate(customer, subject, personal_emails=personal_emails)
 
     async def locate_customer(self, customer: Customer) -> list[ItemRef]:
         result = await self.connector.for_customer(customer).read(customer)
@@ -164,15 +222,25 @@ class DirectoryEraser:
 
 class OutlookEraser:
     """Erasure in Outlook: the connector finds mail and contacts itself (KQL search,
-    exact filters, a client-side re-check) and deletes them for good."""
+    exact filters, a client-side re-check, within the customer's scope) and deletes
+    them for good."""
 
     system = "outlook"
 
     def __init__(self, connector: Any) -> None:
         self.connector = connector
 
-    async def locate(self, customer: Customer, subject: Subject) -> list[ItemRef]:
-        return list(await self.connector.locate(customer, subject))
+    async def locate(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
+        return list(await self.connector.locate(customer, subject, personal_emails=personal_emails))
+
+    async def verify_absent(
+        self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
+    ) -> list[ItemRef]:
+        return list(
+            await self.connector.verify_absent(customer, subject, personal_emails=personal_emails)
+        )
 
     async def locate_customer(self, customer: Customer) -> list[ItemRef]:
         return list(await self.connector.locate_customer(customer))
@@ -183,6 +251,179 @@ class OutlookEraser:
 
     def residuals(self) -> list[Residual]:
         return list(self.connector.residuals())
+
+
+# -- weighing the evidence -----------------------------------------------------------------
+
+
+def _weaker(a: Strength, b: Strength) -> Strength:
+    """Personal only if both say so: shared (or a name) wins."""
+    if Strength.NAME in (a, b):
+        return Strength.NAME
+    if Strength.SHARED in (a, b):
+        return Strength.SHARED
+    return Strength.PERSONAL
+
+
+Strengths = Mapping[tuple[IdKind, int], Strength]
+
+
+def strengths_to_list(strengths: Strengths) -> list[dict[str, object]]:
+    """As stored on the request: [{kind, position, strength}], no identifier values."""
+    return Evidence(
+        matches=tuple(
+            Match(kind=kind, position=position, strength=strength)
+            for (kind, position), strength in sorted(strengths.items())
+        )
+    ).to_list()
+
+
+def strengths_from_list(items: Iterable[Mapping[str, Any]]) -> dict[tuple[IdKind, int], Strength]:
+    return {(m.kind, m.position): m.strength for m in Evidence.from_list(items).matches}
+
+
+def subject_directory(
+    records: Iterable[ContactRecord], subject: Subject, rules: identity.IdentityRules
+) -> identity.Directory:
+    """The customer's Directory as an erasure of `subject` asks it: about the subject's
+    identifiers only, so only they are counted."""
+    asked = {identity.email_key(e) for e in subject.emails}
+    asked |= {identity.phone_key(p) or p for p in subject.phones}
+    return identity.Directory(records, rules, only=asked)
+
+
+class Weighing:
+    """A subject's identifiers weighed against the customer's directory.
+
+    `planned` are the weights the plan gave (None while planning): an identifier is
+    never weighed stronger than then. An identifier the subject shared with one
+    colleague is personal to the colleague once the subject's record is erased; the
+    sweep and the verification must not take the colleague for the subject.
+    """
+
+    def __init__(
+        self, directory: identity.Directory, subject: Subject, planned: Strengths | None = None
+    ) -> None:
+        self.directory = directory
+        self.subject = subject
+        now = directory.subject_strengths(subject)
+        self.strengths: dict[tuple[IdKind, int], Strength] = {
+            key: _weaker(strength, (planned or {}).get(key, strength))
+            for key, strength in now.items()
+        }
+
+    def _reweighed(self, evidence: Evidence) -> Evidence:
+        return Evidence(
+            matches=tuple(
+                Match(
+                    kind=m.kind,
+                    position=m.position,
+                    strength=_weaker(
+                        m.strength, self.strengths.get((m.kind, m.position), m.strength)
+                    ),
+                )
+                for m in evidence.matches
+            )
+        )
+
+    def record(self, record: ContactRecord) -> Evidence:
+        """Which of the subject's identifiers a directory record holds, weighed."""
+        return self._reweighed(self.directory.evidence(self.subject, record))
+
+    def found(self, matched: Sequence[tuple[str, int]]) -> Evidence:
+        """The evidence of an item another system found (Outlook), by what it matched."""
+        if matched:
+            return self._reweighed(self.directory.classify(self.subject, matched))
+        # A system that does not say which identifier it found: the item is the
+        # subject's only when every identifier of the subject is personal.
+        every = tuple(
+            Match(kind=kind, position=position, strength=strength)
+            for (kind, position), strength in sorted(self.strengths.items())
+        )
+        if all(m.strength is Strength.PERSONAL for m in every):
+            return Evidence(matches=every)
+        return Evidence(matches=tuple(m for m in every if m.strength is not Strength.PERSONAL))
+
+    def personal(self) -> Subject:
+        """The subject's personal e-mails and phones, in normal form."""
+        s = self.strengths
+        return Subject(
+            emails=tuple(
+                identity.email_key(e)
+                for i, e in enumerate(self.subject.emails)
+                if s[IdKind.EMAIL, i] is Strength.PERSONAL
+            ),
+            phones=tuple(
+                identity.phone_key(p) or p
+                for i, p in enumerate(self.subject.phones)
+                if s[IdKind.PHONE, i] is Strength.PERSONAL
+            ),
+        )
+
+    @property
+    def nothing_personal(self) -> bool:
+        """No identifier given is personal here: on its own, the request erases nothing."""
+        return not any(s is Strength.PERSONAL for s in self.strengths.values())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Located:
+    """An item found for an erasure, and why: its evidence (None in a whole-customer
+    erasure, where everything goes)."""
+
+    ref: ItemRef
+    evidence: Evidence | None = None
+
+    @property
+    def item(self) -> str:
+        return item_id(self.ref.system, self.ref.kind, self.ref.id)
+
+    @property
+    def ambiguous(self) -> bool:
+        """Found, but not by a personal identifier: left alone unless included."""
+        return self.evidence is not None and not self.evidence.personal
+
+    def new_item(self) -> NewErasureItem:
+        return NewErasureItem(
+            system=self.ref.system,
+            kind=self.ref.kind,
+            item_id=self.ref.id,
+            scope=self.ref.scope,
+            status="ambiguous" if self.ambiguous else "pending",
+            evidence=None if self.evidence is None else tuple(self.evidence.to_list()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Preview:
+    """What an erasure would do, changing nothing: every item found with its evidence,
+    how the subject's identifiers weigh, and the store rows a customer erasure removes."""
+
+    customer_id: str
+    scope: str
+    identifiers: MaskedIdentifiers
+    located: tuple[Located, ...] = ()
+    strengths: Mapping[tuple[IdKind, int], Strength] = field(default_factory=dict)
+    systems: tuple[str, ...] = ()
+    pdsync: Mapping[str, int] = field(default_factory=dict)
+
+    def counts(self, *, ambiguous: bool = False) -> dict[str, dict[str, int]]:
+        """Per system and kind: the items to be erased (or, `ambiguous`, left alone)."""
+        counts: dict[str, dict[str, int]] = {system: {} for system in self.systems}
+        for found in self.located:
+            if found.ambiguous is ambiguous:
+                kinds = counts.setdefault(found.ref.system, {})
+                kinds[found.ref.kind] = kinds.get(found.ref.kind, 0) + 1
+        if self.scope == "customer" and not ambiguous:
+            counts["pdsync"] = dict(self.pdsync)
+        return counts
+
+    @property
+    def nothing_personal(self) -> bool:
+        """A subject request none of whose identifiers is personal here."""
+        return self.scope == "subject" and not any(
+            s is Strength.PERSONAL for s in self.strengths.values()
+        )
 
 
 def _json_subject(subject: Subject) -> str:
@@ -201,6 +442,20 @@ def _subject_from_json(text: str) -> Subject:
 
 def masked(subject: Subject | None) -> dict[str, Any]:
     return MaskedIdentifiers.of(subject or Subject()).to_dict()
+
+
+def check_item_ids(items: Iterable[str]) -> list[str]:
+    """The item ids, each checked (ErasureError names the first malformed one)."""
+    checked = []
+    for item in items:
+        text = item.strip()
+        if not ITEM_ID.fullmatch(text):
+            raise ErasureError(
+                f"{text[:40]!r} is not an item id from an erasure plan (like {ITEM_ID_EXAMPLE})"
+            )
+        if text not in checked:
+            checked.append(text)
+    return checked
 
 
 class ErasureService:
@@ -240,9 +495,15 @@ class ErasureService:
         subject: Subject | None,
         requested_by: str,
         reason: str,
+        include: Sequence[str] = (),
     ) -> str:
         """Record a request (state `received`). Raises ErasureError for an unknown
-        customer, a missing reason, or a subject request without identifiers."""
+        customer, a missing reason, a subject request without identifiers, or an
+        `include` that is no item id (or given with a whole-customer erasure).
+
+        `include`: ids of ambiguous items (as a plan shows them) to erase all the same;
+        the plan applies them, and a request whose plan lacks one is cancelled, having
+        erased nothing."""
         self._customer(customer_id)
         if scope not in ("subject", "customer"):
             raise ErasureError(f"scope must be 'subject' or 'customer', not {scope!r}")
@@ -250,6 +511,10 @@ class ErasureService:
             raise ErasureError("a subject erasure needs at least one identifier")
         if not reason.strip():
             raise ErasureError("give a reason (--reason): it goes on the certificate")
+        included = check_item_ids(include)
+        if included and scope == "customer":
+            raise ErasureError("a whole-customer erasure erases every item: nothing to include")
+        now = datetime.now(UTC).isoformat()
         request_id = self.store.create_erasure(
             customer_id,
             scope=scope,
@@ -258,23 +523,36 @@ class ErasureService:
             requested_by=requested_by,
             reason=reason,
             deadline=timedelta(hours=self.settings.erasure.deadline_hours),
+            includes=[{"item": i, "by": requested_by, "at": now} for i in included],
         )
         self._record("erasure_received", customer_id, request_id, scope=scope)
+        if included:
+            self._record(
+                "erasure_include_requested",
+                customer_id,
+                request_id,
+                item_ids=included,
+                by=requested_by,
+            )
         log.info("erasure_received", request_id=request_id, customer=customer_id, scope=scope)
         return request_id
 
-    async def preview(
-        self, customer_id: str, *, scope: str, subject: Subject | None
-    ) -> dict[str, dict[str, int]]:
-        """What an erasure would delete, per system and kind; changes nothing."""
+    async def preview(self, customer_id: str, *, scope: str, subject: Subject | None) -> Preview:
+        """What an erasure would do, per system: each item with its evidence; changes
+        nothing."""
         customer = self._customer(customer_id)
-        counts: dict[str, dict[str, int]] = {}
-        for system, eraser in self._erasers_for(customer).items():
-            refs = await self._locate(eraser, customer, scope, subject)
-            counts[system] = dict(Counter(r.kind for r in refs))
-        links = self.store.counts(customer_id)["links"] if scope == "customer" else 0
-        counts["pdsync"] = {"links": links} if scope == "customer" else {}
-        return counts
+        located, weighing = await self._located(customer, scope, subject)
+        return Preview(
+            customer_id=customer_id,
+            scope=scope,
+            identifiers=MaskedIdentifiers.of(subject or Subject()),
+            located=tuple(located),
+            strengths=weighing.strengths if weighing is not None else {},
+            systems=tuple(sorted(self._erasers_for(customer))),
+            pdsync={"links": self.store.counts(customer_id)["links"]}
+            if scope == "customer"
+            else {},
+        )
 
     def approve(self, request_id: str, *, approver: str) -> ErasureRow:
         row = self.store.get_erasure(request_id)
@@ -303,14 +581,81 @@ class ErasureService:
         self._record("erasure_cancelled", row.customer_id, row.id, by=by)
         return self.store.get_erasure(row.id)
 
+    def include(self, request_id: str, items: Sequence[str], *, by: str) -> ErasureRow:
+        """Erase ambiguous items of a request all the same, by their ids in its plan.
+
+        Before the plan exists (state `received`) the ids are kept for it; after, each
+        must name an item of the plan (ErasureError, changing nothing, if one does not).
+        Too late once the request is executing. Recorded in the ledger."""
+        row = self.store.get_erasure(request_id)
+        wanted = check_item_ids(items)
+        if not wanted:
+            raise ErasureError("name at least one item to include")
+        if row.scope == "customer":
+            raise ErasureError("a whole-customer erasure erases every item: nothing to include")
+        if row.state is ErasureState.RECEIVED:
+            now = datetime.now(UTC).isoformat()
+            known = {str(i["item"]) for i in row.includes}
+            includes = [
+                *row.includes,
+                *({"item": i, "by": by, "at": now} for i in wanted if i not in known),
+            ]
+            if self.store.update_erasure(row.id, includes=includes, expect=[ErasureState.RECEIVED]):
+                self._record(
+                    "erasure_include_requested", row.customer_id, row.id, item_ids=wanted, by=by
+                )
+                return self.store.get_erasure(row.id)
+            row = self.store.get_erasure(row.id)  # planned meanwhile: include in the plan
+        if row.state not in (ErasureState.PLANNED, ErasureState.AWAITING_APPROVAL):
+            raise ErasureError(f"erasure {row.id} is {row.state}: too late to include items")
+        unknown = self._include(row, wanted, by=by)
+        if unknown:
+            raise ErasureError(
+                f"erasure {row.id}: no item of its plan is {unknown[0]}"
+                + (f" (nor {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                + ": nothing included"
+            )
+        return self.store.get_erasure(row.id)
+
+    def _include(self, row: ErasureRow, wanted: Sequence[str], *, by: str) -> list[str]:
+        """Include the plan's items named by `wanted`; returns the ids it lacks (and
+        then includes nothing)."""
+        by_id: dict[str, list[ErasureItemRow]] = defaultdict(list)
+        for item in self.store.erasure_items(row.id):
+            by_id[item_id(item.system, item.kind, item.item_id)].append(item)
+        unknown = [w for w in wanted if w not in by_id]
+        if unknown:
+            return unknown
+        chosen = [
+            (item.system, item.kind, item.item_id)
+            for w in wanted
+            for item in by_id[w]
+            if item.status == "ambiguous"
+        ]
+        if self.store.include_erasure_items(row.id, chosen, by=by):
+            plan = self._plan_counts(row.id)
+            self.store.update_erasure(row.id, plan=plan)
+            self._record(
+                "erasure_included",
+                row.customer_id,
+                row.id,
+                item_ids=[w for w in wanted if any(i.status == "ambiguous" for i in by_id[w])],
+                by=by,
+                plan=plan,
+            )
+        return []
+
     # -- carrying them out ---------------------------------------------------------------
 
-    async def advance(self, request_id: str) -> ErasureRow:
-        """Move the request as far as it can go now; safe to repeat after any crash."""
+    async def advance(self, request_id: str, *, until: ErasureState | None = None) -> ErasureRow:
+        """Move the request as far as it can go now (or until it reaches `until`); safe
+        to repeat after any crash."""
         row = self.store.get_erasure(request_id)
         customer = self._customer(row.customer_id)
         for _ in range(6):  # at most one pass through every state
             state = row.state
+            if state is until:
+                break
             if state is ErasureState.RECEIVED:
                 await self._plan(row, customer)
             elif state is ErasureState.PLANNED:
@@ -342,56 +687,139 @@ class ErasureService:
             return None
         return _subject_from_json(self.store.erasure_identifiers(row.id))
 
-    async def _locate(
-        self, eraser: Eraser, customer: Customer, scope: str, subject: Subject | None
-    ) -> list[ItemRef]:
+    async def _located(
+        self,
+        customer: Customer,
+        scope: str,
+        subject: Subject | None,
+        *,
+        planned: Strengths | None = None,
+        verifying: bool = False,
+    ) -> tuple[list[Located], Weighing | None]:
+        """One locate phase: every item found, with its evidence, and the weighing."""
+        erasers = self._erasers_for(customer)
         if scope == "customer":
-            return await eraser.locate_customer(customer)
+            # Each system at once: the slowest system's rate limit bounds the erasure,
+            # not the sum of them all.
+            found = await asyncio.gather(*(e.locate_customer(customer) for e in erasers.values()))
+            return [Located(ref=r) for refs in found for r in refs], None
         assert subject is not None
-        return await eraser.locate(customer, subject)
-
-    async def _locate_into(self, row: ErasureRow, customer: Customer, *, phase: str) -> int:
-        subject = self._subject(row)
-        erasers = list(self._erasers_for(customer).values())
-        # Each system at once: the slowest system's rate limit bounds the erasure, not
-        # the sum of them all.
-        located = await asyncio.gather(
-            *(self._locate(e, customer, row.scope, subject) for e in erasers)
+        directories = {s: e for s, e in erasers.items() if isinstance(e, DirectoryEraser)}
+        # The directory systems are read once, and make the customer's Directory.
+        read = await asyncio.gather(*(e.records(customer) for e in directories.values()))
+        directory = subject_directory(
+            (r for records in read for r in records), subject, self.settings.sync.policy().identity
         )
-        return sum(
-            self.store.add_erasure_items(
-                row.id, [(r.system, r.kind, r.id, r.scope) for r in refs], phase=phase
+        weighing = Weighing(directory, subject, planned)
+        located = []
+        for eraser, records in zip(directories.values(), read, strict=True):
+            for record in records:
+                evidence = weighing.record(record)
+                if evidence:
+                    located.append(
+                        Located(ref=eraser.ref(customer, record, evidence), evidence=evidence)
+                    )
+        personal_emails = weighing.personal().emails
+        others = [e for s, e in erasers.items() if s not in directories]
+        found = await asyncio.gather(
+            *(
+                (e.verify_absent if verifying else e.locate)(
+                    customer, subject, personal_emails=personal_emails
+                )
+                for e in others
             )
-            for refs in located
         )
+        located += [
+            Located(ref=r, evidence=weighing.found(r.matched)) for refs in found for r in refs
+        ]
+        return located, weighing
 
     async def _plan(self, row: ErasureRow, customer: Customer) -> None:
-        if row.scope == "subject":
-            # Tombstones first: from now on no sync re-creates this person anywhere.
-            subject = self._subject(row)
+        subject = self._subject(row)
+        located, weighing = await self._located(customer, row.scope, subject)
+        includes = self.store.get_erasure(row.id).includes
+        if includes:
+            found = {found.item for found in located}
+            missing = sorted({str(i["item"]) for i in includes} - found)
+            if missing:
+                self._cancel_unplanned(row, missing)
+                return
+        if weighing is not None:
             assert subject is not None
+            # Tombstones before anything is erased: from now on no sync re-creates this
+            # person anywhere. On personal identifiers only: a later hire who has the
+            # switchboard number, or the same name, is somebody else.
             key = self.store.customer_key(row.customer_id)
-            self.store.add_tombstones(
-                row.customer_id, identity.tombstones(key, await self._personal(customer, subject))
-            )
-        await self._locate_into(row, customer, phase="plan")
-        plan: dict[str, dict[str, int]] = defaultdict(dict)
-        for item in self.store.erasure_items(row.id):
-            plan[item.system][item.kind] = plan[item.system].get(item.kind, 0) + 1
+            personal = weighing.directory.personal_subject(subject)
+            self.store.add_tombstones(row.customer_id, identity.tombstones(key, personal))
+        self.store.add_erasure_items(row.id, [found.new_item() for found in located], phase="plan")
+        by_who: dict[str, list[str]] = defaultdict(list)
+        for include in includes:
+            by_who[str(include["by"])].append(str(include["item"]))
+        for who, wanted in by_who.items():
+            self._include(row, wanted, by=who)
+        plan = self._plan_counts(row.id)
         self.store.update_erasure(
-            row.id, state=ErasureState.PLANNED, expect=[ErasureState.RECEIVED], plan=dict(plan)
+            row.id,
+            state=ErasureState.PLANNED,
+            expect=[ErasureState.RECEIVED],
+            plan=plan,
+            strengths=None if weighing is None else strengths_to_list(weighing.strengths),
         )
-        self._record("erasure_planned", row.customer_id, row.id, plan=dict(plan))
+        # An include that came in while this plan was being made goes in now.
+        applied = {str(i["item"]) for i in includes}
+        late: dict[str, list[str]] = defaultdict(list)
+        for include in self.store.get_erasure(row.id).includes:
+            if str(include["item"]) not in applied:
+                late[str(include["by"])].append(str(include["item"]))
+        for who, wanted in late.items():
+            unknown = self._include(row, wanted, by=who)
+            if unknown:
+                self._record(
+                    "erasure_include_unmatched", row.customer_id, row.id, item_ids=unknown, by=who
+                )
+        if late:
+            plan = self._plan_counts(row.id)
+        ambiguous = _kind_counts(self.store.erasure_items(row.id, status="ambiguous"))
+        shared = (
+            0
+            if weighing is None
+            else sum(1 for s in weighing.strengths.values() if s is Strength.SHARED)
+        )
+        self._record(
+            "erasure_planned",
+            row.customer_id,
+            row.id,
+            plan=plan,
+            ambiguous=ambiguous,
+            shared_identifiers=shared,
+        )
+        if weighing is not None and weighing.nothing_personal:
+            log.warning("erasure_nothing_personal", request_id=row.id, customer=row.customer_id)
 
-    async def _personal(self, customer: Customer, subject: Subject) -> Subject:
-        """The subject's identifiers that are personal in the customer's directories."""
-        records: list[ContactRecord] = []
-        for eraser in self._erasers_for(customer).values():
-            if isinstance(eraser, DirectoryEraser):
-                result = await eraser.connector.for_customer(customer).read(customer)
-                records += result.records
-        rules = self.settings.sync.policy().identity
-        return identity.Directory(records, rules).personal_subject(subject)
+    def _cancel_unplanned(self, row: ErasureRow, missing: Sequence[str]) -> None:
+        """An admin included an item the plan does not have: erase nothing, say why."""
+        error = (
+            f"--include {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + " is no item this erasure found; nothing was erased. Ask again with ids"
+            " from its plan."
+        )
+        if self.store.update_erasure(
+            row.id, state=ErasureState.CANCELLED, expect=[ErasureState.RECEIVED], error=error
+        ):
+            self.store.forget_erasure_identifiers(row.id)
+            self._record(
+                "erasure_cancelled", row.customer_id, row.id, by="plan", item_ids=list(missing)
+            )
+
+    def _plan_counts(self, request_id: str) -> dict[str, dict[str, int]]:
+        """Per system and kind, the items the request erases (not the ambiguous ones)."""
+        plan: dict[str, dict[str, int]] = defaultdict(dict)
+        for item in self.store.erasure_items(request_id):
+            if item.status != "ambiguous":
+                plan[item.system][item.kind] = plan[item.system].get(item.kind, 0) + 1
+        return dict(plan)
 
     def _gate(self, row: ErasureRow) -> None:
         needs_approval = row.scope == "customer" and self.settings.erasure.require_second_admin
@@ -444,11 +872,18 @@ class ErasureService:
             done += len(chunk)
             self.progress(system, done, total)
 
+    def _planned(self, row: ErasureRow) -> Strengths | None:
+        return strengths_from_list(row.strengths) if row.strengths else None
+
     async def _execute(self, row: ErasureRow, customer: Customer) -> None:
         await self._erase_pending(row, customer)
-        # What arrived while we worked (a new message, a contact typed in) goes too.
-        if await self._locate_into(row, customer, phase="sweep"):
-            await self._erase_pending(row, customer)
+        # What arrived while we worked (a new message, a contact typed in) goes too,
+        # weighed as the plan weighed the subject; so does an item included meanwhile.
+        located, _ = await self._located(
+            customer, row.scope, self._subject(row), planned=self._planned(row)
+        )
+        self.store.add_erasure_items(row.id, [found.new_item() for found in located], phase="sweep")
+        await self._erase_pending(row, customer)
         if row.scope == "subject":
             self._forget_links(row)
         self.store.update_erasure(
@@ -473,12 +908,28 @@ class ErasureService:
     async def _verify(self, row: ErasureRow, customer: Customer) -> None:
         subject = self._subject(row) if row.scope == "subject" else None
         items = self.store.erasure_items(row.id)
+        located, _ = await self._located(
+            customer, row.scope, subject, planned=self._planned(row), verifying=True
+        )
+        # What counts as still there: an item the request erases (planned or included),
+        # or one that holds a personal identifier of the subject. Ambiguous items left
+        # alone are somebody else's as far as anyone can tell, and stay.
+        erasing = {(i.system, i.kind, i.item_id) for i in items if i.status != "ambiguous"}
         outcome: dict[str, Any] = {}
         waiting = failed = False
         now = datetime.now(UTC).isoformat()
-        for system, eraser in sorted(self._erasers_for(customer).items()):
-            mine = [i for i in items if i.system == system]
-            remaining = await self._locate(eraser, customer, row.scope, subject)
+        for system in sorted(self._erasers_for(customer)):
+            mine = [i for i in items if i.system == system and i.status != "ambiguous"]
+            left = [i for i in items if i.system == system and i.status == "ambiguous"]
+            remaining = [
+                found
+                for found in located
+                if found.ref.system == system
+                and (
+                    not found.ambiguous
+                    or (found.ref.system, found.ref.kind, found.ref.id) in erasing
+                )
+            ]
             counts = dict(Counter(i.kind for i in mine if i.status == "done"))
             manual = [i for i in mine if i.status == "manual"]
             if remaining and manual:
@@ -502,6 +953,11 @@ class ErasureService:
                 "verified_absent": not remaining,
                 "remaining": len(remaining),
                 "verified_at": now,
+                "left_alone": _kind_counts(left),
+                "left_alone_groups": left_alone_groups(
+                    (item_id(i.system, i.kind, i.item_id), i.kind, i.evidence or ()) for i in left
+                ),
+                "included": sum(1 for i in mine if i.included_by),
             }
         if waiting:
             self.store.update_erasure(row.id, outcome=outcome)
@@ -576,8 +1032,17 @@ class ErasureService:
             self.recorder.record(kind, customer_id=customer_id, request_id=request_id, **payload)
 
 
+def _kind_counts(items: Iterable[ErasureItemRow]) -> dict[str, int]:
+    return dict(sorted(Counter(i.kind for i in items).items()))
+
+
 def _counts_only(outcome: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        system: {"outcome": o["outcome"], "counts": o["counts"], "verified": o["verified_absent"]}
+        system: {
+            "outcome": o["outcome"],
+            "counts": o["counts"],
+            "verified": o["verified_absent"],
+            **({"left_alone": o["left_alone"]} if o.get("left_alone") else {}),
+        }
         for system, o in outcome.items()
     }

@@ -14,6 +14,7 @@ from daemon.certificate import (
     SystemResult,
     issue_certificate,
 )
+from daemon.certificate import evidence as erasure_evidence
 from daemon.config import ConfigError, Settings
 from daemon.domain import Residual
 from daemon.ledger import Ledger, Signer, Verifier
@@ -73,6 +74,9 @@ class Certifier:
                 for system, result in sorted(row.outcome.items())
             ),
             residuals=tuple(ResidualWindow.of(r) for r in residuals),
+            shared=MaskedIdentifiers(**erasure_evidence.shared_identifiers(row.strengths, masked)),
+            left_alone=erasure_evidence.left_alone(row.outcome, masked),
+            included=erasure_evidence.included_counts(row.outcome),
             requested_by=row.requested_by,
             reason=row.reason,
             requested_at=row.requested_at,

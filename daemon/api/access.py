@@ -65,6 +65,7 @@ ACCESS: Final[Mapping[Endpoint, Allowed]] = {
     ("POST", "/api/v1/erasures"):                        ADMINS,
     ("POST", "/api/v1/erasures/{request_id}/approve"):   ADMINS,
     ("POST", "/api/v1/erasures/{request_id}/cancel"):    ADMINS,
+    ("POST", "/api/v1/erasures/{request_id}/include"):   ADMINS,
 }
 # fmt: on
 

@@ -267,6 +267,8 @@ class AuditOut(BaseModel):
 Email = Annotated[str, StringConstraints(max_length=320)]
 Phone = Annotated[str, StringConstraints(max_length=64)]
 Name = Annotated[str, StringConstraints(max_length=200)]
+# An item of an erasure plan (daemon.erasure.item_id): "zisson:k3f7q2ma".
+ItemId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}:[a-z2-7]{8}$")]
 
 
 class ErasureIn(_In):
@@ -280,6 +282,39 @@ class ErasureIn(_In):
     reason: str = Field(
         min_length=1, max_length=500, description="Goes on the certificate: no personal data."
     )
+    include: list[ItemId] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Ambiguous items to erase all the same, by their ids in a plan "
+        "(`pdsync erase subject ... --plan`); a subject erasure only.",
+    )
+
+
+class IncludeIn(_In):
+    """Ambiguous items of a request to erase all the same, by their ids in its plan."""
+
+    items: list[ItemId] = Field(min_length=1, max_length=200)
+
+
+class MatchedOut(BaseModel):
+    """One of the subject's identifiers an item holds, masked, and what it is worth."""
+
+    kind: Literal["email", "phone", "name"]
+    identifier: str  # masked
+    strength: Literal["personal", "shared", "name"]
+
+
+class ErasureItemOut(BaseModel):
+    """An item an erasure found: erased (pending until done), or ambiguous and left
+    alone unless an admin includes it by `id`."""
+
+    id: str  # as `include` takes it
+    system: str
+    kind: str
+    status: str  # pending | done | manual | failed | ambiguous
+    phase: str  # plan | sweep
+    matched: list[MatchedOut]
+    included_by: str | None
 
 
 class Masked(BaseModel):
@@ -302,6 +337,9 @@ class SystemOutcome(BaseModel):
     verified_absent: bool
     remaining: int
     verified_at: str | None
+    left_alone: dict[str, int] = Field(
+        default_factory=dict, description="Ambiguous items left alone, by kind."
+    )
 
 
 class ErasureOut(BaseModel):
@@ -318,8 +356,16 @@ class ErasureOut(BaseModel):
     approved_at: datetime | None
     completed_at: datetime | None
     masked: Masked
-    plan: dict[str, dict[str, int]]
+    # Per identifier (e-mails, phones, names: the same order as `masked`): personal,
+    # shared or name, as the plan weighed it; empty before the plan.
+    strengths: dict[str, list[str]]
+    plan: dict[str, dict[str, int]]  # per system, what is erased, by kind
+    ambiguous: dict[str, dict[str, int]]  # per system, left alone unless included, by kind
     outcome: dict[str, SystemOutcome]
     progress: Progress
     certificate: bool  # GET /api/v1/certificates/{id} has it
     error: str | None
+    # Ids to include once the plan exists (a request still `received`).
+    includes: list[str] = Field(default_factory=list)
+    # The ambiguous and included items with their evidence (one request's view only).
+    items: list[ErasureItemOut] | None = None

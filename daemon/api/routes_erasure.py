@@ -1,13 +1,15 @@
 """The proof side of the API: erasure requests, deletion certificates, ledger verification.
 
-Creating, approving and cancelling an erasure is for admins; the request is recorded
-under the caller's token name, and a second admin (another token name) must approve a
-whole-customer erasure. The daemon's erasure worker carries requests out.
+Creating, approving, cancelling an erasure and including ambiguous items in it is for
+admins; the request is recorded under the caller's token name, and a second admin
+(another token name) must approve a whole-customer erasure. The daemon's erasure worker
+carries requests out.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -18,22 +20,26 @@ from daemon.api.errors import ApiError, refuse_personal_data
 from daemon.api.models import (
     CUSTOMER_PATTERN,
     ErasureIn,
+    ErasureItemOut,
     ErasureOut,
     Finding,
+    IncludeIn,
     LedgerReport,
     Masked,
+    MatchedOut,
     Problem,
     Progress,
     SystemOutcome,
 )
 from daemon.certificate import Certificate, render_pdf
+from daemon.certificate.evidence import masked_matches
 from daemon.config import ConfigError
-from daemon.erasure import ErasureError, ErasureService
+from daemon.erasure import ErasureError, ErasureService, item_id
 from daemon.ledger import verify_ledger
 from daemon.logs import redact_text
 from daemon.normalize import BadIdentifier, parse_subject
 from daemon.proof import trusted_verifiers
-from daemon.store import ErasureRow, ErasureState, NotFound, Store
+from daemon.store import ErasureItemRow, ErasureRow, ErasureState, NotFound, Store
 
 router = APIRouter(prefix="/api/v1", responses={401: {"model": Problem}, 403: {"model": Problem}})
 
@@ -47,11 +53,22 @@ _404: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 _409: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 409: {"model": Problem}}
 
 
-def erasure_out(store: Store, row: ErasureRow, *, now: datetime | None = None) -> ErasureOut:
-    """A request as the API and the dashboard show it: masked identifiers, counts."""
+def erasure_out(
+    store: Store, row: ErasureRow, *, now: datetime | None = None, with_items: bool = False
+) -> ErasureOut:
+    """A request as the API and the dashboard show it: masked identifiers, counts; with
+    `with_items`, its ambiguous and included items with their evidence."""
     now = now or datetime.now(UTC)
-    items = Counter(item.status for item in store.erasure_items(row.id))
+    located = store.erasure_items(row.id)
+    items = Counter(item.status for item in located)
     masked = row.masked or {}
+    weighed = {(str(m["kind"]), int(m["position"])): str(m["strength"]) for m in row.strengths}
+    ambiguous: dict[str, dict[str, int]] = {}
+    for item in located:
+        if item.status == "ambiguous":
+            kinds = ambiguous.setdefault(item.system, {})
+            kinds[item.kind] = kinds.get(item.kind, 0) + 1
+    decided = [i for i in located if i.status == "ambiguous" or i.included_by]
     return ErasureOut(
         id=row.id,
         customer=row.customer_id,
@@ -70,7 +87,17 @@ def erasure_out(store: Store, row: ErasureRow, *, now: datetime | None = None) -
             phones=list(masked.get("phones", ())),
             names=list(masked.get("names", ())),
         ),
+        strengths={
+            f"{kind}s": [
+                weighed.get((kind, i), "name" if kind == "name" else "")
+                for i in range(len(masked.get(f"{kind}s", ())))
+            ]
+            for kind in ("email", "phone", "name")
+        }
+        if row.strengths
+        else {},
         plan={s: {k: int(n) for k, n in kinds.items()} for s, kinds in row.plan.items()},
+        ambiguous=ambiguous,
         outcome={
             system: SystemOutcome(
                 outcome=str(o.get("outcome", "")),
@@ -78,6 +105,7 @@ def erasure_out(store: Store, row: ErasureRow, *, now: datetime | None = None) -
                 verified_absent=bool(o.get("verified_absent")),
                 remaining=int(o.get("remaining", 0)),
                 verified_at=o.get("verified_at"),
+                left_alone={k: int(n) for k, n in o.get("left_alone", {}).items()},
             )
             for system, o in row.outcome.items()
         },
@@ -90,6 +118,25 @@ def erasure_out(store: Store, row: ErasureRow, *, now: datetime | None = None) -
         ),
         certificate=row.certificate is not None,
         error=redact_text(row.error) if row.error else None,
+        includes=[str(i["item"]) for i in row.includes]
+        if row.state is ErasureState.RECEIVED
+        else [],
+        items=[_item_out(i, masked) for i in decided] if with_items else None,
+    )
+
+
+def _item_out(item: ErasureItemRow, masked: Mapping[str, Any]) -> ErasureItemOut:
+    return ErasureItemOut(
+        id=item_id(item.system, item.kind, item.item_id),
+        system=item.system,
+        kind=item.kind,
+        status=item.status,
+        phase=item.phase,
+        matched=[
+            MatchedOut(kind=kind, identifier=shown, strength=strength)  # type: ignore[arg-type]
+            for kind, shown, strength in masked_matches(item.evidence or (), masked)
+        ],
+        included_by=item.included_by,
     )
 
 
@@ -145,15 +192,41 @@ def create_erasure(ctx: Ctx, who: Who, body: ErasureIn) -> ErasureOut:
             subject=subject,
             requested_by=who.name,
             reason=body.reason,
+            include=body.include,
         )
     except ErasureError as exc:
         raise ApiError(422, "refused", str(exc)) from None
-    return erasure_out(ctx.store, ctx.store.get_erasure(request_id))
+    return erasure_out(ctx.store, ctx.store.get_erasure(request_id), with_items=True)
 
 
-@router.get("/erasures/{request_id}", summary="One erasure request", responses=_404)
+@router.get(
+    "/erasures/{request_id}",
+    summary="One erasure request, with its ambiguous items and their evidence",
+    responses=_404,
+)
 def get_erasure(ctx: Ctx, request_id: RequestId) -> ErasureOut:
-    return erasure_out(ctx.store, _get(ctx.store, request_id))
+    return erasure_out(ctx.store, _get(ctx.store, request_id), with_items=True)
+
+
+@router.post(
+    "/erasures/{request_id}/include",
+    summary="Erase ambiguous items all the same, by their ids in the plan (not yet executing)",
+    responses={**_409, 422: {"model": Problem}, 503: {"model": Problem}},
+)
+def include_in_erasure(ctx: Ctx, who: Who, request_id: RequestId, body: IncludeIn) -> ErasureOut:
+    service = _service(ctx)
+    row = _get(ctx.store, request_id)
+    if row.state not in (
+        ErasureState.RECEIVED,
+        ErasureState.PLANNED,
+        ErasureState.AWAITING_APPROVAL,
+    ):
+        raise ApiError(409, "wrong_state", f"the request is {row.state}: too late to include")
+    try:
+        service.include(row.id, body.items, by=who.name)
+    except ErasureError as exc:
+        raise ApiError(422, "refused", str(exc)) from None
+    return erasure_out(ctx.store, ctx.store.get_erasure(row.id), with_items=True)
 
 
 @router.post(

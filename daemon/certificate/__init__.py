@@ -5,12 +5,14 @@
     path.write_bytes(cert.to_json()); pdf_path.write_bytes(render_pdf(cert))
     problems = verify_certificate(path.read_bytes())   # [] when valid; offline
 
-Modules: masking (identifiers), model (the certificate and its JSON), issue (ledger,
-checkpoint, sign), verify (the offline check), pdf (the document for people).
+Modules: masking (identifiers), evidence (what a subject erasure left alone, and why),
+model (the certificate and its JSON), issue (ledger, checkpoint, sign), verify (the
+offline check), pdf (the document for people).
 """
 
 from __future__ import annotations
 
+from daemon.certificate.evidence import LeftAlone, MatchedIdentifier
 from daemon.certificate.issue import issue_certificate
 from daemon.certificate.masking import mask_email, mask_name, mask_phone
 from daemon.certificate.model import (
@@ -36,7 +38,9 @@ __all__ = [
     "CertificateFacts",
     "Issuer",
     "LedgerProof",
+    "LeftAlone",
     "MaskedIdentifiers",
+    "MatchedIdentifier",
     "Outcome",
     "ResidualWindow",
     "Scope",

@@ -2,11 +2,13 @@
 
     mask_email("ola.nordmann@firma.no")  -> "o***@f***.no"
     mask_phone("+47 912 34 555")         -> "+47 ** ** ** 55"
+    mask_phone("22334455 x12")           -> "+47 ** ** ** 55 x**"  (an extension)
     mask_name("Åse Bjørg")               -> "Å*** B***"
 
 An e-mail keeps the first letter of its local part and of its domain, and the top-level
 domain when that is a country code or a common generic one; a phone number its country
-code and last two digits (never its length); a name the first letter of each part.
+code and last two digits (never its length), and that it is an extension (never which);
+a name the first letter of each part.
 MASKED_* tell a masked value from a raw one.
 """
 
@@ -21,7 +23,7 @@ from daemon import normalize
 
 MASK = "***"
 MASKED_EMAIL = re.compile(r"[^\s@*]\*\*\*@[^\s@*.]\*\*\*(?:\.[^\s@*.]+)?|\*\*\*")
-MASKED_PHONE = re.compile(r"(?:\+\d{1,3} )?\*\* \*\* \*\* \d\d|\*\*\*")
+MASKED_PHONE = re.compile(r"(?:\+\d{1,3} )?\*\* \*\* \*\* \d\d(?: x\*\*)?|\*\*\*")
 MASKED_NAME = re.compile(r"[^\s*]\*\*\*(?: [^\s*]\*\*\*)*|\*\*\*")
 _COUNTRY_TLD = re.compile(r"[a-z]{2}")
 _GENERIC_TLDS = frozenset({"com", "net", "org", "info", "biz", "edu", "gov", "int", "app", "dev"})
@@ -51,13 +53,15 @@ def mask_phone(value: str) -> str:
     if len(digits) < 4:
         return MASK
     e164 = normalize.e164(value)
-    prefix = ""
+    prefix = extension = ""
     if e164 is not None:
-        national = str(phonenumbers.parse(e164).national_number)
+        parsed = phonenumbers.parse(e164)
+        national = str(parsed.national_number)
         if len(national) >= 4:
-            country = phonenumbers.parse(e164).country_code
-            prefix, digits = f"+{country} ", list(national)
-    masked = f"{prefix}** ** ** {''.join(digits[-2:])}"
+            prefix, digits = f"+{parsed.country_code} ", list(national)
+            # An extension is another line than its main number: say so, not which.
+            extension = " x**" if parsed.extension else ""
+    masked = f"{prefix}** ** ** {''.join(digits[-2:])}{extension}"
     return masked if MASKED_PHONE.fullmatch(masked) else MASK
 
 

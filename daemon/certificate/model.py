@@ -18,11 +18,16 @@ from typing import Any
 
 from daemon.certificate import masking
 from daemon.certificate._reader import Reader
+from daemon.certificate.evidence import LeftAlone
 from daemon.domain import Residual, Subject
 from daemon.ledger import canonical
 from daemon.ledger.entry import Checkpoint
 
-CERTIFICATE_VERSION = "pdsync-certificate-v1"
+# v2 adds what a subject erasure left alone (`shared`, `left_alone`, `included`); a v1
+# certificate reads and verifies as it was issued.
+CERTIFICATE_VERSION_1 = "pdsync-certificate-v1"
+CERTIFICATE_VERSION = "pdsync-certificate-v2"
+CERTIFICATE_VERSIONS = (CERTIFICATE_VERSION_1, CERTIFICATE_VERSION)
 # The kind of the ledger entry that records a certificate's digest.
 CERTIFICATE_KIND = "certificate.issued"
 
@@ -173,10 +178,36 @@ class CertificateFacts:
     requested_at: datetime
     completed_at: datetime
     issued_at: datetime
+    # The subject's identifiers the customer's directory shares (a switchboard number, a
+    # role address): evidence of nobody alone, so nothing was erased on their word.
+    shared: MaskedIdentifiers = MaskedIdentifiers()
+    # What was found only by shared identifiers or a name, and left alone.
+    left_alone: tuple[LeftAlone, ...] = ()
+    # Per system: ambiguous items an admin included, and so were erased.
+    included: Mapping[str, int] = field(default_factory=dict)
+    version: str = CERTIFICATE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version not in CERTIFICATE_VERSIONS:
+            raise ValueError(f"unknown certificate version {self.version!r}")
+        if self.version == CERTIFICATE_VERSION_1 and (
+            self.shared != MaskedIdentifiers() or self.left_alone or self.included
+        ):
+            raise ValueError(f"{CERTIFICATE_VERSION_1} has no evidence fields")
+        if any(n < 0 for n in self.included.values()):
+            raise ValueError("included counts cannot be negative")
 
     def to_dict(self) -> dict[str, Any]:
+        evidence: dict[str, Any] = {}
+        if self.version != CERTIFICATE_VERSION_1:
+            evidence = {
+                "shared": self.shared.to_dict(),
+                "left_alone": [group.to_dict() for group in self.left_alone],
+                "included": dict(self.included),
+            }
         return {
-            "version": CERTIFICATE_VERSION,
+            **evidence,
+            "version": self.version,
             "request_id": self.request_id,
             "customer_id": self.customer_id,
             "scope": self.scope.value,
@@ -197,9 +228,18 @@ class CertificateFacts:
     @classmethod
     def read(cls, r: Reader) -> CertificateFacts:
         version = r.text("version")
-        if version != CERTIFICATE_VERSION:
+        if version not in CERTIFICATE_VERSIONS:
             raise ValueError(f"unknown certificate version {version!r}")
+        evidence: dict[str, Any] = {}
+        if version != CERTIFICATE_VERSION_1:
+            evidence = {
+                "shared": MaskedIdentifiers.read(r.obj("shared")),
+                "left_alone": tuple(LeftAlone.read(x) for x in r.objs("left_alone")),
+                "included": r.counts("included"),
+            }
         return cls(
+            **evidence,
+            version=version,
             request_id=r.text("request_id"),
             customer_id=r.text("customer_id"),
             scope=Scope(r.text("scope")),

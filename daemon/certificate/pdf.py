@@ -14,7 +14,7 @@ from datetime import datetime
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from daemon.certificate.model import Certificate, Outcome, Scope
+from daemon.certificate.model import CERTIFICATE_VERSION_1, Certificate, Outcome, Scope
 
 TITLE = "Slettebekreftelse / Deletion certificate"
 VERIFY_COMMAND = "pdsync certificate verify FILE"
@@ -29,6 +29,9 @@ _SCOPE = {
     Scope.SUBJECT: "én registrert person / one data subject",
     Scope.CUSTOMER: "hele kunden / the whole customer",
 }
+_STRENGTH = {"shared": "delt / shared", "name": "bare navn / name only"}
+# Item ids printed per group; the JSON file lists them all.
+_IDS_SHOWN = 60
 _LINE = 5.0
 _LABEL_WIDTH = 76.0  # mm: "Bekreftet fraværende / Verified absent" in 10 pt bold
 _HEX_PER_LINE = 64
@@ -91,6 +94,34 @@ class _Document:
             self.text(value[start : start + _HEX_PER_LINE], size=8, mono=True)
 
 
+def _left_alone(doc: _Document, cert: Certificate) -> None:
+    facts = cert.facts
+    doc.heading("Ikke slettet: tvetydige treff / Left alone: ambiguous matches")
+    doc.text(
+        "Funnet bare ved identifikatorer flere deler (et sentralbordnummer, en "
+        "rolleadresse) eller ved navn, og derfor ikke slettet. / Found only by identifiers "
+        "several people share (a switchboard number, a role address) or by a name, and so "
+        "not erased."
+    )
+    if not facts.left_alone:
+        doc.text("Ingen / None")
+    for group in facts.left_alone:
+        counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(group.counts.items()))
+        matched = ", ".join(f"{m.identifier} ({_STRENGTH[m.strength]})" for m in group.matched)
+        doc.text(f"{group.system}: {counts}", bold=True)
+        doc.field("Treff på / Matched", matched)
+        shown = ", ".join(group.items[:_IDS_SHOWN])
+        more = len(group.items) - _IDS_SHOWN
+        if more > 0:
+            shown += f" ... +{more} (JSON)"
+        doc.text(shown, size=8, mono=True)
+    for system, n in sorted(facts.included.items()):
+        doc.field(
+            "Tatt med / Included",
+            f"{system}: {n} (av en administrator, slettet / by an admin, erased)",
+        )
+
+
 def render_pdf(cert: Certificate) -> bytes:
     """The certificate as one PDF document (A4), Norwegian and English side by side."""
     facts, proof = cert.facts, cert.ledger
@@ -110,6 +141,9 @@ def render_pdf(cert: Certificate) -> bytes:
     doc.field("E-post / E-mail", ", ".join(ids.emails))
     doc.field("Telefon / Phone", ", ".join(ids.phones))
     doc.field("Navn / Name", ", ".join(ids.names))
+    if facts.version != CERTIFICATE_VERSION_1:
+        shared = [*facts.shared.emails, *facts.shared.phones]
+        doc.field("Delte / Shared", ", ".join(shared) or "ingen / none")
     doc.field("Bestilt av / Requested by", facts.requested_by)
     doc.field("Begrunnelse / Reason", facts.reason)
     doc.field("Mottatt / Requested", _when(facts.requested_at))
@@ -126,6 +160,9 @@ def render_pdf(cert: Certificate) -> bytes:
         doc.field("Slettet / Deleted", counts or "0")
         doc.field("Bekreftet fraværende / Verified absent", absent)
         doc.field("Kontrollert / Checked", _when(result.verified_at))
+
+    if facts.version != CERTIFICATE_VERSION_1:
+        _left_alone(doc, cert)
 
     doc.heading("Gjenværende lagring / Residual retention")
     if not facts.residuals:

@@ -20,7 +20,7 @@ from daemon import crypto
 from daemon.store._db import utcnow
 from daemon.store.errors import NotFound
 from daemon.store.keys import KeysMixin
-from daemon.store.rows import ErasureItemRow, ErasureRow, ErasureState
+from daemon.store.rows import ErasureItemRow, ErasureRow, ErasureState, NewErasureItem
 from daemon.store.schema import erasure_items, erasure_requests
 
 _OPEN = (
@@ -56,6 +56,23 @@ def _row(row: sa.Row[Any]) -> ErasureRow:
         updated_at=row.updated_at,
         completed_at=row.completed_at,
         has_identifiers=row.identifiers is not None,
+        strengths=tuple(row.strengths or ()),
+        includes=tuple(row.includes or ()),
+    )
+
+
+def _item(row: sa.Row[Any]) -> ErasureItemRow:
+    return ErasureItemRow(
+        system=row.system,
+        kind=row.kind,
+        item_id=row.item_id,
+        scope=row.scope,
+        phase=row.phase,
+        status=row.status,
+        done_at=row.done_at,
+        evidence=None if row.evidence is None else tuple(row.evidence),
+        included_by=row.included_by,
+        included_at=row.included_at,
     )
 
 
@@ -70,8 +87,10 @@ class ErasuresMixin(KeysMixin):
         requested_by: str,
         reason: str,
         deadline: timedelta,
+        includes: Sequence[Mapping[str, Any]] = (),
     ) -> str:
-        """A new request in state `received`; `identifiers` (JSON) is stored encrypted."""
+        """A new request in state `received`; `identifiers` (JSON) is stored encrypted.
+        `includes` ([{item, by, at}]) are items an admin erases even if ambiguous."""
         key = self.customer_key(customer_id)
         request_id = str(uuid.uuid4())
         now = utcnow()
@@ -88,6 +107,7 @@ class ErasuresMixin(KeysMixin):
                     deadline=now + deadline,
                     identifiers=crypto.encrypt(key, identifiers, context=_context(request_id)),
                     masked=dict(masked),
+                    includes=[dict(i) for i in includes] or None,
                     updated_at=now,
                 )
             )
@@ -140,10 +160,13 @@ class ErasuresMixin(KeysMixin):
         **values: Any,
     ) -> bool:
         """Change state and/or columns (plan, outcome, approved_by, approved_at, error,
-        certificate, completed_at). With `expect`, only from one of those states;
-        returns whether the row changed (False: another instance moved it first)."""
+        certificate, completed_at, strengths, includes). With `expect`, only from one of
+        those states; returns whether the row changed (False: another instance moved it
+        first)."""
         allowed = {
             "plan",
+            "strengths",
+            "includes",
             "outcome",
             "approved_by",
             "approved_at",
@@ -172,22 +195,35 @@ class ErasuresMixin(KeysMixin):
             )
 
     def add_erasure_items(
-        self, request_id: str, items: Iterable[tuple[str, str, str, str]], *, phase: str
+        self,
+        request_id: str,
+        items: Iterable[NewErasureItem | tuple[str, str, str, str]],
+        *,
+        phase: str,
     ) -> int:
-        """Record located items (system, kind, item_id, scope) as pending; items already
-        recorded stay as they are. Returns how many were new."""
-        rows = [
-            {
-                "request_id": request_id,
-                "system": s,
-                "kind": k,
-                "item_id": i,
-                "scope": sc,
-                "phase": phase,
-                "status": "pending",
-            }
-            for s, k, i, sc in items
-        ]
+        """Record located items, each pending (to be erased) or ambiguous (left alone
+        unless an admin includes it), with its evidence; a tuple (system, kind, item_id,
+        scope) is a pending item without evidence. Items already recorded stay as they
+        are, status and evidence included. Returns how many were new."""
+        rows = []
+        for item in items:
+            if not isinstance(item, NewErasureItem):
+                system, kind, item_id, scope = item
+                item = NewErasureItem(system=system, kind=kind, item_id=item_id, scope=scope)
+            if item.status not in ("pending", "ambiguous"):
+                raise ValueError(f"a located item is pending or ambiguous, not {item.status!r}")
+            rows.append(
+                {
+                    "request_id": request_id,
+                    "system": item.system,
+                    "kind": item.kind,
+                    "item_id": item.item_id,
+                    "scope": item.scope,
+                    "phase": phase,
+                    "status": item.status,
+                    "evidence": None if item.evidence is None else [dict(e) for e in item.evidence],
+                }
+            )
         if not rows:
             return 0
         with self._write() as conn:
@@ -205,6 +241,45 @@ class ErasuresMixin(KeysMixin):
             )
         return int(after or 0) - int(before or 0)
 
+    def include_erasure_items(
+        self, request_id: str, items: Iterable[tuple[str, str, str]], *, by: str
+    ) -> int:
+        """Turn ambiguous (system, kind, item_id) items into pending ones an admin
+        included; items in any other status stay as they are. Returns how many changed."""
+        rows = [
+            {"b_system": system, "b_kind": kind, "b_item": item_id}
+            for system, kind, item_id in items
+        ]
+        if not rows:
+            return 0
+        statement = (
+            sa.update(erasure_items)
+            .where(
+                erasure_items.c.request_id == request_id,
+                erasure_items.c.system == sa.bindparam("b_system"),
+                erasure_items.c.kind == sa.bindparam("b_kind"),
+                erasure_items.c.item_id == sa.bindparam("b_item"),
+                erasure_items.c.status == "ambiguous",
+            )
+            .values(status="pending", included_by=by, included_at=utcnow())
+        )
+        with self._write() as conn:
+            # executemany reports no reliable rowcount on every driver: count instead.
+            def included() -> int:
+                return int(
+                    conn.scalar(
+                        sa.select(sa.func.count()).where(
+                            erasure_items.c.request_id == request_id,
+                            erasure_items.c.included_by.is_not(None),
+                        )
+                    )
+                    or 0
+                )
+
+            before = included()
+            conn.execute(statement, rows)
+            return included() - before
+
     def erasure_items(
         self, request_id: str, *, status: str | None = None, system: str | None = None
     ) -> list[ErasureItemRow]:
@@ -215,15 +290,7 @@ class ErasuresMixin(KeysMixin):
             query = query.where(erasure_items.c.system == system)
         with self._read() as conn:
             return [
-                ErasureItemRow(
-                    system=r.system,
-                    kind=r.kind,
-                    item_id=r.item_id,
-                    scope=r.scope,
-                    phase=r.phase,
-                    status=r.status,
-                    done_at=r.done_at,
-                )
+                _item(r)
                 for r in conn.execute(
                     query.order_by(erasure_items.c.system, erasure_items.c.item_id)
                 )

@@ -199,6 +199,10 @@ class ErasureRow:
     updated_at: datetime
     completed_at: datetime | None
     has_identifiers: bool
+    # How the plan weighed the subject's identifiers: [{kind, position, strength}].
+    strengths: tuple[Mapping[str, Any], ...] = ()
+    # Items an admin included before there was a plan: [{item, by, at}].
+    includes: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -208,8 +212,27 @@ class ErasureItemRow:
     item_id: str
     scope: str
     phase: str  # "plan" | "sweep" (found again after executing the plan)
-    status: str  # pending | done | manual | failed
+    # pending | done | manual | failed, or ambiguous: found only by shared identifiers
+    # or a name, and left alone unless an admin includes it (then pending).
+    status: str
     done_at: datetime | None
+    # Why it was found: [{kind, position, strength}] (daemon.identity.Evidence.to_list);
+    # None for a whole-customer erasure, where everything goes.
+    evidence: tuple[Mapping[str, Any], ...] | None = None
+    included_by: str | None = None
+    included_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewErasureItem:
+    """An item located for an erasure, as `Store.add_erasure_items` records it."""
+
+    system: str
+    kind: str
+    item_id: str
+    scope: str
+    status: str = "pending"  # or "ambiguous"
+    evidence: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

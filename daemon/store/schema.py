@@ -350,6 +350,11 @@ erasure_requests = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("completed_at", UTCDateTime, nullable=True),
+    # How the plan weighed the subject's identifiers ([{kind, position, strength}]: no
+    # values), so later phases never count an identifier as stronger than it was then.
+    sa.Column("strengths", JSON, nullable=True),
+    # Items an admin included before the plan existed ([{item, by, at}]), applied by it.
+    sa.Column("includes", JSON, nullable=True),
     sa.CheckConstraint("scope IN ('subject', 'customer')", name="scope"),
     sa.Index(None, "customer_id", "state"),
     sa.Index(None, "state"),
@@ -366,6 +371,12 @@ erasure_items = sa.Table(
     sa.Column("phase", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("done_at", UTCDateTime, nullable=True),
+    # Why the item was found: [{kind, position, strength}] of the subject's identifiers
+    # it holds (no values); None for a whole-customer erasure.
+    sa.Column("evidence", JSON, nullable=True),
+    # An ambiguous item an admin decided to erase all the same: who, and when.
+    sa.Column("included_by", sa.String(200), nullable=True),
+    sa.Column("included_at", UTCDateTime, nullable=True),
     sa.PrimaryKeyConstraint("request_id", "system", "kind", "item_id"),
     sa.Index(None, "request_id", "status"),
 )

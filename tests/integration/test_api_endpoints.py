@@ -174,6 +174,8 @@ async def test_an_operator_resolves_a_dispute(world: ApiWorld, client: Client) -
         "link_id": resolved.json()["link_id"],
         "field": "title",
         "systems": ["firestore", "zisson"],
+        "review": False,  # a question of a field's value, not of who a record is
+        "answers": {},
         "status": "resolved",
         "opened_at": None,
         "resolved_at": None,

@@ -115,6 +115,12 @@ CALLS = [
         "/api/v1/erasures/{request_id}/cancel",
         lambda w: f"/api/v1/erasures/{w.demo.certified_erasure}/cancel",
     ),
+    Call(
+        "POST",
+        "/api/v1/erasures/{request_id}/include",
+        lambda w: f"/api/v1/erasures/{w.demo.subject_erasure}/include",
+        json={"items": ["zisson:k3f7q2ma"]},
+    ),
 ]
 
 

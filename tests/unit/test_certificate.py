@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from daemon.certificate import (
+    CERTIFICATE_VERSION,
     Certificate,
     CertificateFacts,
+    LeftAlone,
     MaskedIdentifiers,
+    MatchedIdentifier,
     Outcome,
     ResidualWindow,
     Scope,
@@ -223,3 +226,86 @@ def test_a_whole_customer_certificate_has_no_identifiers(signer: Signer) -> None
     cert = issue_certificate(facts, ledger=Ledger(MemoryLedgerStore(), signer), signer=signer)
     assert verify_certificate(cert.to_json()) == []
     assert cert.to_dict()["identifiers"] == {"emails": [], "names": [], "phones": []}
+
+
+# -- what a subject erasure left alone (v2) -------------------------------------------------
+
+BOARD = MatchedIdentifier(kind="phone", identifier="+47 ** ** ** 55", strength="shared")
+
+
+def evidence_facts(**changes: object) -> CertificateFacts:
+    return make_facts(
+        shared=MaskedIdentifiers(phones=("+47 ** ** ** 55",)),
+        left_alone=(
+            LeftAlone(
+                system="zisson",
+                matched=(BOARD,),
+                counts={"contact": 3},
+                items=("zisson:abcdefgh", "zisson:bcdefghi", "zisson:cdefghij"),
+            ),
+            LeftAlone(
+                system="outlook",
+                matched=(
+                    MatchedIdentifier(kind="name", identifier="Å*** B*** Ø***", strength="name"),
+                ),
+                counts={"message": 1},
+                items=("outlook:defghijk",),
+            ),
+        ),
+        included={"zisson": 1},
+        **changes,
+    )
+
+
+def test_items_left_alone_and_shared_identifiers_are_certified(signer: Signer) -> None:
+    cert = issue_certificate(
+        evidence_facts(), ledger=Ledger(MemoryLedgerStore(), signer), signer=signer
+    )
+    data = cert.to_json()
+    assert verify_certificate(data, trusted_key_id=signer.key_id) == []
+    again = Certificate.from_json(data)
+    assert again == cert and again.facts.version == CERTIFICATE_VERSION
+    assert again.facts.left_alone[0].matched == (BOARD,)
+    assert again.facts.shared.phones == ("+47 ** ** ** 55",) and again.facts.included == {
+        "zisson": 1
+    }
+
+    def problems_after(change: dict[str, object]) -> list[str]:
+        changed = cert.to_dict()
+        _set(changed, change)
+        return verify_certificate(canonical.encode(changed))
+
+    fewer = {"left_alone.0.counts.contact": 2, "left_alone.0.items": ["zisson:abcdefgh"] * 2}
+    assert any("signature" in p for p in problems_after(fewer))
+    assert any("signature" in p for p in problems_after({"included.zisson": 0}))
+    assert any("malformed" in p for p in problems_after({"left_alone.0.counts.contact": 4}))
+    assert any(
+        "malformed" in p for p in problems_after({"left_alone.0.matched.0.identifier": "22334455"})
+    )
+    assert any(
+        "malformed" in p for p in problems_after({"left_alone.0.matched.0.strength": "personal"})
+    )
+
+
+def test_a_v1_certificate_still_reads_and_verifies(signer: Signer) -> None:
+    facts = make_facts(version="pdsync-certificate-v1")
+    cert = issue_certificate(facts, ledger=Ledger(MemoryLedgerStore(), signer), signer=signer)
+    data = cert.to_json()
+    assert b"left_alone" not in data and b'"pdsync-certificate-v1"' in data
+    assert verify_certificate(data, trusted_key_id=signer.key_id) == []
+    assert Certificate.from_json(data) == cert
+    with pytest.raises(ValueError, match="no evidence fields"):
+        evidence_facts(version="pdsync-certificate-v1")
+    # A v1 file given the new fields is not a v1 certificate any more.
+    extended = cert.to_dict()
+    extended["included"] = {}
+    assert any("malformed" in p for p in verify_certificate(canonical.encode(extended)))
+
+
+def test_raw_identifiers_cannot_be_listed_as_left_alone() -> None:
+    with pytest.raises(ValueError, match="not masked"):
+        MatchedIdentifier(kind="email", identifier="post@firma.no", strength="shared")
+    with pytest.raises(ValueError, match="not shared or name"):
+        MatchedIdentifier(kind="phone", identifier="+47 ** ** ** 55", strength="personal")
+    with pytest.raises(ValueError, match="do not add up"):
+        LeftAlone(system="zisson", matched=(BOARD,), counts={"contact": 2}, items=("zisson:x",))

@@ -42,6 +42,9 @@ def test_email_examples(value: str, masked: str) -> None:
         ("91234555", "+47 ** ** ** 55"),
         ("0047 22 33 44 55", "+47 ** ** ** 55"),
         ("+46 70 123 45 67", "+46 ** ** ** 67"),
+        # An extension is another line than the switchboard: said, never which.
+        ("22334455 x12", "+47 ** ** ** 55 x**"),
+        ("+4722334455;ext=12", "+47 ** ** ** 55 x**"),
         ("ring meg", "***"),
         ("112", "***"),
     ],

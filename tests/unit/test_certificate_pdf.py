@@ -11,7 +11,7 @@ import pytest
 
 from daemon.certificate import Certificate, MaskedIdentifiers, issue_certificate, render_pdf
 from daemon.ledger import Ledger, MemoryLedgerStore, Signer
-from tests.unit.test_certificate import make_facts
+from tests.unit.test_certificate import evidence_facts, make_facts
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,21 @@ def test_characters_beyond_latin1_do_not_break_it(cert: Certificate) -> None:
     text = text_of(render_pdf(dataclasses.replace(cert, facts=odd)))
     assert "?*** ?*** Z***" in text
     assert "Cestina" in text
+
+
+def test_the_pdf_lists_what_was_left_alone_and_why() -> None:
+    signer = Signer.generate()
+    cert = issue_certificate(
+        evidence_facts(), ledger=Ledger(MemoryLedgerStore(), signer), signer=signer
+    )
+    text = text_of(render_pdf(cert))
+    for phrase in (
+        "Ikke slettet: tvetydige treff / Left alone: ambiguous matches",
+        "Delte / Shared",
+        "+47 ** ** ** 55 (delt / shared)",
+        "zisson: contact: 3",
+        "Å*** B*** Ø*** (bare navn / name only)",
+        "zisson:abcdefgh",
+        "Tatt med / Included",
+    ):
+        assert phrase in text, phrase
