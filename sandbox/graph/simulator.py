@@ -151,6 +151,16 @@ class GraphSimulator(ServedSimulator):
         with self._state.lock:
             return self._state.mailbox(upn).add_folder(display_name, parent).id
 
+    def folder_id(self, upn: str, display_name: str, *, parent: str = "msgfolderroot") -> str:
+        """The id of the child folder of `parent` named `display_name` (as Graph compares
+        names: case-insensitively); KeyError when there is none."""
+        with self._state.lock:
+            mailbox = self._state.mailbox(upn)
+            for folder in mailbox.child_folders(mailbox.folder(parent).id):
+                if folder.display_name.casefold() == display_name.casefold():
+                    return folder.id
+        raise KeyError(display_name)
+
     def add_message(
         self,
         upn: str,
