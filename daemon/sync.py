@@ -21,7 +21,7 @@ import structlog
 from connectors.base import Connector, ConnectorError
 from daemon import incidents, logs
 from daemon.config import CustomerConfig, Settings
-from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult, Situation
+from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult
 from daemon.erasure import Recorder
 from daemon.reconcile import Plan, PlannedOp, Reconciler, SystemView
 from daemon.state import CustomerState
@@ -218,19 +218,20 @@ class SyncService:
         covers it; each held run is an incident."""
         policy = self.settings.sync.policy()
         held = Counter(system for link in state.links.values() for system in link.members)
+        missing = _missing(views, state, policy.authority)
         for system, view in sorted(views.items()):
-            missing = plan.situations.get(system, {}).get(Situation.DELETED, 0)
             read = len(view.records) + len(view.quarantined)
+            lost = missing[system]
             if policy.shrink_guard.shrunk(
-                held=held[system], missing=missing, read=read
-            ) and not self.store.consume_approval(customer.id, missing, report.run_id, kind=SHRINK):
+                held=held[system], missing=lost, read=read
+            ) and not self.store.consume_approval(customer.id, lost, report.run_id, kind=SHRINK):
                 self._hold(
                     report,
                     incidents.SOURCE_SHRUNK,
                     system=system,
                     held=held[system],
                     read=read,
-                    missing=missing,
+                    missing=lost,
                     max_share=policy.shrink_guard.max_share,
                 )
                 return False
@@ -488,6 +489,28 @@ class SyncService:
                 system=task.system,
                 detail={"link": task.link_id, "task": task.id},
             )
+
+
+def _missing(views: Mapping[str, SystemView], state: CustomerState, authority: str) -> Counter[str]:
+    """Per system, the records it held at the last sync and no longer shows, where
+    nothing explains their absence: a record whose contact the authority deleted (a
+    deletion pdsync asked for, or that an operator carried out) is not missing."""
+    present = {s: {r.external_id for r in v.records} | set(v.quarantined) for s, v in views.items()}
+    missing: Counter[str] = Counter()
+    for link in state.links.values():
+        source = link.members.get(authority)
+        deleted_at_source = (
+            source is not None
+            and authority in present
+            and source.external_id not in present[authority]
+        )
+        for system, member in link.members.items():
+            if system not in present or member.external_id in present[system]:
+                continue
+            if system != authority and deleted_at_source:
+                continue
+            missing[system] += 1
+    return missing
 
 
 def _is_link_id(value: str) -> bool:
