@@ -28,6 +28,11 @@ AMBIGUOUS_MATCH = "_ambiguous_match"
 POSSIBLE_DUPLICATE = "_possible_duplicate"
 REVIEWS = (AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE)
 SEPARATE = "separate"  # a review's answer: the record is a contact of its own
+# A member's pseudo-fingerprint: whether the last read missed its record (once). Stored
+# fingerprints are only ever overwritten, so "seen again" is a value of its own.
+MISSED = "_missed"
+_MISSED_MARK = "?" * 16
+_SEEN_MARK = "=" * 16
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -111,6 +116,10 @@ class _Group:
     records: dict[str, ContactRecord] = field(default_factory=dict)
     is_new: bool = False
     held: bool = False  # under review: who it is is not known, so nothing is done with it
+    # Systems whose record this read missed for the first time (not yet believed gone),
+    # and systems whose record is back after such a miss.
+    missed: set[str] = field(default_factory=set)
+    back: set[str] = field(default_factory=set)
 
 
 @contextlib.contextmanager
@@ -151,7 +160,21 @@ class Reconciler:
                     group.records[system] = record
                     seen[system].add(member.external_id)
                     situations[system][Situation.LINKED] += 1
-                elif member.external_id not in views[system].quarantined:
+                    if member.fingerprints.get(MISSED) == _MISSED_MARK:
+                        group.back.add(system)
+                elif member.external_id in views[system].quarantined:
+                    pass
+                elif (
+                    system != self.policy.authority
+                    and member.fingerprints.get(MISSED) != _MISSED_MARK
+                ):
+                    # A vendor's listing can leave a record out and show it again (an
+                    # outage, a lagging replica): a record is gone when two reads in a
+                    # row miss it. The authority (the card: one consistent read) is
+                    # believed at once.
+                    group.missed.add(system)
+                    situations[system]["missed_once"] += 1
+                else:
                     situations[system][Situation.DELETED] += 1
             groups.append(group)
 
@@ -249,6 +272,8 @@ class _Linker:
         self.situations = situations
         self.blocked = builder.blocked  # (link, system): under review, create nothing there
         # A held record (under review) is no candidate: it is nobody yet.
+        # A contact whose record in this system a read missed is a candidate too: the
+        # record may be back under a new id (re-created by someone).
         self.candidates = [
             i for i, g in enumerate(groups) if system not in g.records and not g.held
         ]
@@ -323,8 +348,7 @@ class _Linker:
                 unmatched.append(record)
         for i, records in claims.items():
             if len(records) == 1:
-                self.groups[i].records[self.system] = records[0]
-                self.situations[Situation.UNLINKED] += 1
+                self._join(i, records[0])
             else:  # several records of this system claim one contact
                 reviews += [(record, {i}, AMBIGUOUS_MATCH) for record in records]
         for record, found, review in reviews:
@@ -332,6 +356,12 @@ class _Linker:
         for record in unmatched:
             self.situations[Situation.UNMATCHED] += 1
             self.groups.append(self._new_group(record))
+
+    def _join(self, i: int, record: ContactRecord) -> None:
+        group = self.groups[i]
+        group.records[self.system] = record
+        group.missed.discard(self.system)  # its record is found, under another id
+        self.situations[Situation.UNLINKED] += 1
 
     def _new_group(self, record: ContactRecord) -> _Group:
         return _Group(
@@ -354,8 +384,7 @@ class _Linker:
                 return
             target = candidates.get(decision.winner)
             if target is not None and self.system not in self.groups[target].records:
-                self.groups[target].records[self.system] = record
-                self.situations[Situation.UNLINKED] += 1
+                self._join(target, record)
                 return
             # Moot: the chosen contact is no candidate any more. Ask again.
         self.situations[Situation.DISPUTED] += 1
@@ -478,6 +507,32 @@ class _PlanBuilder:
             return
         if group.held:
             return  # a person decides who this record is first (a review item is open)
+        for system in sorted(group.back):
+            member = group.stored[system]
+            self.members.append(
+                MemberUpdate(
+                    link_id=group.link_id,
+                    system=system,
+                    external_id=member.external_id,
+                    version=member.version,
+                    fingerprints={**member.fingerprints, MISSED: _SEEN_MARK},
+                )
+            )
+        if group.missed:
+            # Missed once: noted, and nothing done with the contact until the next read
+            # says whether the record is gone.
+            for system in sorted(group.missed):
+                member = group.stored[system]
+                self.members.append(
+                    MemberUpdate(
+                        link_id=group.link_id,
+                        system=system,
+                        external_id=member.external_id,
+                        version=member.version,
+                        fingerprints={**member.fingerprints, MISSED: _MISSED_MARK},
+                    )
+                )
+            return
         if not group.records:
             # Gone from every system read: the link is done with (a deletion confirmed
             # everywhere), and any question about the record with it.
@@ -843,6 +898,8 @@ class _PlanBuilder:
                     fps.pop(name, None)
             if held:
                 fps[crypto.ALL] = PENDING  # never matches: the next run looks field by field
+            if old is not None and MISSED in old.fingerprints:
+                fps[MISSED] = _SEEN_MARK  # present now, whatever a read before said
             if (
                 old is not None
                 and old.external_id == record.external_id

@@ -151,6 +151,7 @@ async def test_a_card_deletion_waiting_for_an_operator_stays_a_deletion(
         report = await world.sync()
         assert report.status == RunStatus.COMPLETED, report.error
         assert world.store.list_tasks(customer_id=world.customer.id, open_only=True) == []
+        await world.settle()  # the next read confirms the record is gone: the link goes
         assert len(world.card()) == 2 and len(world.users()) == 2
         assert world.store.counts(world.customer.id)["links"] == 2
     finally:
@@ -255,6 +256,8 @@ async def test_a_run_re_creating_many_contacts_waits_for_an_approval(
         await world.settle()
         for user in world.users()[:5]:
             world.zisson.sim.delete_user(world.zisson.guid, user["id"])
+        report = await world.sync()  # missed once: not yet believed gone
+        assert report.status == RunStatus.COMPLETED and not report.applied
         report = await world.sync()
         assert report.status == RunStatus.AWAITING_APPROVAL
         assert incidents.MASS_CREATION_HELD in events(world, report.run_id)
