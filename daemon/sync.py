@@ -217,8 +217,7 @@ class SyncService:
         holds the whole run (nothing changes anywhere) unless an approval of its kind
         covers it; each held run is an incident."""
         policy = self.settings.sync.policy()
-        held = Counter(system for link in state.links.values() for system in link.members)
-        missing = _missing(views, state, policy.authority)
+        held, missing = _held_and_missing(views, state, policy.authority)
         for system, view in sorted(views.items()):
             read = len(view.records) + len(view.quarantined)
             lost = missing[system]
@@ -491,26 +490,30 @@ class SyncService:
             )
 
 
-def _missing(views: Mapping[str, SystemView], state: CustomerState, authority: str) -> Counter[str]:
-    """Per system, the records it held at the last sync and no longer shows, where
-    nothing explains their absence: a record whose contact the authority deleted (a
-    deletion pdsync asked for, or that an operator carried out) is not missing."""
+def _held_and_missing(
+    views: Mapping[str, SystemView], state: CustomerState, authority: str
+) -> tuple[Counter[str], Counter[str]]:
+    """Per system, the records of the authority's contacts it held at the last sync, and
+    those it no longer shows where nothing explains their absence: a record whose
+    contact the authority deleted (a deletion pdsync asked for, or that an operator
+    carried out) is not missing. Records found only outside the authority (foreign
+    records, a question for a person anyway) are not counted."""
     present = {s: {r.external_id for r in v.records} | set(v.quarantined) for s, v in views.items()}
+    held: Counter[str] = Counter()
     missing: Counter[str] = Counter()
     for link in state.links.values():
         source = link.members.get(authority)
-        deleted_at_source = (
-            source is not None
-            and authority in present
-            and source.external_id not in present[authority]
-        )
+        if source is None:
+            continue
+        deleted_at_source = authority in present and source.external_id not in present[authority]
         for system, member in link.members.items():
+            held[system] += 1
             if system not in present or member.external_id in present[system]:
                 continue
             if system != authority and deleted_at_source:
                 continue
             missing[system] += 1
-    return missing
+    return held, missing
 
 
 def _is_link_id(value: str) -> bool:

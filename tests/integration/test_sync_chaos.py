@@ -222,13 +222,30 @@ async def test_chaos_then_calm_leaves_every_system_holding_the_card(
             await operator_does_the_tasks(world)
         for _ in range(8):
             report = await world.sync()
+            if write_mode == "manual":
+                await operator_does_the_tasks(world)
             plan = report.plan
             quiet = plan is not None and not plan.ops and not plan.members and not plan.disputes
             if report.status == RunStatus.COMPLETED and quiet:
                 break
         else:
+            held_now = Counter(str(u["emails"]) for u in world.users())
+            if os.environ.get("PDSYNC_CHAOS_DEBUG"):
+                for m in report.plan.members if report.plan else ():
+                    print("MEMBER", m.link_id, m.system, m.external_id, dict(m.fingerprints))
+                for u in world.users():
+                    print("USER", u["id"], u["emails"], u["title"])
+                for doc_id, doc in world.card().items():
+                    print("CARD", doc_id, doc["emails"])
+                for link in world.store.load_state(CUSTOMER).links.values():
+                    print("LINK", link.id, {s: m.external_id for s, m in link.members.items()})
+                for run in reversed(world.store.list_runs(customer_id=CUSTOMER, limit=500)):
+                    print("RUN", run.id[:8], run.status, run.trigger)
+                    for e in world.store.run_events(run_id=run.id):
+                        print("   ", e.event, e.system, dict(e.detail))
             raise AssertionError(
                 f"seed {seed}: no quiet run after the chaos ({statuses}): {report.summary()}"
+                f" Zisson holds {held_now}, the card {len(world.card())}"
             )
 
         card = Counter(d["emails"][0] for d in world.card().values())
