@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.store",
     "tests.fixtures.graph",
     "tests.fixtures.cli",
+    "tests.integration.sync_world",
 ]

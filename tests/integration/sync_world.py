@@ -3,12 +3,14 @@ for sync tests. Each system is inspected and edited through its own API, not pds
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google.cloud import firestore
 
 from connectors.base import Connector
@@ -36,7 +38,7 @@ from daemon.token_vault import StoreTokenVault
 from daemon.wiring import erasers_for
 from sandbox.configfile import CustomerEntry, render
 from tests.fixtures.firestore import FirestoreEnv
-from tests.fixtures.zisson import ZissonBound
+from tests.fixtures.zisson import ZissonBound, ZissonConnect
 
 CUSTOMER = "kunde-01"
 
@@ -190,3 +192,33 @@ def make_world(
         signing_key_file=signing_key_file,
         ledger=ledger,
     )
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    tmp_path: Path,
+    env: FirestoreEnv,
+    zisson: ZissonBound,
+    client: firestore.Client,
+    **options: Any,
+) -> AsyncIterator[SyncWorld]:
+    """`make_world`, closed again after the block."""
+    world = make_world(tmp_path, env, zisson, client, **options)
+    try:
+        yield world
+    finally:
+        world.store.close()
+        await world.firestore.aclose()
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path,
+    firestore_env: FirestoreEnv,
+    zisson_connect: ZissonConnect,
+    firestore_client: firestore.Client,
+) -> AsyncIterator[SyncWorld]:
+    """The default world: Zisson's JSON API with writes through the API."""
+    zisson = zisson_connect("json", write_mode="api")
+    async with opened(tmp_path, firestore_env, zisson, firestore_client) as w:
+        yield w

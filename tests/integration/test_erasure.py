@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,22 +28,6 @@ from tests.integration.sync_world import CUSTOMER, SyncWorld, make_world
 from tests.integration.test_sync import person
 
 pytestmark = pytest.mark.emulator
-
-
-@pytest.fixture
-async def world(
-    tmp_path: Path,
-    firestore_env: FirestoreEnv,
-    zisson_connect: ZissonConnect,
-    firestore_client: firestore.Client,
-) -> AsyncIterator[SyncWorld]:
-    zisson = zisson_connect("json", write_mode="api")
-    w = make_world(tmp_path, firestore_env, zisson, firestore_client)
-    try:
-        yield w
-    finally:
-        w.store.close()
-        await w.firestore.aclose()
 
 
 async def seeded(world: SyncWorld, n: int = 6) -> None:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from google.cloud import firestore
 from typer.testing import CliRunner, Result
 
 from daemon import normalize
@@ -28,9 +26,7 @@ from daemon.cli import app
 from daemon.domain import ContactKind, ContactRecord, PhoneType, Subject
 from daemon.erasure import item_id
 from daemon.store import ErasureState
-from tests.fixtures.firestore import FirestoreEnv
-from tests.fixtures.zisson import ZissonConnect
-from tests.integration.sync_world import CUSTOMER, SyncWorld, make_world
+from tests.integration.sync_world import CUSTOMER, SyncWorld
 
 pytestmark = pytest.mark.emulator
 
@@ -69,22 +65,6 @@ STAFF = {
         phones=(normalize.phone(SWITCHBOARD, PhoneType.WORK),),
     ),
 }
-
-
-@pytest.fixture
-async def world(
-    tmp_path: Path,
-    firestore_env: FirestoreEnv,
-    zisson_connect: ZissonConnect,
-    firestore_client: firestore.Client,
-) -> AsyncIterator[SyncWorld]:
-    zisson = zisson_connect("json", write_mode="api")
-    w = make_world(tmp_path, firestore_env, zisson, firestore_client)
-    try:
-        yield w
-    finally:
-        w.store.close()
-        await w.firestore.aclose()
 
 
 async def staffed(world: SyncWorld) -> None:

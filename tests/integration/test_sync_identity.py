@@ -7,20 +7,16 @@ alone was taken as proof that two records are one person.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from google.cloud import firestore
 from typer.testing import CliRunner
 
 from daemon import normalize
 from daemon.cli import app
 from daemon.domain import ContactKind, ContactRecord, PhoneType
 from daemon.reconcile import AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE, SEPARATE
-from tests.fixtures.firestore import FirestoreEnv
-from tests.fixtures.zisson import ZissonConnect
-from tests.integration.sync_world import SyncWorld, make_world
+from tests.integration.sync_world import SyncWorld
 
 pytestmark = pytest.mark.emulator
 
@@ -44,22 +40,6 @@ def contact(given: str, family: str, **overrides: object) -> ContactRecord:
 
 def phones(*numbers: str) -> tuple[object, ...]:
     return tuple(normalize.phone(n, PhoneType.WORK) for n in numbers)
-
-
-@pytest.fixture
-async def world(
-    tmp_path: Path,
-    firestore_env: FirestoreEnv,
-    zisson_connect: ZissonConnect,
-    firestore_client: firestore.Client,
-) -> AsyncIterator[SyncWorld]:
-    zisson = zisson_connect("json", write_mode="api")
-    w = make_world(tmp_path, firestore_env, zisson, firestore_client)
-    try:
-        yield w
-    finally:
-        w.store.close()
-        await w.firestore.aclose()
 
 
 def by_id(world: SyncWorld) -> dict[str, dict[str, object]]:

@@ -7,7 +7,7 @@ Each test failed on the main of 2026-12-04 (issue 12).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from daemon.policy import ForeignChange
 from daemon.store import ErasureState, RunStatus
 from tests.fixtures.firestore import FirestoreEnv
 from tests.fixtures.zisson import ZissonConnect
-from tests.integration.sync_world import SyncWorld, make_world
+from tests.integration.sync_world import SyncWorld, opened
 
 pytestmark = pytest.mark.emulator
 
@@ -41,7 +41,7 @@ def person(i: int, **overrides: object) -> ContactRecord:
     return ContactRecord(**values)  # type: ignore[arg-type]
 
 
-async def make(
+def zisson_world(
     tmp_path: Path,
     firestore_env: FirestoreEnv,
     zisson_connect: ZissonConnect,
@@ -49,24 +49,9 @@ async def make(
     *,
     write_mode: str = "api",
     sync: SyncConfig | None = None,
-) -> SyncWorld:
+) -> AbstractAsyncContextManager[SyncWorld]:
     zisson = zisson_connect("json", write_mode=write_mode)  # type: ignore[arg-type]
-    return make_world(tmp_path, firestore_env, zisson, firestore_client, sync=sync)
-
-
-@pytest.fixture
-async def world(
-    tmp_path: Path,
-    firestore_env: FirestoreEnv,
-    zisson_connect: ZissonConnect,
-    firestore_client: firestore.Client,
-) -> AsyncIterator[SyncWorld]:
-    w = await make(tmp_path, firestore_env, zisson_connect, firestore_client)
-    try:
-        yield w
-    finally:
-        w.store.close()
-        await w.firestore.aclose()
+    return opened(tmp_path, firestore_env, zisson, firestore_client, sync=sync)
 
 
 def events(world: SyncWorld, run_id: str) -> list[str]:
@@ -129,10 +114,9 @@ async def test_a_card_deletion_waiting_for_an_operator_stays_a_deletion(
     `propagate` it came back on the card; under the default, a dispute nobody could
     settle; once gone from Zisson too, the propagate path raised StopIteration."""
     sync = SyncConfig(on_foreign_change=policy, on_foreign_record=policy) if policy else None
-    world = await make(
+    async with zisson_world(
         tmp_path, firestore_env, zisson_connect, firestore_client, write_mode="manual", sync=sync
-    )
-    try:
+    ) as world:
         stored = await world.put_card([person(i) for i in range(3)])
         for record in stored:  # Zisson holds them already (an operator typed them in)
             world.put_user(record)
@@ -154,9 +138,6 @@ async def test_a_card_deletion_waiting_for_an_operator_stays_a_deletion(
         await world.settle()  # the next read confirms the record is gone: the link goes
         assert len(world.card()) == 2 and len(world.users()) == 2
         assert world.store.counts(world.customer.id)["links"] == 2
-    finally:
-        world.store.close()
-        await world.firestore.aclose()
 
 
 async def test_a_sync_never_closes_an_erasures_manual_task(
@@ -167,10 +148,9 @@ async def test_a_sync_never_closes_an_erasures_manual_task(
 ) -> None:
     """Case 4: the erasure's task (`erasure:N`) was closed by the next sync, because its
     link never appears in a sync plan; the erasure then waited in `verifying` forever."""
-    world = await make(
+    async with zisson_world(
         tmp_path, firestore_env, zisson_connect, firestore_client, write_mode="manual"
-    )
-    try:
+    ) as world:
         stored = await world.put_card([person(i) for i in range(3)])
         for record in stored:
             world.put_user(record)
@@ -198,9 +178,6 @@ async def test_a_sync_never_closes_an_erasures_manual_task(
             if t.link_id.startswith("erasure:")
         ]
         assert [t.id for t in still] == [t.id for t in erasure_tasks]
-    finally:
-        world.store.close()
-        await world.firestore.aclose()
 
 
 async def test_the_same_content_written_again_later_is_a_new_write(world: SyncWorld) -> None:
@@ -250,8 +227,9 @@ async def test_a_run_re_creating_many_contacts_waits_for_an_approval(
         creation_threshold=DeletionThresholdConfig(max_count=3, max_share=0.9),
         shrink_guard=ShrinkGuardConfig(max_share=0.9),
     )
-    world = await make(tmp_path, firestore_env, zisson_connect, firestore_client, sync=sync)
-    try:
+    async with zisson_world(
+        tmp_path, firestore_env, zisson_connect, firestore_client, sync=sync
+    ) as world:
         await world.put_card([person(i) for i in range(10)])
         await world.settle()
         for user in world.users()[:5]:
@@ -268,6 +246,3 @@ async def test_a_run_re_creating_many_contacts_waits_for_an_approval(
         report = await world.sync()
         assert report.status == RunStatus.COMPLETED
         assert len(world.users()) == 10
-    finally:
-        world.store.close()
-        await world.firestore.aclose()
