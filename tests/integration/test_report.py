@@ -20,7 +20,6 @@ from daemon.api.app import create_app
 from daemon.cli import app as cli
 from daemon.report import build_report, render_text
 from daemon.store import Store
-from tests.integration import test_erasure
 from tests.integration.sync_world import CUSTOMER, SyncWorld
 from tests.integration.test_sync import NAMES, person
 
@@ -29,7 +28,6 @@ EXAMPLE = Path(__file__).parents[2] / "config" / "example.toml"
 
 
 # The world of the erasure tests: Firestore emulator, Zisson simulator (JSON API), SQLite.
-world = test_erasure.world
 
 
 def names_no_person(text: str) -> bool:
