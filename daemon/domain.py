@@ -212,6 +212,23 @@ class ItemRef:
     # ("email" | "phone" | "name", position in the subject's list). The daemon weighs
     # them (daemon/identity.py); the connector only reports what it found.
     matched: tuple[tuple[str, int], ...] = ()
+    # For retention: the version the item had when it was found (Firestore's update
+    # time); the delete is conditional on it, so an item changed meanwhile is kept.
+    version: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetentionScan:
+    """What a connector's `expired(customer, now)` found past the customer's rules.
+
+    `refs` are the items to delete, each in the customer's scope. `failed` holds the
+    rules that could not be applied, by their key as configured (a mail folder, a
+    subcollection), with the connector error: one bad rule fails alone and the others
+    are applied.
+    """
+
+    refs: tuple[ItemRef, ...] = ()
+    failed: Mapping[str, Exception] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,15 +1,27 @@
 """Retention: data past its rule is deleted on a schedule, and each run is recorded (O3).
 
 Rules are per customer, system and kind of data: Outlook per mail folder
-(`customers[].outlook.retention_days`, days since received), Firestore per subcollection
-of the card (`customers[].firestore.retention_days`, days since last changed). Any
-connector that declares the RETENTION capability takes part.
+(`customers[].outlook.retention_days`, days since received; a rule covers the folders
+below its folder, and only the customer's mail there), Firestore per subcollection of
+the card (`customers[].firestore.retention_days`, days since last changed; what is below
+an expired document goes with it). Any connector that declares the RETENTION capability
+takes part: `expired(customer, now)` gives a RetentionScan (the refs past the rules, the
+rules that could not be applied), `erase(customer, refs)` a status per ref.
+
+What a run did is recorded as it lands: refs are erased in chunks of `chunk_size`, and
+each chunk's deletions go on the ledger (`retention.deleted`) and the run's events before
+the next is sent, so a run cut short by an error (or a crash) has recorded every deletion
+but those of the chunk in flight. The run ends with `retention.run` per system (counts,
+how many rules failed, the error kind if any). A rule that cannot be applied fails alone,
+loudly (a `retention_rule_failed` event at error naming the rule's key); the other rules
+and systems run. Any error makes the run `failed`, with its kind.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +30,7 @@ import structlog
 from connectors.base import Capability, Connector, ConnectorError
 from daemon import incidents, logs
 from daemon.config import CustomerConfig
+from daemon.domain import Customer, ItemRef, OpStatus, RetentionScan
 from daemon.erasure import Recorder
 from daemon.store import RunStatus, Store
 
@@ -25,6 +38,9 @@ log = structlog.get_logger("pdsync.retention")
 
 
 class RetentionService:
+    # Refs erased (and recorded) at a time: what a crash can leave unrecorded at most.
+    chunk_size = 500
+
     def __init__(
         self, store: Store, connectors: Mapping[str, Connector], *, ledger: Recorder | None = None
     ) -> None:
@@ -38,53 +54,161 @@ class RetentionService:
         self, customer_config: CustomerConfig, *, trigger: str, now: datetime | None = None
     ) -> dict[str, Any]:
         """Delete what is past the customer's rules in every system, as of `now` (the
-        clock by default); returns the counts."""
+        clock by default); returns the summary per system: `expired` (items found past
+        a rule), `results` (status -> count: "applied" deleted, "conflict" changed since
+        it was found and so kept, "failed"), and where it applies `rules_failed` (the
+        rules' keys) and `error` / `error_kind`."""
         now = now or datetime.now(UTC)
         customer = customer_config.to_customer()
         run_id = self.store.start_run("retention", customer_id=customer.id, trigger=trigger)
         logs.bind(run_id=run_id, customer=customer.id)
         summary: dict[str, Any] = {}
-        status = RunStatus.COMPLETED
+        status = RunStatus.FAILED  # until every system is through
         try:
             rules = customer_config.retention_rules()
+            ok = True
             for system, connector in sorted(self.connectors.items()):
                 if system not in rules:
                     continue  # no rule of this customer's for that system
-                engine: Any = connector
-                try:
-                    expired = await engine.expired(customer, now)
-                    results = await engine.erase(customer, expired) if expired else []
-                except ConnectorError as exc:
-                    status = RunStatus.FAILED
-                    summary[system] = {"error": str(exc)}
-                    self.store.add_event(
-                        run_id,
-                        "retention_failed",
-                        level="error",
-                        system=system,
-                        detail={"error": str(exc)},
-                    )
-                    incident = incidents.for_error(exc)
-                    if incident is not None:
-                        self.store.add_event(run_id, incident, level="error", system=system)
-                        log.error(incident, system=system)
-                    continue
-                outcome = Counter(str(s) for _, s in results)
-                summary[system] = {"expired": len(expired), "results": dict(outcome)}
-                self.store.add_event(
-                    run_id, "retention_applied", system=system, detail=summary[system]
-                )
-                if self.ledger is not None:
-                    self.ledger.record(
-                        "retention.run",
-                        customer_id=customer.id,
-                        run_id=run_id,
-                        system=system,
-                        expired=len(expired),
-                        results=dict(outcome),
-                    )
+                part = _SystemRun(self, run_id, customer, system, connector)
+                summary[system] = part.summary
+                ok = await part.run(now) and ok
+            status = RunStatus.COMPLETED if ok else RunStatus.FAILED
+        except asyncio.CancelledError:
+            status = RunStatus.INTERRUPTED
+            raise
+        except Exception as exc:
+            summary["error_kind"] = type(exc).__name__
+            log.exception("retention_crashed")
+            self.store.add_event(
+                run_id, "retention_failed", level="error", detail={"error_kind": type(exc).__name__}
+            )
         finally:
             self.store.finish_run(run_id, status, summary)
             log.info("retention_finished", status=str(status), systems=sorted(summary))
             logs.unbind("run_id", "customer")
         return summary
+
+    def _record(self, kind: str, customer: Customer, **payload: Any) -> None:
+        if self.ledger is not None:
+            self.ledger.record(kind, customer_id=customer.id, **payload)
+
+
+class _SystemRun:
+    """One system's part of a retention run: scan, erase chunk by chunk, record."""
+
+    def __init__(
+        self,
+        service: RetentionService,
+        run_id: str,
+        customer: Customer,
+        system: str,
+        connector: Connector,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.run_id = run_id
+        self.customer = customer
+        self.system = system
+        self.engine: Any = connector  # the RETENTION part of the contract (module docstring)
+        self.outcome: Counter[str] = Counter()
+        self.summary: dict[str, Any] = {"expired": 0, "results": {}}
+
+    async def run(self, now: datetime) -> bool:
+        """Whether the system's part went through without any error."""
+        ok = True
+        try:
+            scan = _as_scan(await self.engine.expired(self.customer, now))
+            self.summary["expired"] = len(scan.refs)
+            if scan.failed:
+                ok = False
+                self._rules_failed(scan.failed)
+            for start in range(0, len(scan.refs), self.service.chunk_size):
+                await self._erase(scan.refs[start : start + self.service.chunk_size])
+        except asyncio.CancelledError:
+            self._finish(error_kind="CancelledError")
+            raise
+        except ConnectorError as exc:
+            ok = False
+            self.summary["error"] = str(exc)
+            self.summary["error_kind"] = type(exc).__name__
+            self._event(
+                "retention_failed",
+                level="error",
+                detail={"error": str(exc), "kind": type(exc).__name__},
+            )
+            incident = incidents.for_error(exc)
+            if incident is not None:
+                self._event(incident, level="error")
+                log.error(incident, system=self.system)
+        except Exception as exc:
+            # A bug, not the system: its message may quote data, so only its kind is kept.
+            ok = False
+            kind = type(exc).__name__
+            self.summary["error"] = f"internal error: {kind}"
+            self.summary["error_kind"] = kind
+            log.exception("retention_crashed", system=self.system)
+            self._event("retention_failed", level="error", detail={"error_kind": kind})
+        if self.outcome["failed"]:
+            ok = False
+        self._finish()
+        return ok
+
+    async def _erase(self, refs: Sequence[ItemRef]) -> None:
+        """Erase one chunk and record at once what landed."""
+        results = await self.engine.erase(self.customer, list(refs))
+        landed = Counter(str(status) for _, status in results)
+        # A status per ref is the contract: a ref without one was not deleted.
+        missing = len(refs) - len(results)
+        if missing > 0:
+            landed[str(OpStatus.FAILED)] += missing
+        self.outcome.update(landed)
+        self.summary["results"] = dict(sorted(self.outcome.items()))
+        detail = {"items": len(refs), "results": dict(sorted(landed.items()))}
+        self._event("retention_deleted", detail=detail)
+        self.service._record(
+            "retention.deleted",
+            self.customer,
+            run_id=self.run_id,
+            system=self.system,
+            **detail,
+        )
+
+    def _rules_failed(self, failed: Mapping[str, Exception]) -> None:
+        self.summary["rules_failed"] = sorted(failed)
+        for rule, error in sorted(failed.items()):
+            # The rule's key as configured (a folder, a subcollection) and the error's
+            # kind and text (connector errors name no personal data).
+            detail = {"rule": rule, "kind": type(error).__name__, "error": str(error)}
+            self._event("retention_rule_failed", level="error", detail=detail)
+            log.error("retention_rule_failed", system=self.system, rule=rule)
+            incident = incidents.for_error(error)
+            if incident is not None:
+                self._event(incident, level="error")
+
+    def _finish(self, **extra: Any) -> None:
+        self.summary.update(extra)
+        self._event("retention_applied", detail=self.summary)
+        payload: dict[str, Any] = {
+            "expired": self.summary["expired"],
+            "results": dict(self.summary["results"]),
+        }
+        # How many rules failed, not their keys: a folder's name is the customer's to
+        # choose, and the ledger takes no text that could be personal data.
+        if "rules_failed" in self.summary:
+            payload["rules_failed"] = len(self.summary["rules_failed"])
+        if "error_kind" in self.summary:
+            payload["error_kind"] = self.summary["error_kind"]
+        self.service._record(
+            "retention.run", self.customer, run_id=self.run_id, system=self.system, **payload
+        )
+
+    def _event(self, event: str, *, level: str = "info", detail: Any = None) -> None:
+        self.store.add_event(self.run_id, event, level=level, system=self.system, detail=detail)
+
+
+def _as_scan(found: RetentionScan | Sequence[ItemRef]) -> RetentionScan:
+    """A connector's `expired` answer; a plain list of refs is a scan without failures."""
+    if isinstance(found, RetentionScan):
+        return found
+    return RetentionScan(refs=tuple(found))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connectors.firestore.connector import FirestoreConnector, translate_error
+from connectors.firestore.connector import FirestoreConnector, IncompleteDeletion, translate_error
 from connectors.firestore.mapping import (
     contact_document_id,
     format_version,
@@ -16,6 +16,7 @@ __all__ = [
     "FirestoreBinding",
     "FirestoreConnector",
     "FirestoreSettings",
+    "IncompleteDeletion",
     "contact_document_id",
     "format_version",
     "from_document",

@@ -4,17 +4,35 @@ The sync `google.cloud.firestore.Client` is used, run in worker threads with
 `asyncio.to_thread`: BulkWriter exists only on the sync client, and one client object
 then serves every event loop the daemon or a test may use.
 
-Every RPC is sent with the client library's own retries switched off (`retry=None`), so
+Every RPC is sent with the client library's own retries switched off (`retry=None`; for
+query streams a retry that declines, see `_DECLINE`), so
 retries happen in one place (`with_retry`: counted, logged, limited per database) and
 `requests` counts what really went over the wire. Writes are safe to retry: CREATE
 targets a document id derived from the link, and a write whose precondition fails is
 read back to tell "already done" from "changed by someone else".
+
+Queries are read in pages (`_scan`): `page_size` documents ordered by document name per
+RunQuery, each page an RPC of its own with its own deadline and retries, the next page
+starting after the last document seen (query cursors:
+https://cloud.google.com/firestore/docs/query-data/query-cursors). A dropped stream or a
+slow page costs that page again, never the whole collection, so a subcollection of any
+size is read; one stream for everything would share a single deadline.
+
+Firestore deletes a document without what is below it, and a document whose parent is
+gone is still there, found by queries below the parent's path but not as the parent
+(https://cloud.google.com/firestore/docs/manage-data/delete-data). So the card and
+retention look below each document with the library's recursive queries (`recursive()`,
+what `Client.recursive_delete` uses) and delete what they find through our own
+BulkWriter, whose every failure is seen. `recursive_delete` itself returns how many
+deletes it queued, not how many landed, and a write its BulkWriter gives up on (after 15
+tries, or in a batch whose RPC raised) is dropped without an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import enum
 import secrets
 import threading
@@ -25,9 +43,12 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import grpc
 from google.api_core import exceptions as google_errors
+from google.api_core.datetime_helpers import DatetimeWithNanoseconds
+from google.api_core.retry import Retry
 from google.auth import exceptions as auth_errors
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_document import DocumentSnapshot
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 from google.cloud.firestore_v1.bulk_writer import (
     BulkRetry,
@@ -37,6 +58,8 @@ from google.cloud.firestore_v1.bulk_writer import (
 )
 from google.cloud.firestore_v1.collection import CollectionReference
 from google.cloud.firestore_v1.document import DocumentReference
+from google.cloud.firestore_v1.field_path import FieldPath
+from google.cloud.firestore_v1.query import Query
 from google.cloud.firestore_v1.types.firestore import BatchWriteResponse
 from google.cloud.firestore_v1.types.write import WriteResult
 from google.oauth2 import service_account
@@ -62,6 +85,7 @@ from connectors.firestore.mapping import (
     format_version,
     from_document,
     holds,
+    keep_phone_extras,
     parse_version,
     to_document,
     to_fields,
@@ -79,12 +103,24 @@ from daemon.domain import (
     ReadResult,
     Rejected,
     Residual,
+    RetentionScan,
 )
 
 T = TypeVar("T")
 
 CUSTOMERS = "customers"
 CONTACTS = "contacts"
+CARD = ""  # paths below the card are relative to it; the card itself is ""
+# Kinds of a retention ref: a document of a subcollection with a rule; one below such a
+# document, deleted with it; one below a document that is gone, judged by its own age.
+DOCUMENT, NESTED, ORPHANED = "document", "nested", "orphaned"
+
+# For query streams instead of retry=None: when a stream breaks, the library asks the
+# retry's predicate whether to resume the stream itself (query.py, `_make_stream`), and
+# with no retry at all it fails with AttributeError, which would read as a fatal error.
+# This one declines, so the gRPC error is raised as it is and `with_retry` sends the page
+# again from its cursor.
+_DECLINE = Retry(predicate=lambda exc: False)
 
 _CODES: dict[int, grpc.StatusCode] = {int(code.value[0]): code for code in grpc.StatusCode}
 _OK: int = grpc.StatusCode.OK.value[0]
@@ -194,6 +230,24 @@ def translate_error(exc: BaseException, what: str) -> ConnectorError:
             return ConflictError(message, system=SYSTEM)
         case _Class.FATAL:
             return FatalError(message, system=SYSTEM)
+
+
+class IncompleteDeletion(FatalError):
+    """Some deletes of a whole card failed: `deleted` documents are gone, `failed` are not.
+
+    As Google's own recursiveDelete reports it (the number of failed deletes), except
+    that the number deleted is kept too, for the erasure's count. Calling again deletes
+    what is left.
+    """
+
+    def __init__(self, *, deleted: int, failed: int, code: int) -> None:
+        super().__init__(
+            f"{SYSTEM}: delete card: {deleted} documents deleted, {failed} not "
+            f"({_code_name(code)})",
+            system=SYSTEM,
+        )
+        self.deleted = deleted
+        self.failed = failed
 
 
 def _status_error(code: int) -> google_errors.GoogleAPICallError:
@@ -330,6 +384,73 @@ def _rounds(writes: Sequence[_Write]) -> list[list[_Write]]:
     return rounds
 
 
+# --- retention -----------------------------------------------------------------------
+
+
+def _timestamp(update_time: datetime | Timestamp) -> datetime:
+    """An update time as an aware datetime, nanoseconds kept (queries over all
+    descendants give protobuf Timestamps, the others datetimes)."""
+    if isinstance(update_time, Timestamp):
+        converted: datetime = DatetimeWithNanoseconds.from_timestamp_pb(update_time)  # type: ignore[no-untyped-call]
+        return converted
+    return update_time
+
+
+def _top(path: str) -> str:
+    """The document of the rule's subcollection a path is at or below: "notes/n1"."""
+    return "/".join(path.split("/")[:2])
+
+
+def _expired(
+    binding: FirestoreBinding, found: Sequence[tuple[str, datetime]], cutoff: datetime
+) -> list[ItemRef]:
+    """Retention refs for one subcollection's documents (paths below the card, at any
+    depth, with their update times), as `FirestoreConnector.expired` describes."""
+    tops: dict[str, datetime] = {}
+    below: dict[str, list[tuple[str, datetime]]] = {}
+    for path, changed in found:
+        if path.count("/") == 1:
+            tops[path] = changed
+        else:
+            below.setdefault(_top(path), []).append((path, changed))
+
+    def ref(kind: str, path: str, changed: datetime) -> ItemRef:
+        return ItemRef(
+            system=SYSTEM,
+            kind=kind,
+            id=path,
+            scope=binding.customer_id,
+            version=format_version(changed),
+        )
+
+    refs: list[ItemRef] = []
+    for top in sorted(tops.keys() | below.keys()):
+        nested = below.get(top, [])
+        if top in tops:
+            if tops[top] < cutoff:
+                refs.append(ref(DOCUMENT, top, tops[top]))
+                refs += [ref(NESTED, path, changed) for path, changed in nested]
+        else:
+            refs += [ref(ORPHANED, path, changed) for path, changed in nested if changed < cutoff]
+    return refs
+
+
+def _retention_path(binding: FirestoreBinding, ref: ItemRef) -> str | None:
+    """The path below the card a retention ref names, or None for a ref that is not
+    this customer's retention's to delete (another system, customer, kind or rule)."""
+    if ref.system != SYSTEM or ref.scope != binding.customer_id:
+        return None
+    parts = ref.id.split("/")
+    depth = 2 if ref.kind == DOCUMENT else 4 if ref.kind in (NESTED, ORPHANED) else 0
+    if not depth or len(parts) < depth or len(parts) % 2 or not all(parts):
+        return None
+    if ref.kind == DOCUMENT and len(parts) != 2:
+        return None
+    if parts[0] not in binding.retention_days:
+        return None
+    return ref.id
+
+
 # --- the connector -------------------------------------------------------------------
 
 
@@ -345,7 +466,9 @@ class FirestoreConnector(RetryingConnectorBase):
     capabilities: frozenset[Capability] = frozenset({Capability.DIRECTORY, Capability.RETENTION})
     fields: frozenset[str] = frozenset(SYNC_FIELDS)
 
-    rpc_timeout: float = 60.0
+    rpc_timeout: float = 60.0  # per RPC: one write, one page of a query
+    # Documents per page of a query; each page is one RunQuery with its own deadline.
+    page_size: int = 1000
     # Tries per write inside one BulkWriter for transient errors (1 s, 2 s, 3 s apart).
     bulk_attempts: int = 4
 
@@ -408,6 +531,25 @@ class FirestoreConnector(RetryingConnectorBase):
         contacts: CollectionReference = self._card(client, binding).collection(CONTACTS)
         return contacts
 
+    def _document(
+        self, client: firestore.Client, binding: FirestoreBinding, path: str
+    ) -> DocumentReference:
+        """A document by its path below the card ("notes/n1/comments/c1"; "" is the card)."""
+        card = self._card(client, binding)
+        if not path:
+            return card
+        document: DocumentReference = client.document(f"{card.path}/{path}")
+        return document
+
+    def _below_card(self, binding: FirestoreBinding, reference: DocumentReference) -> str:
+        """A document's path below the card (as `_document` takes it)."""
+        prefix = f"{CUSTOMERS}/{binding.customer_id}"
+        path: str = reference.path
+        if path == prefix:
+            return CARD
+        assert path.startswith(prefix + "/"), "a query below the card found a document elsewhere"
+        return path[len(prefix) + 1 :]
+
     async def _call(self, what: str, call: Callable[[firestore.Client], T]) -> T:
         """Run `call(client)` in a worker thread with retries; errors translated."""
 
@@ -424,6 +566,49 @@ class FirestoreConnector(RetryingConnectorBase):
 
         return await self.with_retry(self.settings.scope, attempt)
 
+    def _recursive(
+        self, binding: FirestoreBinding, collection: str
+    ) -> Callable[[firestore.Client], Query]:
+        """A query for every document in a subcollection of the card and below it, at
+        any depth, names only (the library's `recursive()`, ordered by name)."""
+
+        def query(client: firestore.Client) -> Query:
+            below: Query = (
+                self._card(client, binding)
+                .collection(collection)
+                .recursive()
+                .select([FieldPath.document_id()])
+            )
+            return below
+
+        return query
+
+    async def _scan(
+        self, what: str, query: Callable[[firestore.Client], Query]
+    ) -> list[DocumentSnapshot[Any]]:
+        """Every document `query` (ordered by document name) finds, page by page.
+
+        Each page is one RunQuery of `page_size` documents with its own deadline,
+        retried by `with_retry` from the same cursor (start after the last document
+        seen), so a transient error costs one page and nothing is read twice.
+        """
+        found: list[DocumentSnapshot[Any]] = []
+        last: DocumentSnapshot[Any] | None = None
+        while True:
+
+            def page(client: firestore.Client, after: Any = last) -> list[DocumentSnapshot[Any]]:
+                paged = query(client).limit(self.page_size)
+                if after is not None:
+                    paged = paged.start_after(after)
+                self._count()
+                return list(paged.stream(retry=_DECLINE, timeout=self.rpc_timeout))
+
+            snapshots = await self._call(what, page)
+            found += snapshots
+            if len(snapshots) < self.page_size:
+                return found
+            last = snapshots[-1]
+
     async def aclose(self) -> None:
         with self._client_lock:
             client, self._client = self._client, None
@@ -433,26 +618,27 @@ class FirestoreConnector(RetryingConnectorBase):
     # --- reading -----------------------------------------------------------------
 
     async def read(self, customer: Customer) -> ReadResult:
+        """Every contact of the card, read page by page (`_scan`)."""
         binding = self._binding(customer)
 
-        def read_all(client: firestore.Client) -> ReadResult:
-            self._count()
-            records: list[ContactRecord] = []
-            rejected: list[Rejected] = []
-            stream = self._contacts(client, binding).stream(retry=None, timeout=self.rpc_timeout)
-            for snapshot in stream:
-                item = from_document(snapshot.id, snapshot.to_dict(), snapshot.update_time)
-                if isinstance(item, Rejected):
-                    rejected.append(item)
-                else:
-                    records.append(item)
-            return ReadResult(records=tuple(records), rejected=tuple(rejected))
+        def contacts(client: firestore.Client) -> Query:
+            query: Query = self._contacts(client, binding).order_by(FieldPath.document_id())
+            return query
 
-        return await self._call("read contacts", read_all)
+        records: list[ContactRecord] = []
+        rejected: list[Rejected] = []
+        for snapshot in await self._scan("read contacts", contacts):
+            item = from_document(snapshot.id, snapshot.to_dict(), snapshot.update_time)
+            if isinstance(item, Rejected):
+                rejected.append(item)
+            else:
+                records.append(item)
+        return ReadResult(records=tuple(records), rejected=tuple(rejected))
 
     async def has_card(self, customer: Customer) -> bool:
-        """Whether the customer has a card or anything below it: one read per
-        subcollection at most, however many documents there are."""
+        """Whether the customer has a card or anything at all below it, at any depth (a
+        document below a card document that is gone, or below a subcollection document
+        that is gone, counts): one read per subcollection of the card at most."""
         binding = self._binding(customer)
 
         def probe(client: firestore.Client) -> bool:
@@ -460,97 +646,151 @@ class FirestoreConnector(RetryingConnectorBase):
             self._count()
             if card.get(retry=None, timeout=self.rpc_timeout).exists:
                 return True
-            for collection in card.collections():
-                self._count(2)
-                if any(True for _ in collection.limit(1).stream()):
+            self._count()
+            for collection in card.collections(retry=None, timeout=self.rpc_timeout):
+                self._count()
+                below = collection.recursive().select([FieldPath.document_id()]).limit(1)
+                if any(True for _ in below.stream(retry=_DECLINE, timeout=self.rpc_timeout)):
                     return True
             return False
 
         return await self._call("look for the card", probe)
 
-    async def delete_card(self, customer: Customer) -> int:
-        """Delete the card and every subcollection below it (Firestore does not delete
-        subcollections with their parent); returns the number of documents deleted."""
-        binding = self._binding(customer)
+    async def _card_documents(self, binding: FirestoreBinding) -> list[str]:
+        """Paths below the card of every document there, at any depth ("" for the card
+        document itself, when it exists)."""
 
-        def delete(client: firestore.Client) -> int:
+        def listing(client: firestore.Client) -> tuple[bool, list[str]]:
             card = self._card(client, binding)
-            self._count()
-            deleted = client.recursive_delete(card)
-            self._count()
-            card.delete(retry=None, timeout=self.rpc_timeout)  # a card with no fields left
-            return int(deleted)
+            self._count(2)
+            exists = bool(card.get(retry=None, timeout=self.rpc_timeout).exists)
+            names = [c.id for c in card.collections(retry=None, timeout=self.rpc_timeout)]
+            return exists, names
 
-        return await self._call("delete card", delete)
+        exists, collections = await self._call("list the card", listing)
+        paths = [CARD] if exists else []
+        for name in sorted(collections):
+            for snapshot in await self._scan("read the card", self._recursive(binding, name)):
+                paths.append(self._below_card(binding, snapshot.reference))
+        return paths
 
-    async def expired(self, customer: Customer, now: datetime) -> list[ItemRef]:
+    async def delete_card(self, customer: Customer) -> int:
+        """Delete the card and every document below it, at any depth; returns the
+        number of documents deleted (the card document counted when it existed).
+
+        Raises IncompleteDeletion, carrying how many were deleted, when any delete
+        failed for good (after the BulkWriter's retries): never a silent partial delete.
+        A card that is gone already deletes nothing and returns 0.
+        """
+        binding = self._binding(customer)
+        paths = await self._card_documents(binding)
+        writes = [
+            _Write(index=index, op_id="", action="delete", doc_id=path)
+            for index, path in enumerate(paths)
+        ]
+        outcomes = await self._bulk(binding, writes, under=CARD) if writes else []
+        deleted = sum(1 for outcome in outcomes if outcome.code == _OK)
+        failed = [outcome.code for outcome in outcomes if outcome.code != _OK]
+        self.log.info("card deleted", customer=customer.id, documents=deleted, failed=len(failed))
+        if failed:
+            raise IncompleteDeletion(deleted=deleted, failed=len(failed), code=failed[0])
+        return deleted
+
+    async def expired(self, customer: Customer, now: datetime) -> RetentionScan:
         """Documents of the card's subcollections past the binding's retention rules
-        (`retention_days`: days since a document last changed, its update_time)."""
+        (`retention_days`: days since a document last changed, its update_time).
+
+        Each ref carries the document's update time as `version`: `erase` deletes it
+        only if it has not changed since. Below an expired document, everything at any
+        depth goes with it (kind "nested"); below a document that is gone, each
+        document is judged by its own age (kind "orphaned"). A living document keeps
+        what is below it. A subcollection that cannot be read fails alone (`failed`,
+        by its name); refused credentials are raised.
+        """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         binding = self._binding(customer)
-        if not binding.retention_days:
-            return []
-
-        def scan(client: firestore.Client) -> list[ItemRef]:
-            found: list[ItemRef] = []
-            for collection, days in sorted(binding.retention_days.items()):
-                cutoff = now - timedelta(days=days)
-                self._count()
-                for snapshot in (
-                    self._card(client, binding)
-                    .collection(collection)
-                    .stream(retry=None, timeout=self.rpc_timeout)
-                ):
-                    if snapshot.update_time is not None and snapshot.update_time < cutoff:
-                        found.append(
-                            ItemRef(
-                                system=SYSTEM,
-                                kind="document",
-                                id=f"{collection}/{snapshot.id}",
-                                scope=binding.customer_id,
-                            )
-                        )
-            return found
-
-        return await self._call("look for expired documents", scan)
+        refs: list[ItemRef] = []
+        failed: dict[str, Exception] = {}
+        for collection, days in sorted(binding.retention_days.items()):
+            try:
+                snapshots = await self._scan(
+                    "look for expired documents", self._recursive(binding, collection)
+                )
+            except AuthError:
+                raise
+            except ConnectorError as exc:
+                failed[collection] = exc
+                continue
+            found = [
+                (self._below_card(binding, s.reference), _timestamp(s.update_time))
+                for s in snapshots
+            ]
+            refs += _expired(binding, found, now - timedelta(days=days))
+        return RetentionScan(refs=tuple(refs), failed=failed)
 
     async def erase(
         self, customer: Customer, refs: Sequence[ItemRef]
     ) -> list[tuple[ItemRef, OpStatus]]:
-        """Delete the documents `refs` name (from `expired`); a document already gone
-        counts as deleted. A ref of another system, customer or kind is refused
-        (FAILED), never followed, and so is one outside the retention rules."""
+        """Delete the documents `refs` name (from `expired`); one status per ref.
+
+        A "document" or "orphaned" ref is deleted only if its update time is still the
+        ref's `version` (a precondition); one changed since is kept (CONFLICT), one gone
+        already counts as deleted (APPLIED). A "nested" ref goes when the document it is
+        below is gone (deleted here or before); below a document that is kept it is kept
+        too (CONFLICT). A ref of another system, customer or kind is refused (FAILED),
+        never followed, and so is one outside the retention rules. Refs are deleted
+        through one BulkWriter, so each lands or fails on its own: a failed batch fails
+        its writes only, and what was deleted is reported as deleted.
+        """
         binding = self._binding(customer)
         statuses = [OpStatus.FAILED] * len(refs)
-        wanted: list[tuple[int, str, str]] = []
+        own: list[tuple[int, ItemRef, str]] = []
         for index, ref in enumerate(refs):
-            collection, _, document = ref.id.partition("/")
-            if (
-                ref.system == SYSTEM
-                and ref.kind == "document"
-                and ref.scope == binding.customer_id
-                and collection in binding.retention_days
-                and document
-                and "/" not in document
+            path = _retention_path(binding, ref)
+            if path is not None:
+                own.append((index, ref, path))
+
+        # Round 1: documents judged by their own age, each conditional on its version.
+        first = [
+            _Write(
+                index=index,
+                op_id="",
+                action="delete",
+                doc_id=path,
+                precondition=parse_version(ref.version) if ref.version else None,
+            )
+            for index, ref, path in own
+            if ref.kind in (DOCUMENT, ORPHANED)
+        ]
+        if first:
+            outcomes = await self._bulk(binding, first, under=CARD)
+            for write, result in zip(
+                first, await self._resolve(binding, first, outcomes, under=CARD), strict=True
             ):
-                wanted.append((index, collection, document))
+                statuses[write.index] = result.status
 
-        def delete(client: firestore.Client) -> list[int]:
-            card = self._card(client, binding)
-            done: list[int] = []
-            for start in range(0, len(wanted), 500):  # a batch holds at most 500 writes
-                chunk = wanted[start : start + 500]
-                batch = client.batch()
-                for _, collection, document in chunk:
-                    batch.delete(card.collection(collection).document(document))
-                self._count()
-                batch.commit(retry=None, timeout=self.rpc_timeout)
-                done += [index for index, _, _ in chunk]
-            return done
-
-        for index in await self._call("delete expired documents", delete):
-            statuses[index] = OpStatus.APPLIED
+        # Round 2: what is below an expired document, once that document is gone.
+        nested = [(index, path) for index, ref, path in own if ref.kind == NESTED]
+        decided = {path: statuses[index] for index, ref, path in own if ref.kind == DOCUMENT}
+        unknown = sorted({_top(path) for _, path in nested} - set(decided))
+        if unknown:
+            current = await self._get_many(binding, unknown, under=CARD)
+            for top in unknown:
+                decided[top] = OpStatus.CONFLICT if current[top] is not None else OpStatus.APPLIED
+        second: list[_Write] = []
+        for index, path in nested:
+            parent = decided[_top(path)]
+            if parent is OpStatus.APPLIED:
+                second.append(_Write(index=index, op_id="", action="delete", doc_id=path))
+            else:
+                statuses[index] = parent  # kept with its document, or failed with it
+        if second:
+            outcomes = await self._bulk(binding, second, under=CARD)
+            for write, outcome in zip(second, outcomes, strict=True):
+                statuses[write.index] = (
+                    OpStatus.APPLIED if outcome.code in (_OK, _NOT_FOUND) else OpStatus.FAILED
+                )
         return list(zip(refs, statuses, strict=True))
 
     def residuals(self) -> list[Residual]:
@@ -599,22 +839,37 @@ class FirestoreConnector(RetryingConnectorBase):
         return await self._call("write card", put)
 
     async def _get_many(
-        self, binding: FirestoreBinding, doc_ids: Sequence[str]
+        self, binding: FirestoreBinding, doc_ids: Sequence[str], *, under: str = CONTACTS
     ) -> dict[str, tuple[dict[str, Any], datetime] | None]:
-        """The current data and update time of each contact, None where it is gone."""
+        """The current data and update time of each document (contacts by id, or paths
+        below the card with `under=CARD`), None where it is gone."""
 
         def get_all(client: firestore.Client) -> dict[str, tuple[dict[str, Any], datetime] | None]:
             self._count()
-            contacts = self._contacts(client, binding)
             found: dict[str, tuple[dict[str, Any], datetime] | None] = dict.fromkeys(doc_ids)
-            references = [contacts.document(doc_id) for doc_id in dict.fromkeys(doc_ids)]
-            for snapshot in client.get_all(references, retry=None, timeout=self.rpc_timeout):
+            references = {
+                self._reference(client, binding, under, doc_id).path: doc_id
+                for doc_id in dict.fromkeys(doc_ids)
+            }
+            documents = [client.document(path) for path in references]
+            for snapshot in client.get_all(documents, retry=None, timeout=self.rpc_timeout):
                 data = snapshot.to_dict()
                 if snapshot.exists and data is not None and snapshot.update_time is not None:
-                    found[snapshot.id] = (data, snapshot.update_time)
+                    found[references[snapshot.reference.path]] = (data, snapshot.update_time)
             return found
 
-        return await self._call("read back contacts", get_all)
+        return await self._call("read back documents", get_all)
+
+    def _reference(
+        self, client: firestore.Client, binding: FirestoreBinding, under: str, doc_id: str
+    ) -> DocumentReference:
+        """A write's document: a contact by id (`under=CONTACTS`), or a path below the
+        card (`under=CARD`)."""
+        if under == CARD:
+            return self._document(client, binding, doc_id)
+        collection = self._card(client, binding).collection(under)
+        reference: DocumentReference = collection.document(doc_id)
+        return reference
 
     # --- writing -----------------------------------------------------------------
 
@@ -630,6 +885,7 @@ class FirestoreConnector(RetryingConnectorBase):
                 writes.append(planned)
         if len(ops) > self.settings.bulk_threshold:
             for round_ in _rounds(writes):
+                round_ = await self._with_phone_extras(binding, round_)
                 outcomes = await self._bulk(binding, round_)
                 for write, result in zip(
                     round_, await self._resolve(binding, round_, outcomes), strict=True
@@ -637,11 +893,41 @@ class FirestoreConnector(RetryingConnectorBase):
                     results[write.index] = result
         else:
             for write in writes:
+                (write,) = await self._with_phone_extras(binding, [write])
                 outcome = await self._single(binding, write)
                 (result,) = await self._resolve(binding, [write], [outcome])
                 results[write.index] = result
         assert all(result is not None for result in results)
         return [result for result in results if result is not None]
+
+    async def _with_phone_extras(
+        self, binding: FirestoreBinding, writes: Sequence[_Write]
+    ) -> list[_Write]:
+        """Updates of `phones` made to keep each stored entry's keys that pdsync does not
+        manage (`extension`, `label`: the card app's data; mapping.keep_phone_extras).
+
+        The documents are read first (one BatchGet for all); the update is then made
+        conditional on the update time read, where it had no precondition of its own,
+        so a change in between is a CONFLICT, never overwritten with stale keys.
+        """
+        wanted = [w for w in writes if w.action == "update" and w.data and "phones" in w.data]
+        if not wanted:
+            return list(writes)
+        current = await self._get_many(binding, [w.doc_id for w in wanted])
+        merged: dict[int, _Write] = {}
+        for write in wanted:
+            stored = current.get(write.doc_id)
+            if stored is None or write.data is None:
+                continue  # gone: the update reports NOT_FOUND as it is
+            data, update_time = stored
+            phones = keep_phone_extras(data.get("phones"), write.data["phones"])
+            precondition = write.precondition
+            if precondition is None:
+                precondition = parse_version(format_version(update_time))
+            merged[id(write)] = dataclasses.replace(
+                write, data={**write.data, "phones": phones}, precondition=precondition
+            )
+        return [merged.get(id(write), write) for write in writes]
 
     async def put_contacts(
         self, customer: Customer, records: Sequence[ContactRecord]
@@ -711,8 +997,11 @@ class FirestoreConnector(RetryingConnectorBase):
 
         return await self._call(f"{write.action} contact", send)
 
-    async def _bulk(self, binding: FirestoreBinding, writes: Sequence[_Write]) -> list[_Outcome]:
-        """Writes through one new BulkWriter; one outcome per write, in order.
+    async def _bulk(
+        self, binding: FirestoreBinding, writes: Sequence[_Write], *, under: str = CONTACTS
+    ) -> list[_Outcome]:
+        """Writes through one new BulkWriter; one outcome per write, in order (`under`:
+        as `_reference` takes it).
 
         Transient per-write failures are retried by the BulkWriter itself (`bulk_attempts`
         tries); everything else is final. Raises RetriableError only when nothing at all
@@ -722,8 +1011,7 @@ class FirestoreConnector(RetryingConnectorBase):
         def run(client: firestore.Client) -> list[_Outcome]:
             outcomes: dict[int, _Outcome] = {}
             lock = threading.Lock()
-            contacts = self._contacts(client, binding)
-            references = [contacts.document(write.doc_id) for write in writes]
+            references = [self._reference(client, binding, under, write.doc_id) for write in writes]
             # Callbacks name the reference object they were given, so identity maps them
             # back to their write even when the BulkWriter retries or reorders.
             position = {id(reference): index for index, reference in enumerate(references)}
@@ -802,7 +1090,12 @@ class FirestoreConnector(RetryingConnectorBase):
         )
 
     async def _resolve(
-        self, binding: FirestoreBinding, writes: Sequence[_Write], outcomes: Sequence[_Outcome]
+        self,
+        binding: FirestoreBinding,
+        writes: Sequence[_Write],
+        outcomes: Sequence[_Outcome],
+        *,
+        under: str = CONTACTS,
     ) -> list[OpResult]:
         """OpResults for finished writes, reading back the documents whose write was
         refused by AlreadyExists or a failed precondition."""
@@ -811,7 +1104,7 @@ class FirestoreConnector(RetryingConnectorBase):
             for write, outcome in zip(writes, outcomes, strict=True)
             if outcome.code in (_ALREADY_EXISTS, _FAILED_PRECONDITION)
         ]
-        current = await self._get_many(binding, unsure) if unsure else {}
+        current = await self._get_many(binding, unsure, under=under) if unsure else {}
         return [
             _result(write, outcome, current.get(write.doc_id))
             for write, outcome in zip(writes, outcomes, strict=True)

@@ -8,7 +8,10 @@ A contact document (`customers/{customer_id}/contacts/{contact_id}`)::
     phones        [{number: string, type: "mobile"|"work"|"home"|"fax"|"other"}]
 
 Missing or null fields read as empty. Fields outside this list are left alone: read
-past, never written. Error texts name fields, positions and types, never values.
+past, never written. So are keys of a phone entry other than `number` and `type`
+(`extension`, `label`: the card app's): an update of `phones` carries each entry's own
+keys over to the entry that takes its place (`keep_phone_extras`). Error texts name
+fields, positions and types, never values.
 """
 
 from __future__ import annotations
@@ -173,7 +176,8 @@ _EMPTY_DOCUMENT = to_document(ContactRecord(system=SYSTEM, external_id=""))
 def holds(data: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
     """Whether a stored document already holds `fields` (document form, from to_fields).
 
-    Missing and null stored fields count as empty, as `from_document` reads them.
+    Missing and null stored fields count as empty, as `from_document` reads them; of a
+    phone entry only `number` and `type` count (other keys are the card app's).
     """
     if data is None:
         return False
@@ -181,9 +185,63 @@ def holds(data: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> bool:
         stored = data.get(name)
         if stored is None:
             stored = _EMPTY_DOCUMENT.get(name)
+        if name == "phones":
+            stored, wanted = _managed_phones(stored), _managed_phones(wanted)
         if stored != wanted:
             return False
     return True
+
+
+_MANAGED_PHONE_KEYS = ("number", "type")
+
+
+def _managed_phones(value: Any) -> Any:
+    if not isinstance(value, list) or not all(isinstance(p, Mapping) for p in value):
+        return value
+    return [{k: p.get(k) for k in _MANAGED_PHONE_KEYS} for p in value]
+
+
+def keep_phone_extras(stored: Any, phones: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`phones` (document form) with the keys pdsync does not manage (`extension`,
+    `label`, ...) carried over from the stored entries they replace.
+
+    An entry replaces the stored entry with the same number (E.164, or as written when
+    it cannot be parsed) and type; failing that, the one with the same number and
+    another type (the type changed). Each stored entry gives its keys once; a stored
+    entry that nothing replaces is gone, keys and all. `number` and `type` are always
+    the new entry's.
+    """
+    if not isinstance(stored, list):
+        return phones
+    old = [
+        (index, entry)
+        for index, entry in enumerate(stored)
+        if isinstance(entry, Mapping) and isinstance(entry.get("number"), str)
+    ]
+    taken: set[int] = set()
+    chosen: list[Mapping[str, Any] | None] = [None] * len(phones)
+    for same_type in (True, False):
+        for position, phone in enumerate(phones):
+            if chosen[position] is not None:
+                continue
+            key = _number_key(phone["number"])
+            for index, candidate in old:
+                if index in taken or _number_key(candidate["number"]) != key:
+                    continue
+                if same_type and (candidate.get("type") or PhoneType.OTHER.value) != phone["type"]:
+                    continue
+                chosen[position] = candidate
+                taken.add(index)
+                break
+    merged: list[dict[str, Any]] = []
+    for phone, entry in zip(phones, chosen, strict=True):
+        extras = {k: v for k, v in (entry or {}).items() if k not in _MANAGED_PHONE_KEYS}
+        merged.append({**extras, **phone})
+    return merged
+
+
+def _number_key(number: str) -> str:
+    return normalize.e164(number) or normalize.text(number)
 
 
 # --- documents -> records ------------------------------------------------------------

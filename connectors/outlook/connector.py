@@ -26,6 +26,7 @@ from daemon.domain import (
     OpStatus,
     ReadResult,
     Residual,
+    RetentionScan,
     Subject,
 )
 
@@ -163,8 +164,9 @@ class OutlookConnector(GraphClient):
         self.log.info("located customer", customer=customer.id, items=len(refs))
         return refs
 
-    async def expired(self, customer: Customer, now: datetime) -> list[ItemRef]:
-        """Messages older than the customer's retention rules (per folder) at `now`."""
+    async def expired(self, customer: Customer, now: datetime) -> RetentionScan:
+        """The customer's messages older than its retention rules (per folder and the
+        folders below it) at `now`; a rule that cannot be applied fails alone (mail.py)."""
         return await self.mail.expired(self.binding(customer), now)
 
     def residuals(self) -> list[Residual]:

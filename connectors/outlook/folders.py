@@ -11,14 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import Any, Literal
 
 from connectors.base import FatalError, RetriableError
 from connectors.outlook.graph import GraphClient
 from connectors.outlook.settings import OutlookBinding
 from connectors.outlook.tasks import run_all
 from connectors.outlook.wire import SYSTEM, odata_string, segment, user_path
+
+
+class FolderNameError(FatalError):
+    """A configured mail folder name that names no one folder of the mailbox.
+
+    `reason`: "missing" (no such folder), "several" (display name not unique) or
+    "shared" (the folder another configured name names already).
+    """
+
+    def __init__(self, name: str, reason: Literal["missing", "several", "shared"]) -> None:
+        problem = {
+            "missing": "is not in the customer's mailbox",
+            "several": "names several folders in the customer's mailbox",
+            "shared": "is a folder another rule names already",
+        }[reason]
+        super().__init__(f"outlook: mail folder {name!r} {problem}", system=SYSTEM)
+        self.name = name
+        self.reason = reason
 
 
 class ContactFolders:
@@ -93,17 +111,35 @@ class ContactFolders:
 
 
 class MailFolders:
-    """Mail folders of a mailbox by well-known or display name."""
+    """Mail folders of a mailbox by well-known or display name, and the trees below them.
+
+    Graph lists only one level at a time (`/mailFolders` is the children of the root,
+    each folder's `/childFolders` its own), so the tree is read level by level:
+    https://learn.microsoft.com/en-us/graph/api/user-list-mailfolders
+    """
 
     def __init__(self, graph: GraphClient) -> None:
         self.graph = graph
 
     async def ids(self, binding: OutlookBinding, names: Iterable[str]) -> list[str]:
-        """Folder ids by well-known name ("inbox") or display name, anywhere in the tree."""
+        """Folder ids by well-known name ("inbox") or display name, anywhere in the tree;
+        raises FatalError for the first name that is missing or names several folders."""
+        resolved = await self.resolve(binding, names)
         ids: list[str] = []
-        tree: list[dict[str, Any]] | None = None
-        for name in names:
-            user = user_path(binding.mailbox).lstrip("/")
+        for found in resolved.values():
+            if isinstance(found, FatalError):
+                raise found
+            ids.append(found)
+        return ids
+
+    async def resolve(
+        self, binding: OutlookBinding, names: Iterable[str], tree: FolderTree | None = None
+    ) -> dict[str, str | FolderNameError]:
+        """Each name's folder id, or the FatalError saying why it names no one folder;
+        a bad name does not stop the others. Other connector errors are raised."""
+        found: dict[str, str | FolderNameError] = {}
+        user = user_path(binding.mailbox).lstrip("/")
+        for name in dict.fromkeys(names):
             response = await self.graph.request(
                 binding.scope,
                 "GET",
@@ -113,39 +149,59 @@ class MailFolders:
                 accept_errors=True,
             )
             if response.status_code == 200:
-                ids.append(str(response.json()["id"]))
+                found[name] = str(response.json()["id"])
                 continue
             if tree is None:
-                tree = await self._all(binding)
-            matches = [
-                f for f in tree if str(f.get("displayName", "")).casefold() == name.casefold()
-            ]
-            if len(matches) != 1:
-                problem = "is not" if not matches else "names several folders"
-                raise FatalError(
-                    f"outlook: mail folder {name!r} {problem} in the customer's mailbox",
-                    system=SYSTEM,
-                )
-            ids.append(str(matches[0]["id"]))
-        return ids
-
-    async def trees(self, binding: OutlookBinding, names: Iterable[str]) -> list[str]:
-        """The named folders and every folder below them."""
-        roots = await self.ids(binding, names)
-        if not roots:
-            return []
-        tree = await self._all(binding)
-        children: dict[str, list[str]] = {}
-        for folder in tree:
-            children.setdefault(str(folder.get("parentFolderId")), []).append(str(folder["id"]))
-        found, pending = [], list(roots)
-        while pending:
-            folder_id = pending.pop()
-            found.append(folder_id)
-            pending += children.get(folder_id, [])
+                tree = await self.tree(binding)
+            found[name] = tree.by_name(name)
         return found
 
-    async def _all(self, binding: OutlookBinding) -> list[dict[str, Any]]:
+    async def trees(
+        self, binding: OutlookBinding, names: Iterable[str], tree: FolderTree | None = None
+    ) -> list[str]:
+        """The named folders and every folder below them."""
+        names = list(names)
+        if not names:
+            return []
+        if tree is None:
+            tree = await self.tree(binding)
+        roots = []
+        for found in (await self.resolve(binding, names, tree)).values():
+            if isinstance(found, FatalError):
+                raise found
+            roots.append(found)
+        return tree.below(roots)
+
+    async def governed(
+        self, binding: OutlookBinding, names: Iterable[str], tree: FolderTree | None = None
+    ) -> tuple[dict[str, list[str]], dict[str, FolderNameError]]:
+        """The folders each named folder governs (for rules per folder, such as
+        retention): the folder and every folder below it, except a subtree whose root
+        is named itself, which its own name governs. Returns those, by name, and the
+        names that name no one folder (or the folder another name names), with why."""
+        names = list(dict.fromkeys(names))
+        if not names:
+            return {}, {}
+        if tree is None:
+            tree = await self.tree(binding)
+        resolved = await self.resolve(binding, names, tree)
+        failed: dict[str, FolderNameError] = {}
+        roots: dict[str, str] = {}  # folder id -> the name that governs it
+        for name in names:
+            found = resolved[name]
+            if isinstance(found, FatalError):
+                failed[name] = found
+            elif found in roots:
+                failed[name] = FolderNameError(name, "shared")
+            else:
+                roots[found] = name
+        governed = {
+            name: tree.below([root], stop=set(roots) - {root}) for root, name in roots.items()
+        }
+        return governed, failed
+
+    async def tree(self, binding: OutlookBinding) -> FolderTree:
+        """Every mail folder of the mailbox, read level by level."""
         user = user_path(binding.mailbox).lstrip("/")
         params = {"$select": "id,displayName,parentFolderId,childFolderCount", "$top": "250"}
         level, _ = await self.graph.collect(
@@ -168,4 +224,38 @@ class MailFolders:
             )
             level = [folder for items, _ in nested for folder in items]
             folders += level
-        return folders
+        return FolderTree(folders)
+
+
+class FolderTree:
+    """A mailbox's mail folders as Graph listed them (id, displayName, parentFolderId)."""
+
+    def __init__(self, folders: Iterable[dict[str, Any]]) -> None:
+        self.folders = [f for f in folders if f.get("id")]
+        self.children: dict[str, list[str]] = {}
+        for folder in self.folders:
+            parent = str(folder.get("parentFolderId"))
+            self.children.setdefault(parent, []).append(str(folder["id"]))
+
+    def by_name(self, name: str) -> str | FolderNameError:
+        """The one folder with this display name (case-insensitive), or why not."""
+        matches = [
+            f for f in self.folders if str(f.get("displayName", "")).casefold() == name.casefold()
+        ]
+        if len(matches) == 1:
+            return str(matches[0]["id"])
+        return FolderNameError(name, "missing" if not matches else "several")
+
+    def below(self, roots: Iterable[str], stop: Collection[str] = ()) -> list[str]:
+        """The roots and every folder below them, not descending into `stop`."""
+        found: list[str] = []
+        pending = list(roots)
+        seen: set[str] = set()
+        while pending:
+            folder_id = pending.pop()
+            if folder_id in seen:
+                continue
+            seen.add(folder_id)
+            found.append(folder_id)
+            pending += [c for c in self.children.get(folder_id, []) if c not in stop]
+        return found

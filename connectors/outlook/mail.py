@@ -21,8 +21,11 @@ customer mail   every message in the customer's `mail_folders` (and their subfol
                 and every message from or to an address in one of its domains (or
                 their subdomains). This is a full scan: search could miss mail the
                 index has not caught up with, and a domain easily has 1000 hits.
-expired         per retention rule, the messages in that folder received before now
-                minus the rule's days (`$filter=receivedDateTime lt ...`, re-checked).
+expired         per retention rule, the messages in that folder and the folders below
+                it (a subfolder with a rule of its own keeps that rule) received before
+                now minus the rule's days (`$filter=receivedDateTime lt ...`,
+                re-checked), and only the customer's (scope.py: its folder trees, or
+                from or to its domains).
 erase           `POST .../permanentDelete` per message or contact ($batch): the item
                 goes to Recoverable Items/Purges, out of every client's and Graph's
                 reach; 404 (already gone) counts as done.
@@ -38,20 +41,28 @@ import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from connectors.base import NotFoundError
+from connectors.base import AuthError, ConnectorError, NotFoundError
 from connectors.outlook import kql
-from connectors.outlook.folders import MailFolders
+from connectors.outlook.folders import FolderTree, MailFolders
 from connectors.outlook.graph import GraphClient
-from connectors.outlook.matching import MESSAGE_SELECT, Matched, SubjectMatcher, ordered
+from connectors.outlook.matching import (
+    MESSAGE_SELECT,
+    PARTICIPANT_FIELDS,
+    Matched,
+    SubjectMatcher,
+    ordered,
+)
 from connectors.outlook.scope import FOLDER_FIELD, MailScope
 from connectors.outlook.settings import OutlookBinding
 from connectors.outlook.tasks import run_all
 from connectors.outlook.wire import SYSTEM, BatchItem, segment, user_path
-from daemon.domain import ItemRef, OpStatus
+from daemon.domain import ItemRef, OpStatus, RetentionScan
 
 DELETIONS = "recoverableitemsdeletions"
 # What locating needs of a message: the re-check's fields and the folder (the scope).
 LOCATE_SELECT = f"{MESSAGE_SELECT},{FOLDER_FIELD}"
+# What retention needs: the age, and what the scope decides by (folder, participants).
+RETENTION_SELECT = ",".join(("id", "receivedDateTime", FOLDER_FIELD, *PARTICIPANT_FIELDS))
 Message = dict[str, Any]
 
 
@@ -74,11 +85,15 @@ class MailStore:
     # -- locating -------------------------------------------------------------------------
 
     async def scope(
-        self, binding: OutlookBinding, personal_emails: Collection[str] = ()
+        self,
+        binding: OutlookBinding,
+        personal_emails: Collection[str] = (),
+        *,
+        tree: FolderTree | None = None,
     ) -> MailScope:
-        """The customer's part of the mailbox: its folder trees (looked up now), its
-        domains and, for a subject, the subject's personal addresses."""
-        folder_ids = await self.folders.trees(binding, binding.mail_folders)
+        """The customer's part of the mailbox: its folder trees (looked up now, or in
+        `tree`), its domains and, for a subject, the subject's personal addresses."""
+        folder_ids = await self.folders.trees(binding, binding.mail_folders, tree)
         return MailScope.of(folder_ids, binding.domains, personal_emails)
 
     async def locate(
@@ -174,24 +189,58 @@ class MailStore:
         )
         return _refs(binding, ((m, ()) for messages in listed for m in messages if scope.holds(m)))
 
-    async def expired(self, binding: OutlookBinding, now: dt.datetime) -> list[ItemRef]:
-        """Messages past the customer's retention rules, per folder."""
+    async def expired(self, binding: OutlookBinding, now: dt.datetime) -> RetentionScan:
+        """The customer's messages past its retention rules at `now`.
+
+        A rule names a folder; it governs that folder and every folder below it, except
+        a subtree whose root another rule names (the nearer rule wins). Within those
+        folders only the customer's mail counts (scope.py): anything in its own folder
+        trees, and elsewhere (a shared inbox) mail from or to its domains. Another
+        customer's mail in a shared folder is that customer's to keep or delete.
+
+        A rule whose folder cannot be found, or whose folder cannot be listed, fails on
+        its own (in `failed`, by the rule's key); the other rules are applied. Raises
+        for what stops every rule: credentials refused, the customer's own folders
+        not to be found.
+        """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        found: list[Message] = []
-        for folder, days in binding.retention_days.items():
-            (folder_id,) = await self.folders.ids(binding, [folder])
+        if not binding.retention_days:
+            return RetentionScan()
+        tree = await self.folders.tree(binding)
+        scope = await self.scope(binding, tree=tree)
+        governed, failures = await self.folders.governed(binding, binding.retention_days, tree)
+        failed: dict[str, Exception] = dict(failures)
+        user = user_path(binding.mailbox).lstrip("/")
+
+        async def rule(name: str, folder_ids: list[str]) -> list[Message]:
+            days = binding.retention_days[name]
             cutoff = (now - dt.timedelta(days=days)).astimezone(dt.UTC).replace(microsecond=0)
             stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%SZ")
-            area = f"{user_path(binding.mailbox).lstrip('/')}/mailFolders/{segment(folder_id)}"
-            messages = await self._list(
-                binding,
-                area + "/messages",
-                select="id,receivedDateTime",
-                filter=kql.received_before(stamp),
-            )
-            found += [m for m in messages if _before(m, cutoff)]
-        return _refs(binding, ((m, ()) for m in found))
+            try:
+                listed = await run_all(
+                    [
+                        functools.partial(
+                            self._list,
+                            binding,
+                            f"{user}/mailFolders/{segment(folder_id)}/messages",
+                            select=RETENTION_SELECT,
+                            filter=kql.received_before(stamp),
+                        )
+                        for folder_id in folder_ids
+                    ]
+                )
+            except AuthError:
+                raise  # every rule would be refused: the whole system's failure
+            except ConnectorError as exc:
+                failed[name] = exc
+                return []
+            return [m for messages in listed for m in messages if _before(m, cutoff)]
+
+        names = sorted(governed)
+        found = await run_all([functools.partial(rule, n, governed[n]) for n in names])
+        refs = _refs(binding, ((m, ()) for messages in found for m in messages if scope.holds(m)))
+        return RetentionScan(refs=tuple(refs), failed=failed)
 
     # -- erasing --------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""What of the service mailbox is one customer's: the one rule locate, verify and a
-whole-customer erasure share.
+"""What of the service mailbox is one customer's: the one rule locate, verify, a
+whole-customer erasure and retention share.
 
 One service mailbox holds every customer's mail, so whatever names a data subject is
 looked at only where it is the customer's. A message is the customer's when
@@ -15,6 +15,10 @@ For a subject, what matched counts too: a message whose only matches are names i
 customer's only inside its folders (a name is no evidence of whose mail it is; its
 folders are). Mail in Recoverable Items/Deletions, or moved to Deleted Items, has left
 every customer folder: there only the address rule holds.
+
+Retention deletes, under one customer's rule, only what `holds` says is the customer's:
+in a folder every customer's mail passes through (the shared inbox), another customer's
+message is that customer's to keep or delete by its own rules.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ class MailScope:
         return False
 
     def holds(self, message: Mapping[str, Any]) -> bool:
-        """Whether the message is the customer's at all (a whole-customer erasure)."""
+        """Whether the message is the customer's at all (a whole-customer erasure,
+        retention)."""
         return self.in_folders(message) or self.by_address(message)
 
     def holds_match(self, message: Mapping[str, Any], matched: Matched) -> bool:

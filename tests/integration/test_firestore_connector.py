@@ -377,7 +377,8 @@ async def test_5000_seeded_contacts_are_read_back(
     assert len(read.records) == 5000
     by_id = {record.external_id: record for record in read.records}
     assert by_id["seed-04711"] == stored[4711]
-    assert firestore_connector.requests == requests + 1  # one streamed query
+    # Pages of page_size, each a RunQuery of its own; the last (empty) one ends the read.
+    assert firestore_connector.requests == requests + 5000 // firestore_connector.page_size + 1
     print(f"\nfirestore: seeded 5000 contacts in {seeded:.2f} s, read them in {took:.2f} s")
     assert seeded < 30 and took < 30
 
@@ -507,9 +508,9 @@ async def test_retention_deletes_exactly_the_subcollection_documents_past_their_
     customer = config.to_customer()
     # Written just now: 60 days on, only the 30-day rule has run out.
     later = datetime.now(UTC) + timedelta(days=60)
-    refs = await firestore_connector.expired(customer, later)
-    assert sorted(ref.id for ref in refs) == ["calls/c0", "calls/c1", "calls/c2"]
-    assert await firestore_connector.expired(customer, datetime.now(UTC)) == []
+    scan = await firestore_connector.expired(customer, later)
+    assert sorted(ref.id for ref in scan.refs) == ["calls/c0", "calls/c1", "calls/c2"]
+    assert (await firestore_connector.expired(customer, datetime.now(UTC))).refs == ()
 
     foreign = ItemRef(system="firestore", kind="document", id="archive/a0", scope=CUSTOMER_ID)
     assert await firestore_connector.erase(customer, [foreign]) == [(foreign, OpStatus.FAILED)]
@@ -517,7 +518,7 @@ async def test_retention_deletes_exactly_the_subcollection_documents_past_their_
     # Through the retention service, as the schedule runs it (100 days on: both rules).
     service = RetentionService(store, {"firestore": firestore_connector})
     summary = await service.run(config, trigger="test", now=later + timedelta(days=40))
-    assert summary == {"firestore": {"expired": 6, "results": {"applied": 6}}}
+    assert summary == {"firestore": {"expired": 6, "results": {"applied": 6}}}, summary
     [run] = store.list_runs(customer_id=CUSTOMER_ID)
     assert (run.kind, run.status) == ("retention", "completed")
     assert [d.id for d in card.collection("notes").stream()] == []

@@ -272,7 +272,13 @@ async def test_without_contact_purge_a_mailbox_is_asked_once_then_deleted_from(
 
 async def test_retention_deletes_exactly_what_is_past_the_rule(outlook_connect: Connect) -> None:
     with GraphSimulator(seed=3) as sim:
-        world = outlook_connect(sim, binding={"retention_days": {"inbox": 30, "Kunde A": 365}})
+        world = outlook_connect(
+            sim,
+            binding={
+                "mail_folders": ["inbox", "Kunde A"],
+                "retention_days": {"inbox": 30, "Kunde A": 365},
+            },
+        )
         folder = sim.add_folder(world.mailbox, "Kunde A")
         now = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -283,7 +289,7 @@ async def test_retention_deletes_exactly_what_is_past_the_rule(outlook_connect: 
 
         past = {at("inbox", 31), at("inbox", 400), at(folder, 366), at(folder, 1000)}
         kept = {at("inbox", 29), at("inbox", 29.99), at(folder, 364), at("sentitems", 5000)}
-        refs = await world.connector.expired(world.customer, now)
+        refs = list((await world.connector.expired(world.customer, now)).refs)
         assert world.ids(refs) == past
         await world.connector.erase(world.customer, refs)
         assert world.remaining() == kept and past <= world.purged()
