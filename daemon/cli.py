@@ -88,8 +88,19 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) ->
 
 
 @config_app.command("check")
-def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Validate the config file: name the bad key and why, exit non-zero if anything is wrong."""
+def config_check(
+    config: ConfigOption = DEFAULT_CONFIG,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Do not ask Outlook whether the mail folders the file names exist."
+        ),
+    ] = False,
+) -> None:
+    """Validate the config file: name the bad key and why, exit non-zero if anything is wrong.
+
+    Unless --offline, every mail folder a customer's Outlook binding names (its folders and
+    retention rules) is looked up in its mailbox."""
     from daemon.config import SYSTEMS, unreachable_secrets
 
     settings = load_settings(config)
@@ -99,6 +110,19 @@ def config_check(config: ConfigOption = DEFAULT_CONFIG) -> None:
             settings.store.master_key_bytes()
         except ConfigError as exc:
             problems.append(str(exc))
+    outlook = settings.systems.outlook
+    if not problems and outlook is not None and not offline:
+        from connectors.outlook.check import check_mail_folders
+
+        bindings = [
+            (f"customers[{i}].outlook", c.outlook)
+            for i, c in enumerate(settings.customers)
+            if c.outlook is not None
+        ]
+        checked = asyncio.run(check_mail_folders(outlook, bindings))
+        problems += checked.problems
+        for line in checked.unchecked:
+            err.print(f"{config}: not checked: {line}", highlight=False, markup=False)
     if problems:
         err.print("\n".join(f"{config}: {p}" for p in problems), highlight=False, markup=False)
         raise typer.Exit(2)

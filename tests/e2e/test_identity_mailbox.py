@@ -13,12 +13,15 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from daemon import config
 from daemon.certificate import verify_certificate
+from daemon.cli import app as cli
 from daemon.config import Settings
 from daemon.domain import Subject
 from daemon.erasure import ErasureService
@@ -148,3 +151,22 @@ async def test_a_name_written_surname_first_with_a_particle_is_found(two: Two) -
     await erase(two, a.id, subject, include=[found[ola].item, found[kari].item])
     after = two.message_ids()
     assert ola not in after and kari not in after and near in after
+
+
+def test_config_check_asks_the_mailbox_for_every_folder_the_file_names(
+    sandbox: Sandbox, tmp_path: Path, cli_logging_restored: None
+) -> None:
+    runner = CliRunner()
+    fine = runner.invoke(cli, ["config", "check", "--config", str(sandbox.config_path)])
+    assert fine.exit_code == 0, fine.output
+    text = sandbox.config_path.read_text(encoding="utf-8")
+    first = sandbox.customers[0].id
+    folders = f'mail_folders = ["Kunde {first}"]'
+    assert folders in text
+    misspelt = tmp_path / "pdsync.toml"
+    misspelt.write_text(text.replace(folders, f'mail_folders = ["Kunde {first}x"]'), "utf-8")
+    bad = runner.invoke(cli, ["config", "check", "--config", str(misspelt)])
+    assert bad.exit_code == 2, bad.output
+    assert "customers[0].outlook.mail_folders[0]" in bad.output
+    offline = runner.invoke(cli, ["config", "check", "--offline", "--config", str(misspelt)])
+    assert offline.exit_code == 0, offline.output
