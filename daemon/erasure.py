@@ -88,6 +88,8 @@ class Erased:
     ref: ItemRef
     status: OpStatus
     instruction: str | None = None  # for MANUAL: what an operator must do (encrypted)
+    # A card: how many documents went with it (the card and everything below it).
+    documents: int | None = None
 
 
 class Eraser(Protocol):
@@ -146,6 +148,7 @@ class DirectoryEraser:
         # every subcollection below it.
         self._has_card = has_card
         self._delete_card = delete_card
+        self.card_documents = 0  # documents a failed card delete removed, not yet recorded
 
     async def records(self, customer: Customer) -> list[ContactRecord]:
         """Every contact the system holds for `customer`."""
@@ -211,8 +214,14 @@ class DirectoryEraser:
         ]
         for ref in refs:
             if ref.kind == "card" and self._delete_card is not None:
-                await self._delete_card(customer)
-                erased.append(Erased(ref=ref, status=OpStatus.APPLIED))
+                try:
+                    documents = await self._delete_card(customer)
+                except ConnectorError as exc:
+                    # Some went: counted, and the rest is tried again on the next pass.
+                    self.card_documents += int(getattr(exc, "deleted", 0) or 0)
+                    raise
+                self.card_documents += documents
+                erased.append(Erased(ref=ref, status=OpStatus.APPLIED, documents=documents))
         return erased
 
     def residuals(self) -> list[Residual]:
@@ -849,7 +858,10 @@ class ErasureService:
         total, done = len(refs), 0
         for start in range(0, total, batch):
             chunk = refs[start : start + batch]
-            results = await eraser.erase(customer, chunk)
+            try:
+                results = await eraser.erase(customer, chunk)
+            finally:
+                self._note_card_documents(row, eraser)
             by_status: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
             for result in results:
                 status = {
@@ -871,6 +883,16 @@ class ErasureService:
                 self.store.mark_erasure_items(row.id, items, status)
             done += len(chunk)
             self.progress(system, done, total)
+
+    def _note_card_documents(self, row: ErasureRow, eraser: Eraser) -> None:
+        """Add the documents a card delete removed (all of them, or those a failed one
+        did) to the request's count, kept in the store across passes and crashes."""
+        documents = getattr(eraser, "card_documents", 0)
+        if not documents:
+            return
+        eraser.card_documents = 0  # type: ignore[attr-defined]
+        so_far = self.store.get_erasure(row.id).card_documents
+        self.store.update_erasure(row.id, card_documents=so_far + documents)
 
     def _planned(self, row: ErasureRow) -> Strengths | None:
         return strengths_from_list(row.strengths) if row.strengths else None
@@ -931,6 +953,8 @@ class ErasureService:
                 )
             ]
             counts = dict(Counter(i.kind for i in mine if i.status == "done"))
+            if counts.get("card") and row.card_documents:
+                counts["card"] = row.card_documents  # the documents under it, not one card
             manual = [i for i in mine if i.status == "manual"]
             if remaining and manual:
                 result = "manual_pending"

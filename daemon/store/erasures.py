@@ -58,6 +58,7 @@ def _row(row: sa.Row[Any]) -> ErasureRow:
         has_identifiers=row.identifiers is not None,
         strengths=tuple(row.strengths or ()),
         includes=tuple(row.includes or ()),
+        card_documents=row.card_documents or 0,
     )
 
 
@@ -160,13 +161,14 @@ class ErasuresMixin(KeysMixin):
         **values: Any,
     ) -> bool:
         """Change state and/or columns (plan, outcome, approved_by, approved_at, error,
-        certificate, completed_at, strengths, includes). With `expect`, only from one of
-        those states; returns whether the row changed (False: another instance moved it
-        first)."""
+        certificate, completed_at, strengths, includes, card_documents). With `expect`,
+        only from one of those states; returns whether the row changed (False: another
+        instance moved it first)."""
         allowed = {
             "plan",
             "strengths",
             "includes",
+            "card_documents",
             "outcome",
             "approved_by",
             "approved_at",

@@ -203,6 +203,7 @@ class ErasureRow:
     strengths: tuple[Mapping[str, Any], ...] = ()
     # Items an admin included before there was a plan: [{item, by, at}].
     includes: tuple[Mapping[str, Any], ...] = ()
+    card_documents: int = 0  # documents deleted with the card (whole-customer erasure)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

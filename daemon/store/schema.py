@@ -355,6 +355,8 @@ erasure_requests = sa.Table(
     sa.Column("strengths", JSON, nullable=True),
     # Items an admin included before the plan existed ([{item, by, at}]), applied by it.
     sa.Column("includes", JSON, nullable=True),
+    # The documents a whole-customer erasure deleted with the card (all below it).
+    sa.Column("card_documents", sa.Integer, nullable=True),
     sa.CheckConstraint("scope IN ('subject', 'customer')", name="scope"),
     sa.Index(None, "customer_id", "state"),
     sa.Index(None, "state"),

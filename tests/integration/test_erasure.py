@@ -108,7 +108,11 @@ async def test_erasing_a_customer_leaves_nothing_in_any_system_or_the_store(
     world: SyncWorld, tmp_path: Path
 ) -> None:
     await seeded(world, 8)
-    world.contacts_ref().parent.collection("notes").document("n1").set({"text": "Ring Åse"})  # type: ignore[union-attr]
+    notes = world.contacts_ref().parent.collection("notes")  # type: ignore[union-attr]
+    notes.document("n1").set({"text": "Ring Åse"})
+    notes.document("n1").collection("replies").document("r1").set({"text": "Ringt"})
+    card_ref = world.client.collection("customers").document(CUSTOMER)
+    under_card = (1 if card_ref.get().exists else 0) + 2  # the card, a note and its reply
     service = world.erasure()
     request = service.request(
         CUSTOMER, scope="customer", subject=None, requested_by="anne", reason="contract ended"
@@ -130,6 +134,8 @@ async def test_erasing_a_customer_leaves_nothing_in_any_system_or_the_store(
     with pytest.raises(KeyDestroyed):
         world.store.customer_key(CUSTOMER)
     assert row.outcome["pdsync"]["outcome"] == "executed"
+    # The card is counted as the documents that went with it, not as one card.
+    assert row.outcome["firestore"]["counts"]["card"] == under_card
     # The certificate states the store's own backups as a residual, with the others.
     certificate = Certificate.from_json(row.certificate.encode())  # type: ignore[union-attr]
     [backups] = [r for r in certificate.facts.residuals if r.system == "pdsync"]

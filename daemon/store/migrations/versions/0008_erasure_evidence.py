@@ -1,5 +1,5 @@
 """Erasure evidence: why each item was found, which items an admin included, and how
-the plan weighed the subject's identifiers.
+the plan weighed the subject's identifiers; and how many documents a card took with it.
 
 Revision ID: 0008
 Revises: 0007
@@ -28,6 +28,7 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 def upgrade() -> None:
     op.add_column("erasure_requests", sa.Column("strengths", JSON, nullable=True))
     op.add_column("erasure_requests", sa.Column("includes", JSON, nullable=True))
+    op.add_column("erasure_requests", sa.Column("card_documents", sa.Integer, nullable=True))
     op.add_column("erasure_items", sa.Column("evidence", JSON, nullable=True))
     op.add_column("erasure_items", sa.Column("included_by", sa.String(200), nullable=True))
     op.add_column("erasure_items", sa.Column("included_at", TS, nullable=True))
@@ -38,5 +39,5 @@ def downgrade() -> None:
     # would have to drop the table erasure_items refers to.
     for column in ("included_at", "included_by", "evidence"):
         op.drop_column("erasure_items", column)
-    for column in ("includes", "strengths"):
+    for column in ("card_documents", "includes", "strengths"):
         op.drop_column("erasure_requests", column)
