@@ -28,6 +28,10 @@ AMBIGUOUS_MATCH = "_ambiguous_match"
 POSSIBLE_DUPLICATE = "_possible_duplicate"
 REVIEWS = (AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE)
 SEPARATE = "separate"  # a review's answer: the record is a contact of its own
+# Suffix of a member's pseudo-fingerprints: "title" + ASKED is the fingerprint of the title
+# a manual task asked an operator to enter; that value turning up is the task done late,
+# not a change made in that system.
+ASKED = ">"
 # A member's pseudo-fingerprint: whether the last read missed its record (once). Stored
 # fingerprints are only ever overwritten, so "seen again" is a value of its own.
 MISSED = "_missed"
@@ -795,8 +799,13 @@ class _PlanBuilder:
         def differing(source: str) -> list[str]:
             return [s for s in holders if s != source and current[s][name] != fp_of(s, source)]
 
+        asked = name + ASKED  # the value pdsync asked an operator to enter there
         changed = [
-            s for s in holders if name in stored.get(s, {}) and current[s][name] != stored[s][name]
+            s
+            for s in holders
+            if name in stored.get(s, {})
+            and current[s][name] != stored[s][name]
+            and current[s][name] != stored[s].get(asked)
         ]
         decision = self.state.decisions.get((group.link_id, name))
         if decision is not None:
@@ -903,7 +912,7 @@ class _PlanBuilder:
             if (
                 old is not None
                 and old.external_id == record.external_id
-                and dict(old.fingerprints) == fps
+                and {k: v for k, v in old.fingerprints.items() if not k.endswith(ASKED)} == fps
             ):
                 continue
             self.members.append(

@@ -23,7 +23,7 @@ from daemon import incidents, logs
 from daemon.config import CustomerConfig, Settings
 from daemon.domain import Customer, OpKind, OpResult, OpStatus, ReadResult
 from daemon.erasure import Recorder
-from daemon.reconcile import Plan, PlannedOp, Reconciler, SystemView
+from daemon.reconcile import ASKED, Plan, PlannedOp, Reconciler, SystemView
 from daemon.state import CustomerState
 from daemon.store import ErasureState, KeyDestroyed, RunStatus, Store
 from daemon.store.decisions import CREATIONS, SHRINK
@@ -423,6 +423,21 @@ class SyncService:
                 },
             )
         elif result.status is OpStatus.MANUAL:
+            if op.kind is OpKind.UPDATE and op.external_id is not None:
+                # What the operator is asked to enter, so that the value turning up later
+                # reads as the task done, not as a change made in that system.
+                store.set_member(
+                    customer.id,
+                    op.link_id,
+                    op.system,
+                    op.external_id,
+                    op.expected_version,
+                    {
+                        name + ASKED: planned.fingerprints[name]
+                        for name in planned.changed_fields
+                        if name in planned.fingerprints
+                    },
+                )
             store.open_task(
                 customer.id,
                 op.system,
