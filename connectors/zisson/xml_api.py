@@ -27,11 +27,31 @@ a complete document cannot tell, and this module therefore refuses or leaves to 
 - an empty `<Contacts/>`, or a listing the server cut to some limit of its own while
   closing the document properly, looks like a directory that shrank: no count or
   paging is known for this API, so only the daemon's shrink guard can hold that.
+
+Encoding (issue 13, item 9). The bytes are decoded here, not by the XML parser, in this
+order: a byte order mark; else the `charset` of the HTTP Content-Type; else the
+`encoding` of the XML declaration; else UTF-8 if the bytes are valid UTF-8, and
+windows-1252 if not (the documented fallback for legacy answers that say nothing). A
+label is known if Python knows it; one it does not know is passed over for the next
+source. The labels the WHATWG Encoding Standard maps to windows-1252 ("iso-8859-1",
+"latin1", "us-ascii", ... see `_WINDOWS_1252_LABELS`, from
+https://encoding.spec.whatwg.org/#names-and-labels) are read as windows-1252: Latin-1
+declared by legacy software is windows-1252 in practice, so its 0x80-0x9F bytes are the
+euro sign, curly quotes and dashes, never C1 control characters. When the HTTP charset
+and the declaration disagree, HTTP wins (RFC 7303, section 3). A declaration of a
+two-byte encoding (UTF-16/32) in a document whose declaration read as ASCII cannot be
+true and is passed over. A byte that has no character in the chosen encoding (bad
+UTF-8, or 0x81, 0x8D, 0x8F, 0x90, 0x9D in windows-1252, which the Encoding Standard
+passes through as C1 controls) never fails the read: the Contact holding it is rejected,
+with U+FFFD in its raw text, and the rest is read.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 import xml.etree.ElementTree as ET
+from email.message import Message
 from xml.parsers import expat
 
 from connectors.base import ContractError, RetriableError
@@ -55,6 +75,45 @@ _CUT_SHORT = frozenset(
 )
 
 
+# The labels of windows-1252 in the WHATWG Encoding Standard, section 4.2 "Names and
+# labels" (https://encoding.spec.whatwg.org/#names-and-labels): "iso-8859-1", "latin1"
+# and "us-ascii" among them. Matched after lower-casing and stripping white space.
+_WINDOWS_1252_LABELS = frozenset(
+    {
+        "ansi_x3.4-1968",
+        "ascii",
+        "cp1252",
+        "cp819",
+        "csisolatin1",
+        "ibm819",
+        "iso-8859-1",
+        "iso-ir-100",
+        "iso8859-1",
+        "iso88591",
+        "iso_8859-1",
+        "iso_8859-1:1987",
+        "l1",
+        "latin1",
+        "us-ascii",
+        "windows-1252",
+        "x-cp1252",
+    }
+)
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE, whose BOM starts it
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_SHOWN = {"cp1252": "windows-1252"}  # Python codec name -> the name people know
+_DECLARATION = re.compile(rb"""<\?xml\s[^>]*?\bencoding\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.ASCII)
+_CHAR_REFERENCE = re.compile(r"&#(?:x([0-9A-Fa-f]+)|([0-9]+));")
+# Stands in for an undecodable byte while the document is parsed: a private-use code
+# point XML accepts, chosen so that the document neither holds nor references it.
+_MARKERS = tuple(chr(code) for code in range(0x10FFFD, 0x10FFFD - 64, -1))
+
+
 class CutShort(RetriableError):
     """GetContacts answered a document that ends before its root is closed."""
 
@@ -66,18 +125,25 @@ async def read_contacts(session: Session) -> list[tuple[ContactRecord | Rejected
             "GET", GET_CONTACTS, what="GetContacts", headers={"Accept": "application/xml"}
         )
         try:
-            return parse_contacts(response.content)
+            return parse_contacts(
+                response.content, content_type=response.headers.get("Content-Type")
+            )
         except CutShort:
             if attempt == LISTING_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def parse_contacts(document: bytes) -> list[tuple[ContactRecord | Rejected, str]]:
-    """Each Contact of a GetContacts document. Raises CutShort (retriable) for a document
+def parse_contacts(
+    document: bytes, *, content_type: str | None = None
+) -> list[tuple[ContactRecord | Rejected, str]]:
+    """Each Contact of a GetContacts document, decoded as the module says (`content_type`
+    is the response's Content-Type header). Raises CutShort (retriable) for a document
     that ends early and ContractError for one that is not a contact list."""
+    encoding = document_encoding(document, content_type)
+    text, marker = _decode(document, encoding)
     try:
-        root = ET.fromstring(document)
+        root = ET.fromstring(text)
     except ET.ParseError as exc:
         line, column = exc.position
         if exc.code in _CUT_SHORT:
@@ -102,13 +168,117 @@ def parse_contacts(document: bytes) -> list[tuple[ContactRecord | Rejected, str]
             "the root; none were read, since a contact skipped would read as deleted",
             system=SYSTEM,
         )
-    entries = []
+    entries: list[tuple[ContactRecord | Rejected, str]] = []
     for element in root:
         if _local(element.tag) == "Contact":
             element.tail = None  # the entry's own text, not the white space after it
             raw = ET.tostring(element, encoding="unicode")
+            if marker is not None and marker in raw:
+                rejected = _undecodable(element, raw, marker, encoding)
+                entries.append((rejected, rejected.raw))
+                continue
             entries.append((contact_record(element, raw), raw))
     return entries
+
+
+def document_encoding(document: bytes, content_type: str | None) -> str:
+    """The Python codec name to decode a GetContacts document with (see the module)."""
+    for bom, name in _BOMS:
+        if document.startswith(bom):
+            return name
+    if content_type:
+        message = Message()
+        message["Content-Type"] = content_type
+        charset = message.get_param("charset")
+        if isinstance(charset, str):
+            known = _codec(charset)
+            if known is not None:
+                return known
+    declared = _DECLARATION.match(document)
+    if declared is not None:
+        label = declared.group(1) or declared.group(2) or b""
+        known = _codec(label.decode("ascii", errors="replace"))
+        if known is not None and _ascii_compatible(known):
+            return known
+    try:
+        document.decode("utf-8")
+    except UnicodeDecodeError:
+        return "cp1252"
+    return "utf-8"
+
+
+def _codec(label: str) -> str | None:
+    label = label.strip().strip('"').strip().lower()
+    if label in _WINDOWS_1252_LABELS:
+        return "cp1252"
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def _ascii_compatible(codec: str) -> bool:
+    try:
+        return "<?xml".encode(codec) == b"<?xml"
+    except UnicodeError:
+        return False
+
+
+def _decode(document: bytes, encoding: str) -> tuple[str, str | None]:
+    """The document as text, and the marker standing in for its undecodable bytes (None
+    when every byte decoded)."""
+    try:
+        text = document.decode(encoding)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return text.removeprefix("\ufeff"), None
+    lenient = document.decode(encoding, errors="replace")
+    referenced = {
+        int(hexadecimal, 16) if hexadecimal else int(decimal)
+        for hexadecimal, decimal in _CHAR_REFERENCE.findall(lenient)
+    }
+    for marker in _MARKERS:
+        if marker not in lenient and ord(marker) not in referenced:
+            break
+    else:  # pragma: no cover - a document holding 64 private-use characters
+        raise ContractError(
+            f"zisson: GetContacts answered bytes that are not {_SHOWN.get(encoding, encoding)}",
+            system=SYSTEM,
+        )
+    # `replace` gives U+FFFD per bad sequence; a marker takes the place of each.
+    text = document.decode(encoding, errors=_marker_handler(marker))
+    return text.removeprefix("\ufeff"), marker
+
+
+def _marker_handler(marker: str) -> str:
+    name = f"pdsync-zisson-marker-{ord(marker):x}"
+    try:
+        codecs.lookup_error(name)
+    except LookupError:
+
+        def handler(error: UnicodeError) -> tuple[str, int]:
+            assert isinstance(error, UnicodeDecodeError)
+            return marker, error.end
+
+        codecs.register_error(name, handler)
+    return name
+
+
+def _undecodable(element: ET.Element, raw: str, marker: str, encoding: str) -> Rejected:
+    """A Contact holding bytes that are not `encoding`: quarantined, not guessed at."""
+    values = {_local(child.tag): ET.tostring(child, encoding="unicode") for child in element}
+    where = sorted(name for name, text in values.items() if marker in text) or ["Contact"]
+    ids = [child.text for child in element if _local(child.tag) == "ContactId"]
+    contact_id = (ids[0] or "").strip() if len(ids) == 1 else ""
+    if marker in contact_id:
+        contact_id = ""
+    return Rejected(
+        system=SYSTEM,
+        external_id=contact_id or None,
+        reason=f"{', '.join(where)}: bytes that are not {_SHOWN.get(encoding, encoding)}",
+        raw=raw.replace(marker, "\ufffd"),
+    )
 
 
 def contact_record(element: ET.Element, raw: str) -> ContactRecord | Rejected:

@@ -52,6 +52,11 @@ client must survive whatever Zisson really does, not a description of Zisson:
                                              {"how": "churn", "at": 0, "skip": 0, "times": 1}
     listing answer cut short            truncate_listing(guid, times=)
                                         POST /_sim/accounts/{guid}/listing/truncate {"times": 1}
+    XML listing in a legacy encoding    set_xml_encoding(guid, "iso-8859-1", charset=None,
+                                                         declaration=None)
+                                        POST /_sim/accounts/{guid}/listing/encoding
+                                             {"encoding": "windows-1252", "charset": null,
+                                              "declaration": "ISO-8859-1"} | {}
     412 on the next writes              fail_preconditions(count, methods=("PATCH", "DELETE"))
                                         POST /_sim/faults/preconditions
                                              {"count": 1, "methods": ["DELETE"]}

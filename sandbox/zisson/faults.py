@@ -9,6 +9,7 @@ write silently does not keep, and how an Idempotency-Key is matched for a replay
 
 from __future__ import annotations
 
+import codecs
 import math
 import random
 import threading
@@ -81,6 +82,35 @@ class ListingFault:
 
 
 @dataclass(frozen=True, slots=True)
+class XmlEncoding:
+    """How GetContacts encodes its document, as legacy servers do (default: UTF-8, said
+    both ways).
+
+    `encoding`: the Python codec the document's bytes are written in ("utf-8",
+    "iso-8859-1", "windows-1252", ...); a character it cannot carry is written as a
+    character reference. `charset`: the Content-Type `charset` parameter, None for none.
+    `declaration`: the XML declaration's `encoding`, None for no declaration at all. The
+    three need not agree: that is the point. A lone surrogate U+DC80..U+DCFF in a raw XML
+    fragment is written as the byte 0x80..0xFF (Python's surrogateescape), so a test can
+    put bytes into one entry that no encoding decodes.
+    """
+
+    encoding: str = "utf-8"
+    charset: str | None = "utf-8"
+    declaration: str | None = "utf-8"
+
+    def __post_init__(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding: {self.encoding}") from None
+        for name in ("charset", "declaration"):
+            value = getattr(self, name)
+            if value is not None and (not value or not value.isascii() or '"' in value):
+                raise ValueError(f"{name} must be a non-empty ASCII label without quotes")
+
+
+@dataclass(frozen=True, slots=True)
 class Shift:
     """The directory changing under a paged read (JSON listing only; GetContacts is one
     document, so nothing can move between its parts).
@@ -115,6 +145,7 @@ class FaultPlan:
         self._listings: dict[str, ListingFault] = {}
         self._shifts: dict[str, Shift] = {}
         self._truncations: dict[str, int] = {}
+        self._xml_encodings: dict[str, XmlEncoding] = {}
         self._preconditions: deque[frozenset[str]] = deque()
         self._replay_match: ReplayMatch = "request"
         self._ignored_on_write: frozenset[str] = frozenset()
@@ -213,6 +244,17 @@ class FaultPlan:
                 self._truncations[guid] = left - 1
             return left > 0
 
+    def set_xml_encoding(self, guid: str, encoding: XmlEncoding) -> None:
+        with self._lock:
+            if encoding == XmlEncoding():
+                self._xml_encodings.pop(guid, None)
+            else:
+                self._xml_encodings[guid] = encoding
+
+    def xml_encoding(self, guid: str) -> XmlEncoding:
+        with self._lock:
+            return self._xml_encodings.get(guid, XmlEncoding())
+
     # -- writes ---------------------------------------------------------------------------
 
     def fail_preconditions(self, count: int, methods: tuple[str, ...]) -> None:
@@ -259,6 +301,7 @@ class FaultPlan:
                 "listings": {guid: asdict(f) for guid, f in self._listings.items()},
                 "shifts": {guid: asdict(s) for guid, s in self._shifts.items()},
                 "truncations": {g: n for g, n in self._truncations.items() if n},
+                "xml_encodings": {g: asdict(e) for g, e in self._xml_encodings.items()},
                 "preconditions": [sorted(m) for m in self._preconditions],
                 "replay_match": self._replay_match,
                 "ignored_on_write": sorted(self._ignored_on_write),

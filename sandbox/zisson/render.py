@@ -10,7 +10,11 @@ A user becomes one `Contact` element:
   `displayName`) in `Company`;
 - `Address` empty and `Editable` true (neither is modelled).
 
-Text is UTF-8; a carriage return is written as `&#13;` so it survives XML end-of-line
+The document is UTF-8 with `encoding="utf-8"` declared unless the account's
+`XmlEncoding` (see `sandbox.zisson.faults`) says otherwise: then it is written in that
+encoding (characters it cannot carry as character references, lone surrogates
+U+DC80..U+DCFF in a raw fragment as the bytes 0x80..0xFF) under the declaration asked
+for, or none. A carriage return is written as `&#13;` so it survives XML end-of-line
 handling, and characters XML 1.0 cannot carry at all are left out. A raw entry that is a
 string is taken to be an XML fragment and copied as-is; a raw JSON value is rendered as
 tolerantly as possible (a missing id gives no `ContactId`, a `phoneNumbers` that is not a
@@ -19,6 +23,7 @@ list gives no numbers), so both APIs show the same malformed entry.
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Any
 
@@ -79,8 +84,28 @@ def contact_element(user: dict[str, Any]) -> str:
     return f"<Contact>{inner}</Contact>"
 
 
-def contacts_document(listing: list[tuple[bool, Any]]) -> bytes:
-    parts = ['<?xml version="1.0" encoding="utf-8"?>\n<Contacts>']
+def _bytes_or_reference(error: UnicodeError) -> tuple[str | bytes, int]:
+    """Encoding error handler: a lone surrogate U+DC80..U+DCFF is the byte it escapes,
+    any other character the encoding cannot carry becomes a character reference."""
+    assert isinstance(error, UnicodeEncodeError)
+    out = bytearray()
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else f"&#{code};".encode()
+    return bytes(out), error.end
+
+
+codecs.register_error("zisson-sim-xml", _bytes_or_reference)
+
+
+def contacts_document(
+    listing: list[tuple[bool, Any]],
+    *,
+    encoding: str = "utf-8",
+    declaration: str | None = "utf-8",
+) -> bytes:
+    head = "" if declaration is None else f'<?xml version="1.0" encoding="{declaration}"?>\n'
+    parts = [head + "<Contacts>"]
     for is_raw, entry in listing:
         if is_raw and isinstance(entry, str):
             parts.append(entry)
@@ -88,4 +113,4 @@ def contacts_document(listing: list[tuple[bool, Any]]) -> bytes:
             parts.append(contact_element(entry))
         # A raw JSON value that is not an object has no XML form; the JSON API shows it.
     parts.append("</Contacts>")
-    return "".join(parts).encode("utf-8")
+    return "".join(parts).encode(encoding, errors="zisson-sim-xml")

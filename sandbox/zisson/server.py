@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from sandbox.httpserver import SimulatorHandler, TrackingHTTPServer
-from sandbox.zisson.faults import DROP, FaultPlan, ListingFault, Shift
+from sandbox.zisson.faults import DROP, FaultPlan, ListingFault, Shift, XmlEncoding
 from sandbox.zisson.render import contacts_document
 from sandbox.zisson.store import (
     EMPTY_USER,
@@ -194,9 +194,12 @@ def _routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
     def get_contacts(request: Request) -> Response:
         account = state.authenticate(request.header("Authorization"))
         listing = faults.served_listing(account.guid, state.listing(account.guid))
-        response = Response(
-            200, contacts_document(listing), {"Content-Type": "application/xml; charset=utf-8"}
-        )
+        how = faults.xml_encoding(account.guid)
+        content_type = "application/xml"
+        if how.charset is not None:
+            content_type += f"; charset={how.charset}"
+        document = contacts_document(listing, encoding=how.encoding, declaration=how.declaration)
+        response = Response(200, document, {"Content-Type": content_type})
         return _truncated(response) if faults.take_truncation(account.guid) else response
 
     def refresh_token(request: Request) -> Response:
@@ -390,6 +393,14 @@ def _admin_routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
             raise refused(error) from None
         return Response(204)
 
+    def set_xml_encoding(request: Request) -> Response:
+        guid = state.account(request.params["guid"]).guid
+        try:
+            faults.set_xml_encoding(guid, XmlEncoding(**body_object(request)))
+        except (TypeError, ValueError) as error:
+            raise refused(error) from None
+        return Response(204)
+
     def truncate_listing(request: Request) -> Response:
         guid = state.account(request.params["guid"]).guid
         try:
@@ -444,6 +455,7 @@ def _admin_routes(state: ZissonState, faults: FaultPlan) -> list[Route]:
         _make_route("POST", accounts + "/listing", set_listing),
         _make_route("POST", accounts + "/listing/shift", shift_listing),
         _make_route("POST", accounts + "/listing/truncate", truncate_listing),
+        _make_route("POST", accounts + "/listing/encoding", set_xml_encoding),
         _make_route("POST", accounts + "/idempotency/forget", forget_keys),
         _make_route("POST", "/_sim/faults/preconditions", fail_preconditions),
         _make_route("POST", "/_sim/faults/idempotency", set_idempotency),

@@ -15,6 +15,7 @@ from sandbox.zisson.faults import (
     ReplayMatch,
     Shift,
     ShiftKind,
+    XmlEncoding,
 )
 from sandbox.zisson.server import ZissonHttpServer
 from sandbox.zisson.store import EMPTY_USER, ZissonState
@@ -183,6 +184,27 @@ class ZissonSimulator(ServedSimulator):
         HTTP framing intact: the response is complete, its document is not."""
         self._state.account(customer_guid)
         self._faults.truncate_listing(customer_guid, times)
+
+    def set_xml_encoding(
+        self,
+        customer_guid: str,
+        encoding: str = "utf-8",
+        *,
+        charset: str | None = "utf-8",
+        declaration: str | None = "utf-8",
+    ) -> None:
+        """Write the account's GetContacts document in `encoding` (a Python codec name),
+        with `charset` as the Content-Type's charset (None: no charset parameter) and
+        `declaration` as the XML declaration's encoding (None: no declaration), until
+        called again; the defaults are the normal UTF-8 answer. The three need not agree,
+        as with legacy servers: Latin-1 bytes declared nowhere, windows-1252 bytes
+        declared ISO-8859-1, a declaration the HTTP header contradicts. A lone surrogate
+        U+DC80..U+DCFF in a raw XML fragment (`put_raw`) is written as the byte
+        0x80..0xFF, for bytes no encoding decodes."""
+        self._state.account(customer_guid)
+        self._faults.set_xml_encoding(
+            customer_guid, XmlEncoding(encoding=encoding, charset=charset, declaration=declaration)
+        )
 
     # -- writes that do not go as asked --------------------------------------------------
     # ASSUMED contract, see connectors/zisson/write_api.py; replays after the IETF draft

@@ -182,6 +182,24 @@ async def operator_does_the_tasks(world: SyncWorld) -> None:
             world.put_user(record)
 
 
+def story_of(world: SyncWorld) -> list[str]:
+    """What happened, for a failure with PDSYNC_CHAOS_DEBUG=1: both sides, the links and
+    every run's events (ids and field names only)."""
+    lines = [f"USER {u['id']} {u['emails']} {u['title']}" for u in world.users()]
+    lines += [f"CARD {i} {d['emails']}" for i, d in world.card().items()]
+    lines += [
+        f"LINK {link.id} { {s: m.external_id for s, m in link.members.items()} }"
+        for link in world.store.load_state(CUSTOMER).links.values()
+    ]
+    for run in reversed(world.store.list_runs(customer_id=CUSTOMER, limit=500)):
+        lines.append(f"RUN {run.id[:8]} {run.status} {run.trigger}")
+        lines += [
+            f"    {e.event} {e.system} {dict(e.detail)}"
+            for e in world.store.run_events(run_id=run.id)
+        ]
+    return lines
+
+
 def approve(world: SyncWorld, held: dict[str, Any]) -> None:
     """What a held run asks for, approved, as `pdsync sync --approve-…` would."""
     kind, count = {
@@ -245,22 +263,10 @@ async def test_chaos_then_calm_leaves_every_system_holding_the_card(
                 break
         else:
             held_now = Counter(str(u["emails"]) for u in world.users())
-            if os.environ.get("PDSYNC_CHAOS_DEBUG"):
-                for m in report.plan.members if report.plan else ():
-                    print("MEMBER", m.link_id, m.system, m.external_id, dict(m.fingerprints))
-                for u in world.users():
-                    print("USER", u["id"], u["emails"], u["title"])
-                for doc_id, doc in world.card().items():
-                    print("CARD", doc_id, doc["emails"])
-                for link in world.store.load_state(CUSTOMER).links.values():
-                    print("LINK", link.id, {s: m.external_id for s, m in link.members.items()})
-                for run in reversed(world.store.list_runs(customer_id=CUSTOMER, limit=500)):
-                    print("RUN", run.id[:8], run.status, run.trigger)
-                    for e in world.store.run_events(run_id=run.id):
-                        print("   ", e.event, e.system, dict(e.detail))
+            story = "\n".join(story_of(world)) if os.environ.get("PDSYNC_CHAOS_DEBUG") else ""
             raise AssertionError(
                 f"seed {seed}: no quiet run after the chaos ({statuses}): {report.summary()}"
-                f" Zisson holds {held_now}, the card {len(world.card())}"
+                f" Zisson holds {held_now}, the card {len(world.card())}\n{story}"
             )
 
         card = Counter(d["emails"][0] for d in world.card().values())
