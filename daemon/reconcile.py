@@ -122,8 +122,9 @@ class _Group:
     held: bool = False  # under review: who it is is not known, so nothing is done with it
     # Systems whose record this read missed for the first time (not yet believed gone),
     # and systems whose record is back after such a miss.
-    missed: set[str] = field(default_factory=set)
-    back: set[str] = field(default_factory=set)
+    # (Immutable and shared while empty: a plan holds a group per contact.)
+    missed: frozenset[str] = frozenset()
+    back: frozenset[str] = frozenset()
 
 
 @contextlib.contextmanager
@@ -165,7 +166,7 @@ class Reconciler:
                     seen[system].add(member.external_id)
                     situations[system][Situation.LINKED] += 1
                     if member.fingerprints.get(MISSED) == _MISSED_MARK:
-                        group.back.add(system)
+                        group.back |= {system}
                 elif member.external_id in views[system].quarantined:
                     pass
                 elif (
@@ -176,7 +177,7 @@ class Reconciler:
                     # outage, a lagging replica): a record is gone when two reads in a
                     # row miss it. The authority (the card: one consistent read) is
                     # believed at once.
-                    group.missed.add(system)
+                    group.missed |= {system}
                     situations[system]["missed_once"] += 1
                 else:
                     situations[system][Situation.DELETED] += 1
@@ -364,7 +365,7 @@ class _Linker:
     def _join(self, i: int, record: ContactRecord) -> None:
         group = self.groups[i]
         group.records[self.system] = record
-        group.missed.discard(self.system)  # its record is found, under another id
+        group.missed -= {self.system}  # its record is found, under another id
         self.situations[Situation.UNLINKED] += 1
 
     def _new_group(self, record: ContactRecord) -> _Group:
