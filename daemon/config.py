@@ -177,6 +177,16 @@ class RetentionConfig(_Model):
     interval_seconds: int = Field(default=6 * 3600, ge=10)
 
 
+# The data processor, as the data processing statement names it.
+DEFAULT_PROCESSOR_NAME = "We4you AS"
+
+
+class ProcessorConfig(_Model):
+    """The data processor running pdsync: named on deletion certificates."""
+
+    name: str = Field(default=DEFAULT_PROCESSOR_NAME, min_length=1)
+
+
 class SubprocessorConfig(_Model):
     """A subprocessor as the register (and every processing report) names it."""
 
@@ -265,6 +275,7 @@ class Settings(BaseSettings):
     erasure: ErasureConfig = ErasureConfig()
     retention: RetentionConfig = RetentionConfig()
     ledger: LedgerConfig = LedgerConfig()
+    processor: ProcessorConfig = ProcessorConfig()
     systems: SystemsConfig = SystemsConfig()
     customers: list[CustomerConfig] = Field(default_factory=list)
     # The register of subprocessors, per system; DEFAULT_SUBPROCESSORS where not given.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from daemon.certificate import (
@@ -15,7 +15,7 @@ from daemon.certificate import (
     issue_certificate,
 )
 from daemon.certificate import evidence as erasure_evidence
-from daemon.config import ConfigError, Settings
+from daemon.config import DEFAULT_PROCESSOR_NAME, ConfigError, Settings
 from daemon.domain import Residual
 from daemon.ledger import Ledger, Signer, Verifier
 from daemon.store import ErasureRow, Store
@@ -46,11 +46,22 @@ def trusted_verifiers(settings: Settings) -> dict[str, Verifier]:
 
 
 class Certifier:
-    """Issues the signed deletion certificate of a completed erasure."""
+    """Issues the signed deletion certificate of a completed erasure, naming the
+    processor and the customer (by the names configured; a customer no longer configured
+    is named by its id only)."""
 
-    def __init__(self, ledger: Ledger, signer: Signer) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        signer: Signer,
+        *,
+        processor: str = DEFAULT_PROCESSOR_NAME,
+        customer_names: Mapping[str, str] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.signer = signer
+        self.processor = processor
+        self.customer_names = dict(customer_names or {})
 
     def __call__(self, row: ErasureRow, residuals: Sequence[Residual]) -> str:
         masked = row.masked or {}
@@ -77,6 +88,8 @@ class Certifier:
             shared=MaskedIdentifiers(**erasure_evidence.shared_identifiers(row.strengths, masked)),
             left_alone=erasure_evidence.left_alone(row.outcome, masked),
             included=erasure_evidence.included_counts(row.outcome),
+            processor=self.processor,
+            customer_name=self.customer_names.get(row.customer_id, ""),
             requested_by=row.requested_by,
             reason=row.reason,
             requested_at=row.requested_at,
@@ -91,4 +104,9 @@ def certifier_for(settings: Settings, ledger: Ledger | None) -> Certifier | None
     signer = signer_from(settings)
     if signer is None or ledger is None:
         return None
-    return Certifier(ledger, signer)
+    return Certifier(
+        ledger,
+        signer,
+        processor=settings.processor.name,
+        customer_names={c.id: c.name for c in settings.customers},
+    )

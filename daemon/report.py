@@ -47,8 +47,11 @@ class Activity:
     syncs_failed: int
     changes: int  # records created, updated or deleted by those syncs
     retention_runs: int
-    deleted_by_retention: int
+    deleted_by_retention: int  # in all systems; what it was, per system, below
     last_sync: datetime | None
+    # Per system: what the retention runs deleted there (Outlook: mail messages;
+    # Firestore: documents on the customer card), systems with nothing deleted left out.
+    deleted_by_system: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,7 +60,9 @@ class ProcessingReport:
     customer_name: str
     generated_at: datetime
     erased: bool  # the whole customer was erased; nothing of it is processed any more
-    since: datetime | None  # when pdsync first linked a contact of the customer
+    # When pdsync first linked a contact of the customer; kept when that contact leaves
+    # or is erased (the store records it).
+    since: datetime | None
     systems: tuple[SystemSection, ...]
     activity: Activity
     erasures_completed: int
@@ -163,20 +168,22 @@ def _activity(store: Store, customer_id: str, now: datetime) -> Activity:
         for key, n in dict(r.summary.get("applied") or {}).items()
         if str(key).endswith(".applied")
     )
-    deleted = sum(
-        int(dict(part.get("results") or {}).get("applied", 0))
-        for r in retention
-        for part in r.summary.values()
-        if isinstance(part, dict)
-    )
+    deleted: dict[str, int] = {}
+    for r in retention:
+        for system, part in r.summary.items():
+            if isinstance(part, dict):
+                n = int(dict(part.get("results") or {}).get("applied", 0))
+                if n:
+                    deleted[str(system)] = deleted.get(str(system), 0) + n
     finished = [r.finished_at for r in syncs if r.status == "completed" and r.finished_at]
     return Activity(
         syncs=len(syncs),
         syncs_failed=sum(1 for r in syncs if r.status == "failed"),
         changes=changes,
         retention_runs=len(retention),
-        deleted_by_retention=deleted,
+        deleted_by_retention=sum(deleted.values()),
         last_sync=max(finished, default=None),
+        deleted_by_system=dict(sorted(deleted.items())),
     )
 
 
@@ -216,7 +223,8 @@ _WORDS: dict[str, dict[Language, str]] = {
     "failed": {"en": "failed", "no": "feilet"},
     "changes": {"en": "records changed", "no": "endrede oppføringer"},
     "retention_runs": {"en": "retention runs", "no": "kjøringer av sletteregler"},
-    "deleted": {"en": "messages deleted by them", "no": "meldinger slettet av dem"},
+    "deleted": {"en": "deleted by them", "no": "slettet av dem"},
+    "nothing": {"en": "nothing", "no": "ingenting"},
     "last_sync": {"en": "last sync", "no": "siste synkronisering"},
     "erasures": {"en": "Erasure requests", "no": "Slettebegjæringer"},
     "completed": {"en": "completed", "no": "fullført"},
@@ -224,6 +232,38 @@ _WORDS: dict[str, dict[Language, str]] = {
     "casework": {"en": "Open casework", "no": "Åpne saker"},
     "never": {"en": "never", "no": "aldri"},
 }
+
+
+# What a retention run deletes in each system, (one, many) per language: mail in
+# Outlook, documents on the customer card in Firestore.
+_UNITS: dict[str, dict[Language, tuple[str, str]]] = {
+    "outlook": {
+        "en": ("mail message", "mail messages"),
+        "no": ("e-postmelding", "e-postmeldinger"),
+    },
+    "firestore": {
+        "en": ("card document", "card documents"),
+        "no": ("dokument på kundekortet", "dokumenter på kundekortet"),
+    },
+    "zisson": {"en": ("contact", "contacts"), "no": ("kontakt", "kontakter")},
+}
+_ITEMS: dict[Language, tuple[str, str]] = {"en": ("item", "items"), "no": ("element", "elementer")}
+
+
+def counted(system: str, n: int, language: Language = "en") -> str:
+    """`n` of what `system` holds, in words: "3 mail messages", "1 card document"."""
+    one, many = _UNITS.get(system, {}).get(language) or _ITEMS[language]
+    return f"{n} {one if n == 1 else many}"
+
+
+def describe_deleted(activity: Activity, language: Language = "en") -> str:
+    """What the retention runs deleted, per system in its own words:
+    "12 mail messages (outlook), 3 card documents (firestore)"; "nothing" when none."""
+    parts = [
+        f"{counted(system, n, language)} ({system})"
+        for system, n in activity.deleted_by_system.items()
+    ]
+    return ", ".join(parts) or _WORDS["nothing"][language]
 
 
 def render_text(report: ProcessingReport, language: Language = "en") -> str:
@@ -260,7 +300,7 @@ def render_text(report: ProcessingReport, language: Language = "en") -> str:
         "",
         f"{w('activity')}: {a.syncs} {w('syncs')} ({a.syncs_failed} {w('failed')}),"
         f" {a.changes} {w('changes')}, {a.retention_runs} {w('retention_runs')},"
-        f" {a.deleted_by_retention} {w('deleted')}; {w('last_sync')}: {when(a.last_sync)}",
+        f" {w('deleted')}: {describe_deleted(a, language)}; {w('last_sync')}: {when(a.last_sync)}",
         f"{w('erasures')}: {report.erasures_completed} {w('completed')},"
         f" {report.erasures_open} {w('open')}",
         f"{w('casework')}: "

@@ -27,7 +27,7 @@ from daemon.api.routes_erasure import erasure_out
 from daemon.api.routes_ops import connector_residuals, list_customers
 from daemon.incidents import PREFIX as INCIDENT
 from daemon.logs import scrub
-from daemon.report import build_report
+from daemon.report import build_report, describe_deleted
 from daemon.store import EventLevel, RunRow
 
 router = APIRouter(include_in_schema=False)
@@ -66,6 +66,7 @@ def _when(value: datetime | None) -> str:
 
 
 _env.filters["when"] = _when
+_env.filters["deleted"] = describe_deleted
 
 
 def render(template: str, status: int = 200, **values: Any) -> HTMLResponse:

@@ -23,11 +23,17 @@ from daemon.domain import Residual, Subject
 from daemon.ledger import canonical
 from daemon.ledger.entry import Checkpoint
 
-# v2 adds what a subject erasure left alone (`shared`, `left_alone`, `included`); a v1
-# certificate reads and verifies as it was issued.
+# v2 adds what a subject erasure left alone (`shared`, `left_alone`, `included`); v3 names
+# the processor that erased and the customer it erased for (`processor`,
+# `customer_name`). Older certificates read and verify as they were issued.
 CERTIFICATE_VERSION_1 = "pdsync-certificate-v1"
-CERTIFICATE_VERSION = "pdsync-certificate-v2"
-CERTIFICATE_VERSIONS = (CERTIFICATE_VERSION_1, CERTIFICATE_VERSION)
+CERTIFICATE_VERSION_2 = "pdsync-certificate-v2"
+CERTIFICATE_VERSION_3 = "pdsync-certificate-v3"
+CERTIFICATE_VERSION = CERTIFICATE_VERSION_3
+CERTIFICATE_VERSIONS = (CERTIFICATE_VERSION_1, CERTIFICATE_VERSION_2, CERTIFICATE_VERSION_3)
+# Versions that carry the evidence fields (v2 on), and the names (v3 on).
+_WITH_EVIDENCE = frozenset({CERTIFICATE_VERSION_2, CERTIFICATE_VERSION_3})
+_WITH_NAMES = frozenset({CERTIFICATE_VERSION_3})
 # The kind of the ledger entry that records a certificate's digest.
 CERTIFICATE_KIND = "certificate.issued"
 
@@ -185,26 +191,48 @@ class CertificateFacts:
     left_alone: tuple[LeftAlone, ...] = ()
     # Per system: ambiguous items an admin included, and so were erased.
     included: Mapping[str, int] = field(default_factory=dict)
+    # The data processor that erased (config `processor.name`), and the customer (the
+    # controller) by name, as configured when the certificate was issued; "" when the
+    # customer was no longer configured. Both from v3 on.
+    processor: str = ""
+    customer_name: str = ""
     version: str = CERTIFICATE_VERSION
 
     def __post_init__(self) -> None:
         if self.version not in CERTIFICATE_VERSIONS:
             raise ValueError(f"unknown certificate version {self.version!r}")
-        if self.version == CERTIFICATE_VERSION_1 and (
+        if self.version not in _WITH_EVIDENCE and (
             self.shared != MaskedIdentifiers() or self.left_alone or self.included
         ):
-            raise ValueError(f"{CERTIFICATE_VERSION_1} has no evidence fields")
+            raise ValueError(f"{self.version} has no evidence fields")
+        if self.version in _WITH_NAMES:
+            if not self.processor.strip():
+                raise ValueError(f"{self.version} names the processor: processor is empty")
+        elif self.processor or self.customer_name:
+            raise ValueError(f"{self.version} has no processor or customer name")
         if any(n < 0 for n in self.included.values()):
             raise ValueError("included counts cannot be negative")
 
+    @property
+    def has_evidence(self) -> bool:
+        """Whether this version lists what was left alone (v2 on)."""
+        return self.version in _WITH_EVIDENCE
+
+    @property
+    def has_names(self) -> bool:
+        """Whether this version names the processor and the customer (v3 on)."""
+        return self.version in _WITH_NAMES
+
     def to_dict(self) -> dict[str, Any]:
         evidence: dict[str, Any] = {}
-        if self.version != CERTIFICATE_VERSION_1:
+        if self.has_evidence:
             evidence = {
                 "shared": self.shared.to_dict(),
                 "left_alone": [group.to_dict() for group in self.left_alone],
                 "included": dict(self.included),
             }
+        if self.has_names:
+            evidence |= {"processor": self.processor, "customer_name": self.customer_name}
         return {
             **evidence,
             "version": self.version,
@@ -231,12 +259,14 @@ class CertificateFacts:
         if version not in CERTIFICATE_VERSIONS:
             raise ValueError(f"unknown certificate version {version!r}")
         evidence: dict[str, Any] = {}
-        if version != CERTIFICATE_VERSION_1:
+        if version in _WITH_EVIDENCE:
             evidence = {
                 "shared": MaskedIdentifiers.read(r.obj("shared")),
                 "left_alone": tuple(LeftAlone.read(x) for x in r.objs("left_alone")),
                 "included": r.counts("included"),
             }
+        if version in _WITH_NAMES:
+            evidence |= {"processor": r.text("processor"), "customer_name": r.text("customer_name")}
         return cls(
             **evidence,
             version=version,

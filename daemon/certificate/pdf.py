@@ -1,20 +1,27 @@
 """The certificate as a PDF for people, in Norwegian and English.
 
 The PDF is a readable copy; the signed JSON file is the proof, and the PDF prints its
-SHA-256 and how to check it. Text is set in the PDF core fonts (Helvetica, Courier),
-whose Latin-1 covers Norwegian (æ ø å Æ Ø Å) and needs no font file; a character
-outside Latin-1 is printed without its accent, or as "?" (the JSON keeps it as is).
+SHA-256 and how to check it. Text is set in Fira Sans, a Unicode TrueType font shipped
+by the `fontpkg-fira-sans` package and embedded (subset) in the PDF: Norwegian and Sami
+letters, €, dashes and curly quotes print as they are. Hex digests and the verify
+command are set in the core font Courier (ASCII). A character the font lacks is printed
+without its accent, or as "?" (the JSON keeps it as is).
 """
 
 from __future__ import annotations
 
+import functools
 import unicodedata
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from importlib import resources
+from pathlib import Path
 
+from fontTools.ttLib import TTFont
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from daemon.certificate.model import CERTIFICATE_VERSION_1, Certificate, Outcome, Scope
+from daemon.certificate.model import Certificate, Outcome, Scope
 
 TITLE = "Slettebekreftelse / Deletion certificate"
 VERIFY_COMMAND = "pdsync certificate verify FILE"
@@ -37,20 +44,66 @@ _LABEL_WIDTH = 76.0  # mm: "Bekreftet fraværende / Verified absent" in 10 pt bo
 _HEX_PER_LINE = 64
 
 
-def _latin1(text: str) -> str:
-    """`text` in the core fonts' Latin-1: accents dropped where needed, else "?"."""
+# The text font: the package that ships it, and its files per style ("" and bold).
+FONT_FAMILY = "FiraSans"
+_FONT_PACKAGE = "fontpkg_fira_sans"
+_FONT_FILES = {"": "FiraSans-Regular.ttf", "B": "FiraSans-Bold.ttf"}
+_MONO = "Courier"  # a core font: Latin-1
+
+
+@functools.cache
+def font_files() -> dict[str, Path]:
+    """The text font's files per style; raises FileNotFoundError when not installed."""
+    root = resources.files(_FONT_PACKAGE).joinpath("files")
+    paths = {style: Path(str(root.joinpath(name))) for style, name in _FONT_FILES.items()}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the certificate font is missing: {', '.join(missing)}")
+    return paths
+
+
+@functools.cache
+def _font_covers() -> frozenset[int]:
+    """The code points every style of the text font has a glyph for."""
+    covered: frozenset[int] | None = None
+    for path in font_files().values():
+        font = TTFont(path, lazy=True)
+        try:
+            cmap = frozenset(font.getBestCmap())
+        finally:
+            font.close()
+        covered = cmap if covered is None else covered & cmap
+    return covered or frozenset()
+
+
+def _printable(text: str, covered: Callable[[int], bool]) -> str:
+    """`text` with what the font lacks replaced: accents dropped where that helps, else
+    "?". Line breaks stay."""
     out: list[str] = []
     for ch in text:
-        if ord(ch) < 256:
+        if ch == "\n" or covered(ord(ch)):
             out.append(ch)
             continue
         base = "".join(
             c
             for c in unicodedata.normalize("NFKD", ch)
-            if ord(c) < 256 and not unicodedata.combining(c)
+            if covered(ord(c)) and not unicodedata.combining(c)
         )
         out.append(base or "?")
     return "".join(out)
+
+
+def _in_font(text: str) -> str:
+    return _printable(text, _font_covers().__contains__)
+
+
+def _latin1(text: str) -> str:
+    """`text` in the core fonts' Latin-1: accents dropped where needed, else "?"."""
+    return _printable(text, lambda code: code < 256)
+
+
+def _joined(values: Iterable[str]) -> str:
+    return ", ".join(values)
 
 
 def _when(value: datetime | None) -> str:
@@ -66,14 +119,16 @@ class _Document:
         self.pdf.set_title(TITLE)
         self.pdf.set_subject(f"{cert.facts.customer_id} {cert.facts.request_id}")
         self.pdf.set_creator("pdsync")
+        for style, path in font_files().items():
+            self.pdf.add_font(FONT_FAMILY, style=style, fname=path)
         self.pdf.add_page()
 
     def text(self, text: str, *, size: float = 10, bold: bool = False, mono: bool = False) -> None:
-        self.pdf.set_font("Courier" if mono else "Helvetica", style="B" if bold else "", size=size)
+        self.pdf.set_font(_MONO if mono else FONT_FAMILY, style="B" if bold else "", size=size)
         self.pdf.multi_cell(
             0,
             _LINE if size <= 10 else size * 0.6,
-            _latin1(text),
+            _latin1(text) if mono else _in_font(text),
             new_x=XPos.LMARGIN,
             new_y=YPos.NEXT,
         )
@@ -83,10 +138,10 @@ class _Document:
         self.text(text, size=12, bold=True)
 
     def field(self, label: str, value: str) -> None:
-        self.pdf.set_font("Helvetica", style="B", size=10)
-        self.pdf.cell(_LABEL_WIDTH, _LINE, _latin1(label))
-        self.pdf.set_font("Helvetica", size=10)
-        self.pdf.multi_cell(0, _LINE, _latin1(value) or "-", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.set_font(FONT_FAMILY, style="B", size=10)
+        self.pdf.cell(_LABEL_WIDTH, _LINE, _in_font(label))
+        self.pdf.set_font(FONT_FAMILY, size=10)
+        self.pdf.multi_cell(0, _LINE, _in_font(value) or "-", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def hex(self, label: str, value: str) -> None:
         self.text(label, bold=True)
@@ -127,24 +182,42 @@ def render_pdf(cert: Certificate) -> bytes:
     facts, proof = cert.facts, cert.ledger
     doc = _Document(cert)
     doc.text(TITLE, size=18, bold=True)
-    doc.text(
-        "Denne bekreftelsen dokumenterer at personopplysninger er slettet på kundens vegne, "
-        "hvor, når og hvordan det er kontrollert. / This certificate documents that personal "
-        "data was deleted on the customer's behalf: where, when, and how it was checked."
-    )
+    if facts.has_names:
+        customer = facts.customer_name or facts.customer_id
+        doc.text(
+            f"Denne bekreftelsen dokumenterer at {facts.processor} som databehandler har "
+            f"slettet personopplysninger på vegne av {customer} (behandlingsansvarlig): hvor, "
+            f"når og hvordan det er kontrollert. / This certificate documents that "
+            f"{facts.processor}, as data processor, deleted personal data on behalf of "
+            f"{customer} (the controller): where, when, and how it was checked."
+        )
+    else:
+        doc.text(
+            "Denne bekreftelsen dokumenterer at personopplysninger er slettet på kundens "
+            "vegne, hvor, når og hvordan det er kontrollert. / This certificate documents that "
+            "personal data was deleted on the customer's behalf: where, when, and how it was "
+            "checked."
+        )
 
     doc.heading("Forespørsel / Request")
     doc.field("Forespørsel / Request", facts.request_id)
-    doc.field("Kunde / Customer", facts.customer_id)
+    if facts.has_names:
+        doc.field("Databehandler / Processor", facts.processor)
+        name = f"{facts.customer_name} ({facts.customer_id})" if facts.customer_name else ""
+        doc.field("Kunde / Customer", name or facts.customer_id)
+    else:
+        doc.field("Kunde / Customer", facts.customer_id)
     doc.field("Omfang / Scope", _SCOPE[facts.scope])
     ids = facts.identifiers
-    doc.field("E-post / E-mail", ", ".join(ids.emails))
-    doc.field("Telefon / Phone", ", ".join(ids.phones))
-    doc.field("Navn / Name", ", ".join(ids.names))
-    if facts.version != CERTIFICATE_VERSION_1:
+    doc.field("E-post / E-mail", _joined(ids.emails))
+    doc.field("Telefon / Phone", _joined(ids.phones))
+    doc.field("Navn / Name", _joined(ids.names))
+    if facts.has_evidence:
         shared = [*facts.shared.emails, *facts.shared.phones]
-        doc.field("Delte / Shared", ", ".join(shared) or "ingen / none")
-    doc.field("Bestilt av / Requested by", facts.requested_by)
+        doc.field("Delte / Shared", _joined(shared) or "ingen / none")
+    # Who registered the request at the processor (an operator's account), not the
+    # customer: the customer is named above.
+    doc.field("Registrert av / Registered by", facts.requested_by)
     doc.field("Begrunnelse / Reason", facts.reason)
     doc.field("Mottatt / Requested", _when(facts.requested_at))
     doc.field("Fullført / Completed", _when(facts.completed_at))
@@ -161,7 +234,7 @@ def render_pdf(cert: Certificate) -> bytes:
         doc.field("Bekreftet fraværende / Verified absent", absent)
         doc.field("Kontrollert / Checked", _when(result.verified_at))
 
-    if facts.version != CERTIFICATE_VERSION_1:
+    if facts.has_evidence:
         _left_alone(doc, cert)
 
     doc.heading("Gjenværende lagring / Residual retention")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,9 +29,19 @@ from daemon.store.schema import (
     link_members,
     links,
     manual_tasks,
+    store_meta,
     tombstones,
 )
 from daemon.store.schema import fingerprints as fingerprint_table
+
+# store_meta holds, per customer, when its first link was made: links go when contacts
+# leave or are erased, the date the processing began stays. Named by a digest of the
+# customer id (store_meta names are short); the value is the UTC time in ISO form.
+_FIRST_LINK = "first_link/"
+
+
+def _first_link_name(customer_id: str) -> str:
+    return _FIRST_LINK + hashlib.sha256(customer_id.encode("utf-8")).hexdigest()[:48]
 
 
 class DirectoryMixin(StoreBase):
@@ -132,15 +143,45 @@ class DirectoryMixin(StoreBase):
         )
 
     def first_linked_at(self, customer_id: str) -> datetime | None:
-        """When the oldest link the customer still has was made (None: no links)."""
+        """When the customer's first link ever was made (None: it never had one).
+
+        Kept when links go (a contact leaves the card, a subject is erased): recorded
+        when links are made or removed; for a store from before that record, the oldest
+        link it still has (and recorded from then on)."""
+        name = _first_link_name(customer_id)
         with self._read() as conn:
-            found: datetime | None = conn.scalar(
-                sa.select(links.c.created_at)  # the column's type: a UTC datetime on both
-                .where(links.c.customer_id == customer_id)
-                .order_by(links.c.created_at)
-                .limit(1)
-            )
+            value = conn.scalar(sa.select(store_meta.c.value).where(store_meta.c.name == name))
+            oldest = self._oldest_link(conn, customer_id) if value is None else None
+        if value is not None:
+            return datetime.fromisoformat(bytes(value).decode("ascii")).astimezone(UTC)
+        if oldest is None:
+            return None
+        with self._write() as conn:
+            self._remember_first_link(conn, customer_id)
+        return oldest
+
+    def _oldest_link(self, conn: Connection, customer_id: str) -> datetime | None:
+        found: datetime | None = conn.scalar(
+            sa.select(links.c.created_at)  # the column's type: a UTC datetime on both
+            .where(links.c.customer_id == customer_id)
+            .order_by(links.c.created_at)
+            .limit(1)
+        )
         return found
+
+    def _remember_first_link(self, conn: Connection, customer_id: str) -> None:
+        """Record the customer's oldest link as its first, unless one is recorded."""
+        name = _first_link_name(customer_id)
+        if conn.scalar(sa.select(store_meta.c.name).where(store_meta.c.name == name)):
+            return
+        oldest = self._oldest_link(conn, customer_id)
+        if oldest is None:
+            return
+        conn.execute(
+            self._upsert(store_meta)
+            .values(name=name, value=oldest.astimezone(UTC).isoformat().encode("ascii"))
+            .on_conflict_do_nothing(index_elements=[store_meta.c.name])
+        )
 
     def create_link(self, customer_id: str) -> str:
         """A new, empty link for the customer; returns its id (a UUID)."""
@@ -149,6 +190,7 @@ class DirectoryMixin(StoreBase):
             conn.execute(
                 sa.insert(links).values(id=link_id, customer_id=customer_id, created_at=utcnow())
             )
+            self._remember_first_link(conn, customer_id)
         return link_id
 
     def set_member(
@@ -209,6 +251,7 @@ class DirectoryMixin(StoreBase):
                 self._upsert(links).on_conflict_do_nothing(index_elements=[links.c.id]),
                 [{"id": i, "customer_id": customer_id, "created_at": now} for i in link_ids],
             )
+            self._remember_first_link(conn, customer_id)
             for chunk in _chunks(link_ids):
                 # Row locks on PostgreSQL: membership changes of one link run in turn.
                 owners = conn.execute(
@@ -298,6 +341,7 @@ class DirectoryMixin(StoreBase):
                 .where(link_members.c.link_id == link_id)
             )
             if not left:
+                self._remember_first_link(conn, customer_id)  # a store from before the record
                 conn.execute(sa.delete(links).where(links.c.id == link_id))
         return removed > 0
 

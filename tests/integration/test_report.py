@@ -12,14 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from click.testing import Result
 from typer.testing import CliRunner
 
-from daemon import config
+from daemon import config, normalize
 from daemon.api.app import create_app
 from daemon.cli import app as cli
 from daemon.report import build_report, render_text
-from daemon.store import Store
+from daemon.store import ErasureState, Store
+from daemon.store.schema import links, store_meta
 from tests.integration.sync_world import CUSTOMER, SyncWorld
 from tests.integration.test_sync import NAMES, person
 
@@ -156,3 +158,110 @@ def test_an_unknown_system_in_the_register_is_refused(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     with pytest.raises(config.ConfigError, match=r"subprocessors.fax: not a system pdsync knows"):
         config.load(path)
+
+
+def test_retention_runs_are_worded_per_system(tmp_path: Path) -> None:
+    settings = config.load(EXAMPLE)
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", master_key=bytes(32))
+    try:
+
+        def retention_run(summary: dict[str, object]) -> None:
+            run = store.start_run("retention", customer_id="acme", trigger="schedule")
+            store.finish_run(run, "completed", summary)
+
+        retention_run({"firestore": {"expired": 1, "results": {"applied": 1}}})
+        only_card = build_report(settings, store, "acme")
+        retention_run(
+            {
+                "firestore": {"expired": 2, "results": {"applied": 2}},
+                "outlook": {"expired": 12, "results": {"applied": 12}},
+            }
+        )
+        both = build_report(settings, store, "acme")
+    finally:
+        store.close()
+
+    [activity] = [line for line in render_text(only_card).splitlines() if "retention" in line]
+    assert "1 retention runs, deleted by them: 1 card document (firestore);" in activity
+    assert "message" not in activity
+    assert "slettet av dem: 1 dokument på kundekortet (firestore);" in render_text(only_card, "no")
+    assert both.activity.deleted_by_system == {"firestore": 3, "outlook": 12}
+    assert both.activity.deleted_by_retention == 15
+    assert "deleted by them: 3 card documents (firestore), 12 mail messages (outlook);" in (
+        render_text(both)
+    )
+    assert (
+        "slettet av dem: 3 dokumenter på kundekortet (firestore), 12 e-postmeldinger (outlook);"
+        in render_text(both, "no")
+    )
+    assert json.loads(both.to_json())["activity"]["deleted_by_system"] == {
+        "firestore": 3,
+        "outlook": 12,
+    }
+
+
+def test_processed_since_is_the_first_link_ever_and_survives_erasures(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", master_key=bytes(32))
+    try:
+        assert store.first_linked_at("acme") is None
+        first = store.create_link("acme")
+        store.set_member("acme", first, "zisson", "z-1", None, {})
+        since = store.first_linked_at("acme")
+        assert since is not None
+        later = store.create_link("acme")
+        store.set_member("acme", later, "zisson", "z-2", None, {})
+        with store._engine.begin() as conn:  # the second link made a while after
+            conn.execute(
+                sa.update(links)
+                .where(links.c.id == later)
+                .values(created_at=since + timedelta(days=3))
+            )
+        assert store.remove_member("acme", first, "zisson")  # the oldest contact goes
+        assert store.first_linked_at("acme") == since
+        assert store.remove_member("acme", later, "zisson")  # and the last one
+        assert store.first_linked_at("acme") == since
+        assert store.first_linked_at("other") is None
+
+        # A store from before the first link was recorded: the oldest link it still has,
+        # recorded from then on.
+        old = store.create_link("legacy")
+        store.set_member("legacy", old, "zisson", "z-3", None, {})
+        newer = store.create_link("legacy")
+        store.set_member("legacy", newer, "zisson", "z-4", None, {})
+        with store._engine.begin() as conn:
+            conn.execute(
+                sa.update(links)
+                .where(links.c.id == old)
+                .values(created_at=since - timedelta(days=400))
+            )
+            conn.execute(sa.delete(store_meta).where(store_meta.c.name.like("first_link/%")))
+        recorded = store.first_linked_at("legacy")
+        assert recorded == since - timedelta(days=400)
+        store.remove_member("legacy", old, "zisson")
+        assert store.first_linked_at("legacy") == recorded
+        assert store.first_linked_at("acme") is None  # its record went with the others
+    finally:
+        store.close()
+
+
+async def test_processed_since_stays_when_the_first_contact_is_erased(world: SyncWorld) -> None:
+    await world.put_card([person(0)])
+    await world.settle()
+    since = build_report(world.settings, world.store, CUSTOMER).since
+    assert since is not None
+    await asyncio.sleep(0.05)  # the next contacts are linked later
+    await world.put_card([person(1), person(2)])
+    await world.settle()
+
+    service = world.erasure()
+    subject = normalize.parse_subject(emails=["person0@fjord.no"])
+    request = service.request(
+        CUSTOMER, scope="subject", subject=subject, requested_by="ops", reason="ticket 4711"
+    )
+    row = await service.advance(request)
+    assert row.state is ErasureState.COMPLETED
+
+    report = build_report(world.settings, world.store, CUSTOMER)
+    assert [s.contacts for s in report.systems] == [2, 2]
+    assert report.since == since
+    assert f"Processed since: {since:%Y-%m-%d %H:%M} UTC" in render_text(report)

@@ -72,6 +72,8 @@ def make_facts(**changes: object) -> CertificateFacts:
         requested_at=T0,
         completed_at=T0 + timedelta(minutes=5),
         issued_at=T0 + timedelta(minutes=6),
+        processor="We4you AS",
+        customer_name="Fjordbakeriet AS – “Bakeriet”",
     )
     return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
 
@@ -288,14 +290,14 @@ def test_items_left_alone_and_shared_identifiers_are_certified(signer: Signer) -
 
 
 def test_a_v1_certificate_still_reads_and_verifies(signer: Signer) -> None:
-    facts = make_facts(version="pdsync-certificate-v1")
+    facts = make_facts(version="pdsync-certificate-v1", processor="", customer_name="")
     cert = issue_certificate(facts, ledger=Ledger(MemoryLedgerStore(), signer), signer=signer)
     data = cert.to_json()
     assert b"left_alone" not in data and b'"pdsync-certificate-v1"' in data
     assert verify_certificate(data, trusted_key_id=signer.key_id) == []
     assert Certificate.from_json(data) == cert
     with pytest.raises(ValueError, match="no evidence fields"):
-        evidence_facts(version="pdsync-certificate-v1")
+        evidence_facts(version="pdsync-certificate-v1", processor="", customer_name="")
     # A v1 file given the new fields is not a v1 certificate any more.
     extended = cert.to_dict()
     extended["included"] = {}
@@ -309,3 +311,49 @@ def test_raw_identifiers_cannot_be_listed_as_left_alone() -> None:
         MatchedIdentifier(kind="phone", identifier="+47 ** ** ** 55", strength="personal")
     with pytest.raises(ValueError, match="do not add up"):
         LeftAlone(system="zisson", matched=(BOARD,), counts={"contact": 2}, items=("zisson:x",))
+
+
+# -- the processor and the customer by name (v3) ----------------------------------------
+
+
+def test_the_certificate_names_the_processor_and_the_customer(signer: Signer) -> None:
+    cert = issue_certificate(
+        make_facts(), ledger=Ledger(MemoryLedgerStore(), signer), signer=signer
+    )
+    data = cert.to_json()
+    assert verify_certificate(data, trusted_key_id=signer.key_id) == []
+    parsed = json.loads(data)
+    assert parsed["version"] == CERTIFICATE_VERSION == "pdsync-certificate-v3"
+    assert parsed["processor"] == "We4you AS"
+    assert parsed["customer_name"] == "Fjordbakeriet AS – “Bakeriet”"
+    assert "Fjordbakeriet AS – “Bakeriet”".encode() in data  # UTF-8, not escapes
+    assert Certificate.from_json(data) == cert
+
+    def problems_after(change: dict[str, object]) -> list[str]:
+        changed = cert.to_dict()
+        _set(changed, change)
+        return verify_certificate(canonical.encode(changed))
+
+    assert any("signature" in p for p in problems_after({"processor": "Someone Else AS"}))
+    assert any("signature" in p for p in problems_after({"customer_name": "Acme AS"}))
+    without = cert.to_dict()
+    del without["processor"]
+    assert any("processor is missing" in p for p in verify_certificate(canonical.encode(without)))
+    with pytest.raises(ValueError, match="processor is empty"):
+        make_facts(processor=" ")
+
+
+def test_a_v2_certificate_still_reads_and_verifies(signer: Signer) -> None:
+    facts = evidence_facts(version="pdsync-certificate-v2", processor="", customer_name="")
+    cert = issue_certificate(facts, ledger=Ledger(MemoryLedgerStore(), signer), signer=signer)
+    data = cert.to_json()
+    assert b'"pdsync-certificate-v2"' in data and b"left_alone" in data
+    assert b"processor" not in data and b"customer_name" not in data
+    assert verify_certificate(data, trusted_key_id=signer.key_id) == []
+    assert Certificate.from_json(data) == cert
+    with pytest.raises(ValueError, match="no processor or customer name"):
+        evidence_facts(version="pdsync-certificate-v2")
+    # A v2 file given the names is not a v2 certificate.
+    extended = cert.to_dict()
+    extended["processor"] = "We4you AS"
+    assert any("malformed" in p for p in verify_certificate(canonical.encode(extended)))

@@ -1,4 +1,5 @@
-"""The PDF: Norwegian and English, æ ø å intact, the same facts as the JSON."""
+"""The PDF: Norwegian and English, æ ø å, €, dashes and curly quotes intact (a Unicode
+font is embedded), the same facts as the JSON, the processor and the customer named."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def test_the_pdf_states_the_facts_in_both_languages(cert: Certificate) -> None:
         "Slettebekreftelse / Deletion certificate",
         "Forespørsel / Request",
         "Bekreftet fraværende / Verified absent",
+        "Databehandler / Processor",
+        "Registrert av / Registered by",
         "Gjenværende lagring / Residual retention",
         "venter på manuell sletting / manual deletion pending",
         "Nøkkel-ID / Key id",
@@ -62,15 +65,41 @@ def test_the_pdf_states_the_facts_in_both_languages(cert: Certificate) -> None:
     assert "Ødegård" not in text
 
 
-def test_characters_beyond_latin1_do_not_break_it(cert: Certificate) -> None:
+def test_euro_dashes_quotes_and_norwegian_letters_print_as_they_are(cert: Certificate) -> None:
     odd = dataclasses.replace(
         cert.facts,
-        identifiers=MaskedIdentifiers(names=("Ł*** Ŋ*** Ž***",)),
-        reason="Čeština – “quoted”",
+        identifiers=MaskedIdentifiers(names=("Ł*** Ŋ*** Ž***", "Č*** Á*** Đ***")),
+        reason="Kundens instruks – “slett alt” ‘nå’ — gebyr 0 € — æøå ÆØÅ",
     )
     text = text_of(render_pdf(dataclasses.replace(cert, facts=odd)))
-    assert "?*** ?*** Z***" in text
-    assert "Cestina" in text
+    assert "Kundens instruks – “slett alt” ‘nå’ — gebyr 0 € — æøå ÆØÅ" in text
+    for ch in "€–“”‘’æøåÆØÅ":
+        assert ch in text, ch
+    assert "Ł*** Ŋ*** Ž***, Č*** Á*** Đ***" in text  # Sami and other Latin letters too
+    assert "?" not in text.replace("?***", "")
+
+
+def test_what_the_font_lacks_is_replaced_not_dropped(cert: Certificate) -> None:
+    odd = dataclasses.replace(cert.facts, reason="Ḉ ① 漢字 ok")
+    text = text_of(render_pdf(dataclasses.replace(cert, facts=odd)))
+    assert "C 1 ?? ok" in text
+
+
+def test_the_pdf_names_the_processor_and_the_customer(cert: Certificate) -> None:
+    text = text_of(render_pdf(cert))
+    assert "Databehandler / Processor We4you AS" in text
+    assert "Kunde / Customer Fjordbakeriet AS – “Bakeriet” (fjordbakeriet)" in text
+    assert "at We4you AS som databehandler" in " ".join(text.split())
+    assert "on behalf of Fjordbakeriet AS – “Bakeriet” (the controller)" in " ".join(text.split())
+
+
+def test_older_certificates_render_as_they_were_issued() -> None:
+    signer = Signer.generate()
+    facts = make_facts(version="pdsync-certificate-v2", processor="", customer_name="")
+    cert = issue_certificate(facts, ledger=Ledger(MemoryLedgerStore(), signer), signer=signer)
+    text = text_of(render_pdf(cert))
+    assert "Processor" not in text and "Kunde / Customer fjordbakeriet" in text
+    assert "Ikke slettet: tvetydige treff" in text
 
 
 def test_the_pdf_lists_what_was_left_alone_and_why() -> None:
