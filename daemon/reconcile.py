@@ -513,30 +513,12 @@ class _PlanBuilder:
         if group.held:
             return  # a person decides who this record is first (a review item is open)
         for system in sorted(group.back):
-            member = group.stored[system]
-            self.members.append(
-                MemberUpdate(
-                    link_id=group.link_id,
-                    system=system,
-                    external_id=member.external_id,
-                    version=member.version,
-                    fingerprints={**member.fingerprints, MISSED: _SEEN_MARK},
-                )
-            )
+            self._mark_missed(group, system, _SEEN_MARK)
         if group.missed:
             # Missed once: noted, and nothing done with the contact until the next read
             # says whether the record is gone.
             for system in sorted(group.missed):
-                member = group.stored[system]
-                self.members.append(
-                    MemberUpdate(
-                        link_id=group.link_id,
-                        system=system,
-                        external_id=member.external_id,
-                        version=member.version,
-                        fingerprints={**member.fingerprints, MISSED: _MISSED_MARK},
-                    )
-                )
+                self._mark_missed(group, system, _MISSED_MARK)
             return
         if not group.records:
             # Gone from every system read: the link is done with (a deletion confirmed
@@ -556,6 +538,19 @@ class _PlanBuilder:
             self._deleted_in_authority(group)
         else:
             self._foreign_only(group)
+
+    def _mark_missed(self, group: _Group, system: str, mark: str) -> None:
+        """Note on the stored member whether the last read missed its record."""
+        member = group.stored[system]
+        self.members.append(
+            MemberUpdate(
+                link_id=group.link_id,
+                system=system,
+                external_id=member.external_id,
+                version=member.version,
+                fingerprints={**member.fingerprints, MISSED: mark},
+            )
+        )
 
     # A contact the authority holds: create where missing, merge fields where present.
     def _with_authority(self, group: _Group) -> None:
