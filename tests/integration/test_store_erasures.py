@@ -19,6 +19,20 @@ PERSONAL = (
 )
 
 
+def _item(
+    item_id: str, evidence: tuple[dict[str, object], ...], *, status: str = "pending"
+) -> NewErasureItem:
+    """A Zisson contact of customer acme found for an erasure."""
+    return NewErasureItem(
+        system="zisson",
+        kind="contact",
+        item_id=item_id,
+        scope="acme",
+        status=status,
+        evidence=evidence,
+    )
+
+
 def _request(store: Store, **extra: object) -> str:
     return store.create_erasure(
         "acme",
@@ -37,17 +51,8 @@ def test_items_keep_their_status_and_evidence(store: Store) -> None:
     new = store.add_erasure_items(
         request,
         [
-            NewErasureItem(
-                system="zisson", kind="contact", item_id="z-1", scope="acme", evidence=PERSONAL
-            ),
-            NewErasureItem(
-                system="zisson",
-                kind="contact",
-                item_id="z-2",
-                scope="acme",
-                status="ambiguous",
-                evidence=SHARED,
-            ),
+            _item("z-1", PERSONAL),
+            _item("z-2", SHARED, status="ambiguous"),
             ("firestore", "contact", "f-1", "acme"),  # a tuple: pending, no evidence
         ],
         phase="plan",
@@ -63,17 +68,8 @@ def test_items_keep_their_status_and_evidence(store: Store) -> None:
     again = store.add_erasure_items(
         request,
         [
-            NewErasureItem(
-                system="zisson", kind="contact", item_id="z-2", scope="acme", evidence=PERSONAL
-            ),
-            NewErasureItem(
-                system="zisson",
-                kind="contact",
-                item_id="z-3",
-                scope="acme",
-                status="ambiguous",
-                evidence=SHARED,
-            ),
+            _item("z-2", PERSONAL),
+            _item("z-3", SHARED, status="ambiguous"),
         ],
         phase="sweep",
     )
@@ -89,22 +85,8 @@ def test_an_admin_includes_ambiguous_items_only(store: Store) -> None:
         request,
         [
             NewErasureItem(system="zisson", kind="contact", item_id="z-1", scope="acme"),
-            NewErasureItem(
-                system="zisson",
-                kind="contact",
-                item_id="z-2",
-                scope="acme",
-                status="ambiguous",
-                evidence=SHARED,
-            ),
-            NewErasureItem(
-                system="zisson",
-                kind="contact",
-                item_id="z-3",
-                scope="acme",
-                status="ambiguous",
-                evidence=SHARED,
-            ),
+            _item("z-2", SHARED, status="ambiguous"),
+            _item("z-3", SHARED, status="ambiguous"),
         ],
         phase="plan",
     )
@@ -138,16 +120,7 @@ def test_the_plans_weights_and_early_includes_are_kept_without_identifiers(
     # What is stored of the evidence names kinds and positions, never a value.
     store.add_erasure_items(
         request,
-        [
-            NewErasureItem(
-                system="zisson",
-                kind="contact",
-                item_id="z-9",
-                scope="acme",
-                status="ambiguous",
-                evidence=SHARED,
-            )
-        ],
+        [_item("z-9", SHARED, status="ambiguous")],
         phase="plan",
     )
     engine = sa.create_engine(store_url, poolclass=sa.NullPool)

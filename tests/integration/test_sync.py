@@ -26,7 +26,7 @@ from daemon.domain import ContactKind, ContactRecord, PhoneType
 from daemon.policy import ForeignChange
 from tests.fixtures.firestore import FirestoreEnv
 from tests.fixtures.zisson import ZissonConnect
-from tests.integration.sync_world import SyncWorld, make_world
+from tests.integration.sync_world import SyncWorld, opened
 
 pytestmark = pytest.mark.emulator
 
@@ -62,12 +62,8 @@ async def _world(
     sync: SyncConfig | None = None,
 ) -> AsyncIterator[SyncWorld]:
     zisson = zisson_connect("json", write_mode="api")
-    world = make_world(tmp_path, firestore_env, zisson, firestore_client, sync=sync)
-    try:
+    async with opened(tmp_path, firestore_env, zisson, firestore_client, sync=sync) as world:
         yield world
-    finally:
-        world.store.close()
-        await world.firestore.aclose()
 
 
 @pytest.fixture
