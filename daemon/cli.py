@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from daemon import cli_ops, cli_secrets, logs
+from daemon import cli_ops, cli_proof, cli_secrets, logs
 from daemon.cli_common import (
     DEFAULT_CONFIG,
     ConfigOption,
@@ -27,6 +27,12 @@ from daemon.cli_common import (
     open_store,
     operator,
     out,
+)
+from daemon.cli_common import (
+    get_erasure as _get_erasure,
+)
+from daemon.cli_common import (
+    query as _query,
 )
 from daemon.config import CONFIG_ENV, ConfigError, CustomerConfig, Settings
 from daemon.domain import Subject
@@ -51,8 +57,6 @@ quarantine_app = typer.Typer(help="Records a system returned that could not be r
 sandbox_app = typer.Typer(help="The outside world on loopback, for trying pdsync out.")
 erase_app = typer.Typer(help="Erase one data subject or a whole customer.", no_args_is_help=True)
 erasures_app = typer.Typer(help="Erasure requests: `pdsync erasures` lists them.")
-certificate_app = typer.Typer(help="Deletion certificates.", no_args_is_help=True)
-ledger_app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(runs_app, name="runs")
 app.add_typer(disputes_app, name="disputes")
@@ -61,21 +65,11 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(erase_app, name="erase")
 app.add_typer(erasures_app, name="erasures")
-app.add_typer(certificate_app, name="certificate")
-app.add_typer(ledger_app, name="ledger")
 cli_ops.register(app)
 cli_secrets.register(app)
+cli_proof.register(app)
 
 T = TypeVar("T")
-
-
-def _query(config: Path, read: Callable[[Any], T]) -> T:
-    """Open the configured store, read from it, close it."""
-    store = open_store(load_settings(config))
-    try:
-        return read(store)
-    finally:
-        store.close()
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -912,16 +906,6 @@ def erasures_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> Non
         store.close()
 
 
-def _get_erasure(store: Any, request_id: str) -> Any:
-    from daemon.store import NotFound
-
-    try:
-        return store.get_erasure(request_id)
-    except NotFound as exc:
-        err.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(2) from None
-
-
 def _advance(config: Path, action: Any) -> None:
     """Apply `action(service) -> request id` and move that request on."""
     from daemon.erasure import ErasureError
@@ -1008,116 +992,6 @@ def erasures_include(
         highlight=False,
         soft_wrap=True,  # a command to paste: never broken over lines
     )
-
-
-@certificate_app.command("show")
-def certificate_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Print a certificate's JSON."""
-    out.print(_certificate_json(config, request_id), highlight=False, markup=False, soft_wrap=True)
-
-
-def _certificate_json(config: Path, request_id: str) -> str:
-    row = _query(config, lambda store: _get_erasure(store, request_id))
-    if not row.certificate:
-        err.print(f"erasure {row.id} has no certificate (state {row.state})")
-        raise typer.Exit(2)
-    return str(row.certificate)
-
-
-@certificate_app.command("export")
-def certificate_export(
-    request_id: str,
-    format: Annotated[str, typer.Option("--format", help="json or pdf")] = "json",
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="File (default: stdout for json)")
-    ] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
-) -> None:
-    """Write a certificate as signed JSON or as a PDF (Norwegian and English)."""
-    from daemon.certificate import Certificate, render_pdf
-
-    text = _certificate_json(config, request_id)
-    if format == "json":
-        data = text.encode("utf-8")
-    elif format == "pdf":
-        if output is None:
-            err.print("--format pdf needs -o FILE")
-            raise typer.Exit(2)
-        data = render_pdf(Certificate.from_json(text.encode("utf-8")))
-    else:
-        err.print("--format is json or pdf")
-        raise typer.Exit(2)
-    if output is None:
-        sys.stdout.buffer.write(data + b"\n")
-    else:
-        output.write_bytes(data)
-        out.print(f"wrote {output}")
-
-
-@certificate_app.command("verify")
-def certificate_verify(
-    file: Annotated[Path, typer.Argument(help="A certificate JSON file.")],
-    key_id: Annotated[str | None, typer.Option(help="The issuer's published key id.")] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", "-c", envvar=CONFIG_ENV, help="Take the trusted key id from this config."
-        ),
-    ] = None,
-) -> None:
-    """Check a certificate offline: signature, ledger inclusion proof, checkpoint."""
-    from daemon.certificate import verify_certificate
-
-    trusted = key_id
-    if trusted is None and config is not None and config.exists():
-        from daemon.proof import signer_from
-
-        signer = signer_from(load_settings(config))
-        trusted = signer.key_id if signer else None
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        err.print(f"{file}: {exc.strerror}")
-        raise typer.Exit(2) from None
-    problems = verify_certificate(data, trusted_key_id=trusted)
-    if problems:
-        for problem in problems:
-            err.print(f"INVALID: {problem}", highlight=False, markup=False)
-        raise typer.Exit(1)
-    out.print(
-        f"{file}: valid"
-        + (
-            f" (signed by key {trusted})"
-            if trusted
-            else " (signature checked against the key inside; pass --key-id to pin the issuer)"
-        )
-    )
-
-
-@ledger_app.command("verify")
-def ledger_verify(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Recompute every ledger row and checkpoint; name the first row that was changed,
-    removed or reordered."""
-    from daemon.ledger import verify_ledger
-    from daemon.proof import trusted_verifiers
-
-    settings = load_settings(config)
-    try:
-        verifiers = trusted_verifiers(settings)
-    except ConfigError as exc:
-        err.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    store = open_store(settings)
-    try:
-        report = verify_ledger(store, verifiers)
-    finally:
-        store.close()
-    if report.ok:
-        out.print(f"ledger OK: {report.rows} entries, {report.checkpoints} signed checkpoints")
-        return
-    for finding in report.findings:
-        err.print(f"TAMPERED: {finding}", highlight=False, markup=False)
-    raise typer.Exit(1)
 
 
 @sandbox_app.command("up")

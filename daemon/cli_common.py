@@ -3,8 +3,9 @@ config, opening the store, and failing with a clear message and exit code 2."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -59,3 +60,25 @@ def operator() -> str:
     from daemon.sync import operator as who
 
     return who()
+
+
+T = TypeVar("T")
+
+
+def query(config: Path, read: Callable[[Any], T]) -> T:
+    """Open the configured store, read from it, close it."""
+    store = open_store(load_settings(config))
+    try:
+        return read(store)
+    finally:
+        store.close()
+
+
+def get_erasure(store: Any, request_id: str) -> Any:
+    from daemon.store import NotFound
+
+    try:
+        return store.get_erasure(request_id)
+    except NotFound as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(2) from None
