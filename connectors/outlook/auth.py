@@ -25,6 +25,7 @@ import msal
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from connectors.base import AuthError, FatalError, RetriableError
@@ -48,6 +49,17 @@ _HINTS: dict[int, str] = {
     500011: "the resource (Graph) is not available in the tenant",
 }
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+_MSAL_VERSION = tuple(int(p) for p in re.findall(r"\d+", msal.__version__)[:2])
+
+
+def _discovery_failed(exc: ValueError) -> bool:
+    """Whether msal's constructor failed at OIDC discovery (its wording: "Unable to get
+    authority configuration", "OIDC Discovery failed"), not at the credential."""
+    text = f"{exc} {exc.__context__ or ''} {exc.__cause__ or ''}".casefold()
+    return any(
+        marker in text
+        for marker in ("authority configuration", "oidc discovery", "openid", "tenant")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,15 @@ def load_certificate(path: Path, password: str | None) -> Certificate:
     if key is None or cert is None:
         raise FatalError(
             f"outlook: certificate_file {path} must hold the private key and its certificate",
+            system=SYSTEM,
+        )
+    if not isinstance(key, rsa.RSAPrivateKey):
+        # msal signs the client assertion with PS256 or RS256: an RSA key or nothing
+        # (and Entra ID takes only RSA certificates for app credentials).
+        kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "") or "non-RSA"
+        raise FatalError(
+            f"outlook: certificate_file {path} holds an {kind} key; msal and Entra ID need "
+            "an RSA key (2048 bits or more)",
             system=SYSTEM,
         )
     key_pem = key.private_bytes(
@@ -173,16 +194,35 @@ class TokenProvider:
                 f"outlook: token request failed in transport ({type(exc).__name__}; {self.who})",
                 system=SYSTEM,
             ) from None
-        except ValueError as exc:  # msal refuses the credential before sending anything
-            raise AuthError(
-                f"outlook: the credential for {self.who} is unusable ({type(exc).__name__})",
-                system=SYSTEM,
-            ) from None
+        except (ValueError, TypeError) as exc:  # msal refuses the credential before sending
+            raise self._unusable_credential(exc) from None
         if not isinstance(result, dict) or "access_token" not in result:
             raise self._refused(result if isinstance(result, dict) else {})
         self.acquired += 1
         lifetime = float(result.get("expires_in") or 300)
         return str(result["access_token"]), lifetime
+
+    def _unusable_credential(self, exc: Exception) -> AuthError:
+        """msal refused the credential itself (nothing was sent): say so, and what to do."""
+        if self.settings.certificate_file is None:
+            return AuthError(
+                f"outlook: msal cannot use the client secret for {self.who} ({type(exc).__name__})",
+                system=SYSTEM,
+            )
+        # msal's messages name what it missed ("thumbprint", "public_certificate"), never
+        # key material; only the first line, and only its words, are kept.
+        reason = re.sub(r"[^A-Za-z0-9 '._-]", " ", str(exc).splitlines()[0] if str(exc) else "")
+        reason = " ".join(reason.split())[:160] or type(exc).__name__
+        hint = f"certificate_file {self.settings.certificate_file} must hold an RSA key"
+        if _MSAL_VERSION < (1, 35):
+            hint = (
+                f"msal {msal.__version__} needs a thumbprint with the certificate; "
+                "install msal>=1.35 as pdsync requires"
+            )
+        return AuthError(
+            f"outlook: msal cannot use the certificate for {self.who} ({reason}); {hint}",
+            system=SYSTEM,
+        )
 
     def _refused(self, result: dict[str, Any]) -> Exception:
         error = str(result.get("error") or "unknown_error")
@@ -249,6 +289,9 @@ class TokenProvider:
                 system=SYSTEM,
             ) from None
         except ValueError as exc:
+            if not _discovery_failed(exc):
+                # msal checks the credential after discovery, in the same constructor.
+                raise self._unusable_credential(exc) from None
             # msal wraps the discovery error in a generic one; the answer is in the chain.
             text = f"{exc} {exc.__context__ or ''} {exc.__cause__ or ''}"
             status = _HTTP_STATUS.search(text)

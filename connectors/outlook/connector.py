@@ -16,7 +16,7 @@ from connectors.outlook.mail import MailStore
 from connectors.outlook.mapping import FIELDS, project
 from connectors.outlook.matching import SubjectMatcher
 from connectors.outlook.settings import OutlookBinding, OutlookSettings
-from connectors.outlook.wire import SYSTEM
+from connectors.outlook.wire import SYSTEM, mailbox_label
 from daemon.domain import (
     ContactRecord,
     Customer,
@@ -170,8 +170,27 @@ class OutlookConnector(GraphClient):
         return await self.mail.expired(self.binding(customer), now)
 
     def residuals(self) -> list[Residual]:
-        """What Exchange Online keeps after pdsync deletes, and for how long."""
+        """What Exchange Online keeps after pdsync deletes, and for how long.
+
+        Mailboxes found without message permanentDelete (national clouds, mail.py
+        `erase`) are named, by their log label, with what their messages left behind.
+        """
+        deleted_down = [
+            Residual(
+                system=SYSTEM,
+                what=f"Messages of mailbox {mailbox_label(scope)} erased without "
+                "permanentDelete (not offered in this cloud): deleted down into "
+                "Recoverable Items (Purges)",
+                retention="held in Recoverable Items until the mailbox's deleted item "
+                "retention ends: 14 days by default, up to 30 days as configured",
+                note="Graph offers message permanentDelete in the global service only; here "
+                "each message was deleted to Deleted Items, then from Recoverable Items "
+                "(Deletions) into Purges, where no mail client or Graph call reaches it.",
+            )
+            for scope in sorted(self.mail.no_message_purge)
+        ]
         return [
+            *deleted_down,
             Residual(
                 system=SYSTEM,
                 what="Recoverable Items (Purges) of the mailbox",

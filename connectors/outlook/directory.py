@@ -1,41 +1,53 @@
 """The customer's contact folder as a reconciliation directory: read, apply, changes.
 
 Idempotent CREATE: Graph has no idempotency key, so a contact made by pdsync carries
-its link id as the Outlook category `pdsync-link:<link id>` (see `MARKER`). Before
-creating, and again after any create whose answer was lost, the folder is listed and a
-contact already carrying the op's link id is reported APPLIED instead of made twice.
-(A single-value extended property would be invisible to users and is what real Graph
-offers for this; the sandbox's Graph simulator does not serve extended properties,
-and an untested marker is no marker. Categories pdsync did not write are left alone.)
+its link id in a single-value extended property in pdsync's own namespace
+(`LINK_PROPERTY`, a MAPI named property: invisible in Outlook, untouched by users). It
+is set in the create body and looked up with
+`$filter=singleValueExtendedProperties/Any(ep: ep/id eq '…' and ep/value eq '…')`, or,
+for many creates at once, by listing the folder with
+`$expand=singleValueExtendedProperties($filter=id eq '…')`
+(https://learn.microsoft.com/en-us/graph/api/singlevaluelegacyextendedproperty-post-singlevalueextendedproperties,
+https://learn.microsoft.com/en-us/graph/api/singlevaluelegacyextendedproperty-get).
+Before creating, and again after any create whose answer was lost, a contact already
+carrying the op's link id is reported APPLIED instead of made twice.
+
+Earlier versions marked contacts with the visible category `pdsync-link:<link id>`
+(mapping.MARKER), which a user could remove. Such contacts are migrated the first time
+a process reads, syncs or writes the folder: the property set, the category removed
+(other categories kept), with If-Match so a user's concurrent edit wins.
 
 UPDATE sends If-Match with the expected change key: 412 becomes CONFLICT, unless the
 contact already holds exactly the wanted values (a replay), then APPLIED. DELETE with
 If-Match; 404 means gone, APPLIED. Several ops go through $batch.
 
 Delta: `changes(cursor)` follows the folder's contact delta. An expired delta or next
-link (410) raises ResyncRequired: the caller starts again with `cursor=None`, a full
-round whose records are every contact now in the folder.
+link (410, or a 4xx with a sync-state code: graph.RESYNC_CODES) raises ResyncRequired:
+the caller starts again with `cursor=None`, a full round whose records are every
+contact now in the folder.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from connectors.base import FatalError, NotFoundError
 from connectors.outlook.folders import ContactFolders
 from connectors.outlook.graph import GraphClient
 from connectors.outlook.mapping import (
+    MARKER,
     NAME_FIELDS,
     SELECT,
     create_body,
     from_contact,
     link_of,
-    marker,
     project,
     read_result,
     update_body,
+    version_of,
 )
 from connectors.outlook.matching import SubjectMatcher
 from connectors.outlook.settings import OutlookBinding
@@ -47,6 +59,7 @@ from connectors.outlook.wire import (
     BatchItem,
     ItemResponse,
     ResyncRequired,
+    odata_string,
     segment,
     user_path,
 )
@@ -61,6 +74,11 @@ from daemon.domain import (
 )
 
 _RESTARTS = 3  # full delta rounds restarted when their own next links expire midway
+# pdsync's namespace GUID for its named properties on Outlook items, and the link marker.
+NAMESPACE = "{6f1c3e1a-8d1b-4c55-9a0e-3f1f5d3f1c11}"
+LINK_PROPERTY = f"String {NAMESPACE} Name pdsync-link"
+EXTENDED = "singleValueExtendedProperties"
+EXPAND_LINK = f"{EXTENDED}($filter=id eq '{LINK_PROPERTY}')"
 
 
 class ContactDirectory:
@@ -69,14 +87,20 @@ class ContactDirectory:
     def __init__(self, graph: GraphClient) -> None:
         self.graph = graph
         self.folders = ContactFolders(graph)
+        self.migrated = 0  # category markers replaced by the property, for tests
+        self._swept: set[tuple[str, str]] = set()  # (mailbox, folder) without old markers
 
     # -- reading --------------------------------------------------------------------------
 
     async def read(self, binding: OutlookBinding) -> ReadResult:
-        contacts = await self._list(binding, select=SELECT)
+        contacts = await self._list(binding, select=f"{SELECT},categories")
+        contacts.update(await self._migrate(binding, contacts.values()))
+        self._swept.add(self._sweep_key(binding))
         return read_result(contacts.values(), cursor=None)
 
-    async def _list(self, binding: OutlookBinding, *, select: str) -> dict[str, dict[str, Any]]:
+    async def _list(
+        self, binding: OutlookBinding, *, select: str, expand: str | None = None
+    ) -> dict[str, dict[str, Any]]:
         for attempt in (1, 2):
             folder_id = await self.folders.resolve(binding)
             assert folder_id is not None
@@ -85,7 +109,11 @@ class ContactDirectory:
                     binding.scope,
                     self.folders.contacts_url(binding, folder_id),
                     what="list contacts",
-                    params={"$select": select, "$top": str(self.graph.settings.page_size)},
+                    params={
+                        "$select": select,
+                        "$top": str(self.graph.settings.page_size),
+                        **({"$expand": expand} if expand else {}),
+                    },
                 )
             except NotFoundError:
                 if attempt == 2:
@@ -105,12 +133,15 @@ class ContactDirectory:
         next time. Raises ResyncRequired when `cursor` has expired.
         """
         prefer = f"{PREFER}, odata.maxpagesize={self.graph.settings.page_size}"
+        if cursor is not None:
+            # Before the delta, so the contacts it migrates come back in it, new versions.
+            await self._sweep(binding)
         for _ in range(_RESTARTS):
             if cursor is None:
                 folder_id = await self.folders.resolve(binding)
                 assert folder_id is not None
                 url = self.folders.contacts_url(binding, folder_id) + "/delta"
-                params: dict[str, str] | None = {"$select": SELECT}
+                params: dict[str, str] | None = {"$select": f"{SELECT},categories"}
             else:
                 url, params = cursor, None
             try:
@@ -127,6 +158,10 @@ class ContactDirectory:
                 continue  # our own round expired midway: start it again
             if delta_link is None:
                 raise FatalError("outlook: contacts delta ended without a deltaLink", system=SYSTEM)
+            if cursor is None:
+                migrated = await self._migrate(binding, items)
+                items = [migrated.get(str(item.get("id")), item) for item in items]
+                self._swept.add(self._sweep_key(binding))
             changed: dict[str, dict[str, Any]] = {}
             removed: dict[str, None] = {}
             for item in items:  # the last word on an id wins
@@ -150,8 +185,10 @@ class ContactDirectory:
         folder_id = await self.folders.resolve(binding)
         assert folder_id is not None
         existing: dict[str, dict[str, Any]] = {}
-        if any(op.kind is OpKind.CREATE for op in ops):
-            existing = await self._made_by_link(binding)
+        links = [op.link_id for op in ops if op.kind is OpKind.CREATE]
+        if links:
+            await self._sweep(binding)
+            existing = await self._made_by_link(binding, links)
         current = await self._renamed(binding, ops)
         for index, op in enumerate(ops):
             try:
@@ -195,7 +232,7 @@ class ContactDirectory:
             if made is not None:  # a replay: the contact is there already
                 return _applied(op, made)
             body = create_body(op.values)
-            body["categories"] = [marker(op.link_id)]
+            body[EXTENDED] = [{"id": LINK_PROPERTY, "value": op.link_id}]
             url = "/" + self.folders.contacts_url(binding, folder_id)
             return BatchItem(method="POST", url=url, body=body, idempotent=False)
         if not op.external_id:
@@ -237,14 +274,102 @@ class ContactDirectory:
         found = await run_all([functools.partial(one, contact_id) for contact_id in sorted(wanted)])
         return {contact_id: record for contact_id, record in found if record is not None}
 
-    async def _made_by_link(self, binding: OutlookBinding) -> dict[str, dict[str, Any]]:
-        contacts = await self._list(binding, select=SELECT + ",categories")
+    async def _made_by_link(
+        self, binding: OutlookBinding, links: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The contacts in the folder that carry one of `links`, by link id.
+
+        A few links: one filtered query each (in $batch); more than a $batch holds:
+        one listing of the folder with the property expanded.
+        """
+        wanted = set(links)
+        if len(wanted) > self.graph.settings.batch_size:
+            contacts = await self._list(binding, select=SELECT, expand=EXPAND_LINK)
+            found = ((_property_link(c), c) for c in contacts.values())
+            return {link: c for link, c in found if link in wanted}
+        folder_id = await self.folders.resolve(binding)
+        assert folder_id is not None
+        url = "/" + self.folders.contacts_url(binding, folder_id)
+        ordered = sorted(wanted)
+        queries = [
+            BatchItem(
+                method="GET",
+                url=url
+                + "?"
+                + urlencode(
+                    {
+                        "$filter": f"{EXTENDED}/Any(ep: ep/id eq {odata_string(LINK_PROPERTY)} "
+                        f"and ep/value eq {odata_string(link)})",
+                        "$select": SELECT,
+                    },
+                    quote_via=quote,
+                ),
+            )
+            for link in ordered
+        ]
+        answers = await self.graph.execute(binding.scope, queries, what="find contacts by link")
         made: dict[str, dict[str, Any]] = {}
-        for contact in contacts.values():
-            link = link_of(contact)
-            if link is not None:
-                made[link] = contact
+        for link, answer in zip(ordered, answers, strict=True):
+            if not answer.ok:
+                code = answer.error_code or "no answer"
+                raise FatalError(
+                    f"outlook: find contacts by link answered HTTP {answer.status} ({code})",
+                    system=SYSTEM,
+                )
+            value = answer.body.get("value") if isinstance(answer.body, Mapping) else None
+            hits = [c for c in value or () if isinstance(c, dict)]
+            if hits:
+                made[link] = hits[0]
         return made
+
+    def _sweep_key(self, binding: OutlookBinding) -> tuple[str, str]:
+        return (binding.scope, binding.contact_folder.casefold())
+
+    async def _sweep(self, binding: OutlookBinding) -> None:
+        """Once per process and folder: migrate the contacts still carrying a category
+        marker (found by listing their categories; the folder is small)."""
+        key = self._sweep_key(binding)
+        if key in self._swept:
+            return
+        contacts = await self._list(binding, select="categories")
+        await self._migrate(binding, contacts.values())
+        self._swept.add(key)
+
+    async def _migrate(
+        self, binding: OutlookBinding, contacts: Iterable[Mapping[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Replace the category marker of `contacts` by the property; the contacts as
+        they are now, by id (only those changed; one the user changed meanwhile is
+        left for the next time)."""
+        planned: list[tuple[str, BatchItem]] = []
+        user = user_path(binding.mailbox)
+        for contact in contacts:
+            link = link_of(contact)
+            contact_id = contact.get("id")
+            if link is None or not isinstance(contact_id, str):
+                continue
+            kept = [c for c in contact.get("categories") or () if not str(c).startswith(MARKER)]
+            etag = version_of(contact)
+            body = {"categories": kept, EXTENDED: [{"id": LINK_PROPERTY, "value": link}]}
+            item = BatchItem(
+                method="PATCH",
+                url=f"{user}/contacts/{segment(contact_id)}",
+                body=body,
+                headers={"If-Match": etag} if etag else {},
+            )
+            planned.append((contact_id, item))
+        if not planned:
+            return {}
+        answers = await self.graph.execute(
+            binding.scope, [item for _, item in planned], what="migrate link markers"
+        )
+        done: dict[str, dict[str, Any]] = {}
+        for (contact_id, _), answer in zip(planned, answers, strict=True):
+            if answer.ok and isinstance(answer.body, dict):
+                done[contact_id] = answer.body
+        self.migrated += len(done)
+        self.graph.log.info("link markers migrated", contacts=len(done), of=len(planned))
+        return done
 
     async def _resolve(
         self, binding: OutlookBinding, op: Operation, answer: ItemResponse
@@ -279,7 +404,7 @@ class ContactDirectory:
         resolved: dict[int, OpResult] = {}
         pending = unsure
         for _ in range(self.graph.retry_policy.attempts):
-            made = await self._made_by_link(binding)
+            made = await self._made_by_link(binding, [ops[index].link_id for index, _ in pending])
             missing: list[tuple[int, BatchItem]] = []
             for index, item in pending:
                 found = made.get(ops[index].link_id)
@@ -373,6 +498,19 @@ def _applied(op: Operation, contact: Mapping[str, Any]) -> OpResult:
         version=record.version if record else None,
         record=record,
     )
+
+
+def _property_link(contact: Mapping[str, Any]) -> str | None:
+    """The link id in a contact's expanded LINK_PROPERTY (Graph may spell the id in
+    its own case)."""
+    for prop in contact.get(EXTENDED) or ():
+        if (
+            isinstance(prop, Mapping)
+            and str(prop.get("id", "")).casefold() == LINK_PROPERTY.casefold()
+            and isinstance(prop.get("value"), str)
+        ):
+            return str(prop["value"])
+    return None
 
 
 def _unsure(answer: ItemResponse) -> bool:

@@ -55,6 +55,13 @@ from connectors.outlook.wire import (
     response_json,
 )
 
+# An expired delta or next link: Graph answers 410 Gone (with a Location header) or "a
+# 40X-series error with error codes such as syncStateNotFound"
+# (https://learn.microsoft.com/en-us/graph/delta-query-overview, "Synchronization reset",
+# "Token duration"); resyncRequired and syncStateInvalid are the other sync-state codes
+# Graph uses. Compared without regard to case (Exchange spells them SyncStateNotFound).
+RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+
 
 class GraphClient(HttpConnectorBase):
     """Graph requests on behalf of one app, limited and budgeted per mailbox."""
@@ -104,7 +111,8 @@ class GraphClient(HttpConnectorBase):
         """Send once; transport failures and error statuses become connector errors.
 
         Unlike the base class, 429 raises Throttled and a failed connect NotSent (both
-        safe to repeat), 410 ResyncRequired, and messages carry Graph's error code.
+        safe to repeat), 410 or any 4xx with a sync-state code (RESYNC_CODES)
+        ResyncRequired, and messages carry Graph's error code.
         With `accept_errors`, a 4xx that concerns only this request (404, 409, 412,
         400, ...) is returned rather than raised.
         """
@@ -136,8 +144,8 @@ class GraphClient(HttpConnectorBase):
                 system=SYSTEM,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        if status == 410:
-            raise ResyncRequired(f"outlook: {label} answered HTTP 410", system=SYSTEM)
+        if status == 410 or (status < 500 and code.casefold() in RESYNC_CODES):
+            raise ResyncRequired(f"outlook: {label} answered HTTP {status}", system=SYSTEM)
         if accept_errors and status < 500 and status not in (401, 403, 408):
             return response
         raise_for_status(SYSTEM, label, response)

@@ -28,7 +28,8 @@ expired         per retention rule, the messages in that folder and the folders 
                 from or to its domains).
 erase           `POST .../permanentDelete` per message or contact ($batch): the item
                 goes to Recoverable Items/Purges, out of every client's and Graph's
-                reach; 404 (already gone) counts as done.
+                reach; 404 (already gone) counts as done. Where Graph has no
+                permanentDelete (national clouds), DELETE instead (see `erase`).
 
 Locating always reads to the end before anything is deleted: Graph pages by offset,
 so deleting while paging would skip messages.
@@ -55,7 +56,7 @@ from connectors.outlook.matching import (
 from connectors.outlook.scope import FOLDER_FIELD, MailScope
 from connectors.outlook.settings import OutlookBinding
 from connectors.outlook.tasks import run_all
-from connectors.outlook.wire import SYSTEM, BatchItem, segment, user_path
+from connectors.outlook.wire import SYSTEM, BatchItem, ItemResponse, segment, user_path
 from daemon.domain import ItemRef, OpStatus, RetentionScan
 
 DELETIONS = "recoverableitemsdeletions"
@@ -77,6 +78,9 @@ class MailStore:
         # Mailboxes (scopes) whose Graph has no contact permanentDelete (national clouds):
         # their contacts go straight to DELETE instead of costing a refused call each.
         self.no_contact_purge: set[str] = set()
+        # Mailboxes whose Graph has no message permanentDelete either (US Gov L4/L5,
+        # 21Vianet): their messages are deleted down into Purges (erase), a residual.
+        self.no_message_purge: set[str] = set()
 
     def _areas(self, binding: OutlookBinding) -> list[str]:
         user = user_path(binding.mailbox).lstrip("/")
@@ -249,33 +253,52 @@ class MailStore:
     ) -> list[tuple[ItemRef, OpStatus]]:
         """Delete every ref for good; one status per ref, in order.
 
-        Messages and contacts: permanentDelete, to Recoverable Items/Purges. Where Graph
-        has no permanentDelete for contacts (national clouds; the sandbox), it answers
-        400 and the contact is deleted with DELETE instead, which Exchange treats as a
-        soft delete (see residuals); the mailbox is remembered, so later contacts go
-        straight to DELETE. 404 is APPLIED: gone is gone. A ref of another
-        system or mailbox is refused (FAILED), never followed.
+        Messages and contacts: permanentDelete, to Recoverable Items/Purges. Graph
+        offers it in the global service only (message-permanentdelete,
+        contact-permanentdelete: not US Gov L4/L5 nor 21Vianet); elsewhere it answers as
+        for an unknown segment (`_unsupported`). The mailbox is then remembered, so
+        later items skip the refused call, and:
+        - a contact is deleted with DELETE, a soft delete (see residuals);
+        - a message goes down Exchange's deletion ladder with DELETE: to Deleted
+          Items, then Recoverable Items/Deletions, then Purges, one DELETE a step, until
+          Graph answers 404 (out of its reach) or it reached Purges. What Purges holds
+          stays until the mailbox's deleted item retention ends (residuals).
+        404 is APPLIED: gone is gone. A ref of another system or mailbox is refused
+        (FAILED), never followed.
         """
         statuses: list[OpStatus] = [OpStatus.FAILED] * len(refs)
         items: list[tuple[int, BatchItem]] = []
         soft: list[tuple[int, BatchItem]] = []
+        ladder: list[int] = []
         user = user_path(binding.mailbox)
-        purge_contacts = binding.scope not in self.no_contact_purge
+        purge = {
+            "contact": binding.scope not in self.no_contact_purge,
+            "message": binding.scope not in self.no_message_purge,
+        }
         for index, ref in enumerate(refs):
             if ref.system != SYSTEM or ref.scope.casefold() != binding.scope:
                 continue
-            if ref.kind == "contact" and not purge_contacts:
-                soft.append((index, _soft_delete(user, ref)))
-            elif ref.kind in ("message", "contact"):
+            if ref.kind not in purge:
+                continue
+            if not purge[ref.kind]:
+                (
+                    soft.append((index, _soft_delete(user, ref)))
+                    if ref.kind == "contact"
+                    else ladder.append(index)
+                )
+            else:
                 url = f"{user}/{ref.kind}s/{segment(ref.id)}/permanentDelete"
                 items.append((index, BatchItem(method="POST", url=url)))
         answers = await self.graph.execute(binding.scope, [item for _, item in items], what="erase")
         for (index, _), answer in zip(items, answers, strict=True):
-            if answer.ok or answer.status == 404:
+            if answer.ok or (answer.status == 404 and not _unsupported(answer)):
                 statuses[index] = OpStatus.APPLIED
-            elif refs[index].kind == "contact" and answer.status in (400, 405, 501):
+            elif _unsupported(answer) and refs[index].kind == "contact":
                 self.no_contact_purge.add(binding.scope)
                 soft.append((index, _soft_delete(user, refs[index])))
+            elif _unsupported(answer):
+                self.no_message_purge.add(binding.scope)
+                ladder.append(index)
         if soft:
             answers = await self.graph.execute(
                 binding.scope, [item for _, item in soft], what="erase contacts"
@@ -283,9 +306,62 @@ class MailStore:
             for (index, _), answer in zip(soft, answers, strict=True):
                 if answer.ok or answer.status == 404:
                     statuses[index] = OpStatus.APPLIED
+        if ladder:
+            statuses = await self._delete_down(binding, refs, sorted(ladder), statuses)
         failed = sum(1 for status in statuses if status is OpStatus.FAILED)
-        self.graph.log.info("erased", items=len(refs), failed=failed, soft=len(soft))
+        self.graph.log.info(
+            "erased", items=len(refs), failed=failed, soft=len(soft), deleted_down=len(ladder)
+        )
         return list(zip(refs, statuses, strict=True))
+
+    async def _delete_down(
+        self,
+        binding: OutlookBinding,
+        refs: Sequence[ItemRef],
+        pending: list[int],
+        statuses: list[OpStatus],
+    ) -> list[OpStatus]:
+        """Messages without permanentDelete: DELETE, step by step, into Purges."""
+        statuses = list(statuses)
+        user = user_path(binding.mailbox)
+        for _ in range(LADDER_STEPS):
+            if not pending:
+                break
+            batch = [
+                BatchItem(method="DELETE", url=f"{user}/messages/{segment(refs[i].id)}")
+                for i in pending
+            ]
+            answers = await self.graph.execute(binding.scope, batch, what="erase messages")
+            following = []
+            for index, answer in zip(pending, answers, strict=True):
+                if answer.status == 404:
+                    statuses[index] = OpStatus.APPLIED  # out of Graph's reach: in Purges
+                elif answer.ok:
+                    statuses[index] = OpStatus.APPLIED  # one step down; the next one follows
+                    following.append(index)
+                else:
+                    statuses[index] = OpStatus.FAILED
+            pending = following
+        return statuses
+
+
+# Inbox (or any folder) -> Deleted Items -> Recoverable Items/Deletions -> Purges.
+LADDER_STEPS = 3
+# The codes of a permanentDelete refused because the item is not there or not valid,
+# as opposed to the action not existing in this cloud.
+_ITEM_CODES = frozenset({"erroritemnotfound", "errorinvalididmalformed", "errorinvalidid"})
+
+
+def _unsupported(answer: ItemResponse) -> bool:
+    """Whether a permanentDelete was refused as an action this Graph does not have.
+
+    Where it does not exist, Graph answers as for any unknown segment: 400 BadRequest
+    "Resource not found for the segment 'permanentDelete'" (or 404/405/501 from a
+    gateway); a 404 ErrorItemNotFound is the item being gone, not the action.
+    """
+    if answer.status in (405, 501):
+        return True
+    return answer.status in (400, 404) and answer.error_code.casefold() not in _ITEM_CODES
 
 
 def _soft_delete(user: str, ref: ItemRef) -> BatchItem:

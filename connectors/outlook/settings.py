@@ -19,7 +19,12 @@ from connectors.secrets import SecretRef
 # Graph's service limits for Outlook resources, per app and mailbox.
 GRAPH_MAILBOX_CONCURRENCY = 4
 GRAPH_BATCH_LIMIT = 20
-GRAPH_SEARCH_CAP = 1000
+# The most hits one `$search` on messages returns. Microsoft's pages disagree: the
+# $search page (https://learn.microsoft.com/en-us/graph/search-query-parameter) names
+# 1,000, older pages and client libraries 250. A cap set higher than the real one would
+# leave mail unerased (and a verification by the same query blind to it), so 250 by
+# default: a search that returns that many is distrusted and the area listed instead.
+GRAPH_SEARCH_CAP = 250
 
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
@@ -42,7 +47,10 @@ class OutlookSettings(BaseModel):
     the connector may push one mailbox: at most `mailbox_concurrency` requests in flight
     and `request_budget` requests (each $batch item counts) per `budget_window_seconds`,
     Graph's documented Outlook limits by default. `search_cap` is the most hits Graph
-    returns for one `$search`; a query that reaches it is treated as truncated.
+    returns for one `$search` (conservatively 250, see GRAPH_SEARCH_CAP); a query that
+    reaches it is treated as cut short, and the area is listed and matched here.
+    `http2` (on by default) lets httpx offer HTTP/2, which Graph and the sandbox's
+    simulator serve; where a server offers only HTTP/1.1, httpx falls back to it.
     """
 
     # A secret pasted where a SecretRef belongs must not come back in the error text.

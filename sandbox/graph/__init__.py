@@ -1,6 +1,7 @@
 """A protocol-level simulator of Entra ID and Microsoft Graph (Outlook mail and contacts).
 
-Served over HTTPS on loopback, with a CA generated per simulator (`ca_file`).
+Served over HTTPS on loopback, with a CA generated per simulator (`ca_file`), in
+HTTP/2 to clients that offer it (ALPN, `sandbox.graph.h2serve`) and HTTP/1.1 otherwise.
 
 Entra ID (see `sandbox.graph.entra`)
     GET  /{tenant}/v2.0/.well-known/openid-configuration, GET /{tenant}/discovery/v2.0/keys,
@@ -19,8 +20,13 @@ Graph v1.0, app-only, under /v1.0/users/{upn or id}/ (see `sandbox.graph.mail`,
     $search, paging by @odata.nextLink), messages/{id} (GET, DELETE, POST move,
     POST permanentDelete), mailFolders/{id}/messages/delta, contactFolders (list,
     create, get, delete), contactFolders/{id}/contacts and contacts (list, create,
-    get, PATCH and DELETE with If-Match), contactFolders/{id}/contacts/delta, and
-    POST /v1.0/$batch. Ids are "regular" unless a request says
+    get, PATCH and DELETE with If-Match; single-value extended properties set in the
+    body, found with `$filter=singleValueExtendedProperties/Any(...)`, shown with
+    `$expand=singleValueExtendedProperties($filter=id eq '...')`),
+    contactFolders/{id}/contacts/delta (delta also as `delta()`, with `$top`), and
+    POST /v1.0/$batch. Lists page with `$skip` in @odata.nextLink. Expired delta
+    tokens answer 410 with Location, or 404/400 with a sync-state code;
+    `national_cloud=True` has no permanentDelete. Ids are "regular" unless a request says
     `Prefer: IdType="ImmutableId"`; bodies are HTML unless it says
     `Prefer: outlook.body-content-type="text"`.
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sandbox.graph.delta import Seen
 from sandbox.graph.errors import GraphError, bad_request
 from sandbox.graph.listing import context_url, delta_page, paged
 from sandbox.graph.odata import option, project, selection
-from sandbox.graph.render import CONTACT_FIELDS, CONTACT_PROPERTIES, contact_json
+from sandbox.graph.odata_filter import compile_filter
+from sandbox.graph.render import CONTACT_FIELDS, CONTACT_PROPERTIES, contact_json, extended_json
 from sandbox.graph.service import Ctx, Route, route
-from sandbox.graph.store import Contact, Folder, Mailbox
+from sandbox.graph.store import EXTENDED, Contact, Folder, Mailbox
 from sandbox.zisson.store import Response
 
 READ_ONLY = frozenset(
@@ -21,6 +23,67 @@ _STRING_LISTS = ("businessPhones", "homePhones", "imAddresses", "categories", "c
 USER = "/users/{user}"
 
 
+# A single-value extended property's id: "{type} {guid} Name {name}", "{type} {guid} Id
+# {0x...}" or "{type} {proptag}"
+# (https://learn.microsoft.com/en-us/graph/api/resources/extended-properties-overview).
+_PROPERTY_ID = re.compile(
+    r"(String|Integer|Boolean|SystemTime|Binary|Double|Float|Long|Short|CLSID|Currency"
+    r"|ApplicationTime|Object)\s+(\{[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\}"
+    r"\s+(Name\s+\S.*|Id\s+0x[0-9A-Fa-f]+)|0x[0-9A-Fa-f]{1,8})"
+)
+_EXPAND = re.compile(rf"{EXTENDED}\(\$filter=(?P<filter>.+)\)", re.IGNORECASE)
+
+
+def validate_extended(value: Any) -> dict[str, str]:
+    """`singleValueExtendedProperties` of a create or update body: [{id, value}], as
+    https://learn.microsoft.com/en-us/graph/api/singlevaluelegacyextendedproperty-post-singlevalueextendedproperties
+    shows it; id -> value."""
+    if not isinstance(value, list):
+        raise bad_request(f"'{EXTENDED}' must be a list of {{id, value}}.", "RequestBodyRead")
+    properties: dict[str, str] = {}
+    for item in value:
+        if (
+            not isinstance(item, Mapping)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("value"), str)
+        ):
+            raise bad_request(f"'{EXTENDED}' must be a list of {{id, value}}.", "RequestBodyRead")
+        if not _PROPERTY_ID.fullmatch(item["id"].strip()):
+            raise bad_request(
+                f"The extended property id '{item['id']}' is not valid.", "ErrorInvalidProperty"
+            )
+        properties[item["id"].strip()] = item["value"]
+    return properties
+
+
+def expansion(ctx: Ctx) -> Callable[[Mapping[str, Any]], bool] | None:
+    """Which extended properties `$expand=singleValueExtendedProperties($filter=id eq
+    '…')` asks for (https://learn.microsoft.com/en-us/graph/api/singlevaluelegacyextendedproperty-get);
+    None when nothing is expanded; 400 for any other $expand."""
+    raw = option(ctx.call.query, "$expand")
+    if raw is None:
+        return None
+    found = _EXPAND.fullmatch(raw.strip())
+    if found is None:
+        raise bad_request(
+            f"Parsing OData Select and Expand failed: could not expand '{raw}'.",
+            "BadRequest",
+        )
+    return compile_filter(found["filter"])
+
+
+def shown(
+    contact: Contact, document: dict[str, Any], wanted: Callable[..., bool] | None
+) -> dict[str, Any]:
+    """A contact as a response shows it: its extended properties only when expanded, and
+    then only those the $expand filter names (Graph leaves the list out when none)."""
+    properties = [p for p in extended_json(contact) if wanted is not None and wanted(p)]
+    document = {k: v for k, v in document.items() if k != EXTENDED}
+    if properties:
+        document[EXTENDED] = properties
+    return document
+
+
 def validate_contact(body: Any, *, partial: bool) -> dict[str, Any]:
     """The writable fields of a contact body, as Graph would accept them; else a 400."""
     if not isinstance(body, Mapping):
@@ -28,6 +91,9 @@ def validate_contact(body: Any, *, partial: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, value in body.items():
         if name.startswith("@odata.") or name in READ_ONLY:
+            continue
+        if name == EXTENDED:
+            fields[EXTENDED] = validate_extended(value)
             continue
         if name not in CONTACT_FIELDS:
             raise bad_request(
@@ -131,9 +197,22 @@ def delete_contact_folder(ctx: Ctx) -> Response:
 def list_contacts(ctx: Ctx) -> Response:
     if option(ctx.call.query, "$search") is not None:
         raise bad_request("$search is not supported on contacts.")
+    wanted = expansion(ctx)
     with ctx.state.lock:
-        documents = [contact_json(ctx.mailbox, c) for c in ctx.mailbox.contacts_in(_folder(ctx).id)]
-    return paged(ctx, documents, properties=CONTACT_PROPERTIES, entity="contact")
+        contacts = {c.id: c for c in ctx.mailbox.contacts_in(_folder(ctx).id)}
+        # Every property is there for $filter=singleValueExtendedProperties/Any(ep: ...)
+        # (https://learn.microsoft.com/en-us/graph/api/singlevaluelegacyextendedproperty-get);
+        # what is shown is decided per page by `shown`.
+        documents = [
+            {**contact_json(ctx.mailbox, c), EXTENDED: extended_json(c)} for c in contacts.values()
+        ]
+    return paged(
+        ctx,
+        documents,
+        properties=CONTACT_PROPERTIES,
+        entity="contact",
+        finish=lambda d: shown(contacts[d["id"]], d, wanted),
+    )
 
 
 def create_contact(ctx: Ctx) -> Response:
@@ -149,11 +228,14 @@ def create_contact(ctx: Ctx) -> Response:
 
 def get_contact(ctx: Ctx) -> Response:
     chosen = selection(ctx.call.query, CONTACT_PROPERTIES, "contact")
+    wanted = expansion(ctx)
     with ctx.state.lock:
-        document = contact_json(ctx.mailbox, _contact(ctx))
+        contact = _contact(ctx)
+        document = contact_json(ctx.mailbox, contact)
+        expanded = shown(contact, {}, wanted)
     return ctx.json(
         200,
-        {"@odata.context": context_url(ctx), **project(document, chosen)},
+        {"@odata.context": context_url(ctx), **project(document, chosen), **expanded},
         {"ETag": document["@odata.etag"]},
     )
 
@@ -221,6 +303,9 @@ def contact_routes(*, permanent_delete: bool = True) -> list[Route]:
         route("GET", folder, get_contact_folder),
         route("DELETE", folder, delete_contact_folder),
         route("GET", folder + "/contacts/delta", contact_delta),
+        # The full form Microsoft's SDKs send (see sandbox.graph.mail).
+        route("GET", folder + "/contacts/delta()", contact_delta),
+        route("GET", folder + "/contacts/microsoft.graph.delta()", contact_delta),
     ]
     for base in (folder + "/contacts", USER + "/contacts"):
         routes += [

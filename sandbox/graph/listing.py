@@ -21,6 +21,7 @@ from sandbox.graph.odata import (
 )
 from sandbox.graph.odata_filter import compile_filter, first_property
 from sandbox.graph.service import Ctx
+from sandbox.graph.store import EXTENDED
 from sandbox.zisson.store import Response
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ def paged(
     entity: str,
     default_order: Sequence[tuple[str, bool]] = (),
     filterable: bool = True,
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Response:
     """Filter, order, page and project documents the way Graph lists a collection."""
     query = ctx.call.query
@@ -56,11 +58,17 @@ def paged(
                 "InefficientFilter",
             )
     sort_documents(documents, order or default_order)
-    return page_of(ctx, documents, chosen)
+    return page_of(ctx, documents, chosen, finish)
 
 
-def page_of(ctx: Ctx, documents: list[dict[str, Any]], chosen: list[str] | None) -> Response:
-    return page_rendered(ctx, documents, len(documents), lambda d: d, chosen)
+def page_of(
+    ctx: Ctx,
+    documents: list[dict[str, Any]],
+    chosen: list[str] | None,
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Response:
+    """`finish(document)` gives what is shown of a (filtered) document: $expand."""
+    return page_rendered(ctx, documents, len(documents), finish or (lambda d: d), chosen)
 
 
 def page_rendered(
@@ -73,7 +81,13 @@ def page_rendered(
     """The page the query asks for out of `items` (already in order), rendering only it:
     a mailbox of 20,000 messages costs 1,000 renders a page, not 20,000."""
     size, start = page_size(ctx.call.query, {}), offset(ctx.call.query)
-    page = [project(render(item), chosen) for item in items[start : start + size]]
+    page = []
+    for item in items[start : start + size]:
+        document = render(item)
+        shown = project(document, chosen)
+        if EXTENDED in document:  # expanded: shown whatever $select says
+            shown[EXTENDED] = document[EXTENDED]
+        page.append(shown)
     more = start + size < total
     following = next_link(ctx.base, ctx.call.path, ctx.call.query, start + size) if more else None
     return ctx.json(200, collection(context_url(ctx), page, following))
@@ -92,7 +106,8 @@ def delta_page(
     query = ctx.call.query
     folder_key = (ctx.mailbox.id, kind, folder_id)
     skiptoken, deltatoken = option(query, "$skiptoken"), option(query, "$deltatoken")
-    found = ctx.delta.resume(folder_key, skiptoken, deltatoken)
+    restart = link(ctx.base, ctx.call.path, [])
+    found = ctx.delta.resume(folder_key, skiptoken, deltatoken, restart=restart)
     round_: Round
     if found is not None and skiptoken is not None:
         round_ = found
@@ -103,6 +118,7 @@ def delta_page(
             select=found.select,
             change_type=found.change_type,
             since=found.snapshot,
+            top=found.top,
         )
     else:
         round_ = ctx.delta.start(
@@ -111,9 +127,11 @@ def delta_page(
             select=selection(query, properties, kind.rstrip("s")),
             change_type=option(query, "changeType"),
             since=None,
+            top=page_size(query, {}) if option(query, "$top") is not None else None,
         )
-    size = page_size({}, ctx.prefer)
-    if "odata.maxpagesize" in ctx.prefer:
+    # $top from the first request wins (it is kept in the tokens); else the Prefer header.
+    size = round_.top or page_size({}, ctx.prefer)
+    if round_.top is None and "odata.maxpagesize" in ctx.prefer:
         ctx.applied.append(f"odata.maxpagesize={size}")
     changes, token, final = ctx.delta.next_page(round_, size)
     odata_type = "#microsoft.graph.message" if kind == "messages" else "#microsoft.graph.contact"

@@ -151,7 +151,7 @@ def delete_message(ctx: Ctx) -> Response:
     return Response(204)
 
 
-def permanent_delete(ctx: Ctx) -> Response:
+def purge_message(ctx: Ctx) -> Response:
     with ctx.state.lock:
         ctx.mailbox.purge(_message(ctx))
     ctx.state.count("permanent_deletes")
@@ -196,7 +196,11 @@ def message_delta(ctx: Ctx) -> Response:
         )
 
 
-def mail_routes() -> list[Route]:
+def mail_routes(*, permanent_delete: bool = True) -> list[Route]:
+    """`permanent_delete=False`: as in the national clouds, where Graph has no message
+    permanentDelete ("global service only",
+    https://learn.microsoft.com/en-us/graph/api/message-permanentdelete) and answers
+    400 for the unknown segment, as for any."""
     folders = USER + "/mailFolders"
     folder = folders + "/{folder}"
     messages = USER + "/messages"
@@ -208,8 +212,13 @@ def mail_routes() -> list[Route]:
         route("GET", folder, get_folder),
         route("GET", folder + "/childFolders", list_folders),
         route("POST", folder + "/childFolders", create_folder),
-        # delta before {message}, or "delta" would be taken for a message id
+        # delta before {message}, or "delta" would be taken for a message id. `delta()`
+        # is the function's full form, which Microsoft's SDKs send
+        # (https://learn.microsoft.com/en-us/graph/delta-query-overview: "/delta is a
+        # shortcut for the fully qualified name").
         route("GET", in_folder + "/delta", message_delta),
+        route("GET", in_folder + "/delta()", message_delta),
+        route("GET", in_folder + "/microsoft.graph.delta()", message_delta),
         route("GET", in_folder, list_messages),
         route("GET", messages, list_messages),
     ]
@@ -217,7 +226,8 @@ def mail_routes() -> list[Route]:
         routes += [
             route("GET", base + "/{message}", get_message),
             route("DELETE", base + "/{message}", delete_message),
-            route("POST", base + "/{message}/permanentDelete", permanent_delete),
             route("POST", base + "/{message}/move", move_message),
         ]
+        if permanent_delete:
+            routes.append(route("POST", base + "/{message}/permanentDelete", purge_message))
     return routes

@@ -1,10 +1,13 @@
 """OData query options as Graph applies them: Prefer, $select, $top/$skip, $orderby, paging.
 
-Paging is by offset, as in Exchange: the `$skiptoken` in `@odata.nextLink` holds the
-offset of the next page (opaque to clients, who follow the link verbatim), and the
-query is evaluated again for every page. So deleting items while paging forward
-shifts later items onto pages already read, exactly the trap a real client must avoid
-(collect first, then delete; or page again until nothing matches).
+Paging is by offset, as in Exchange: `@odata.nextLink` carries `$skip` with the
+offset of the next page, as Graph's message and contact lists do
+(https://learn.microsoft.com/en-us/graph/api/user-list-messages, "@odata.nextLink":
+".../messages?$skip=10"; clients follow the link verbatim; an opaque `$skiptoken`
+holding an offset is still read), and the query is evaluated again for every page.
+So deleting items while paging forward shifts later items onto pages already read,
+exactly the trap a real client must avoid (collect first, then delete; or page again
+until nothing matches).
 """
 
 from __future__ import annotations
@@ -129,7 +132,8 @@ def next_link(base: str, path: str, query: Query, next_offset: int) -> str:
         if key.lower() not in ("$skiptoken", "$skip")
         for value in values[:1]
     ]
-    pairs.append(("$skiptoken", encode_skiptoken(next_offset)))
+    # Graph's Outlook lists page with $skip (user-list-messages, user-list-contacts).
+    pairs.append(("$skip", str(next_offset)))
     return link(base, path, pairs)
 
 

@@ -155,6 +155,11 @@ def message_json(
     }
 
 
+def extended_json(contact: Contact) -> list[dict[str, str]]:
+    """A contact's single-value extended properties as Graph shows them on $expand."""
+    return [{"id": key, "value": value} for key, value in contact.extended.items()]
+
+
 def contact_json(mailbox: Mailbox, contact: Contact) -> dict[str, Any]:
     key = change_key(contact.version, mailbox.key)
     fields = {name: contact.fields.get(name, default) for name, default in CONTACT_FIELDS.items()}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from sandbox.graph import h2serve
 from sandbox.graph.batch import run_batch
 from sandbox.graph.entra import Entra
 from sandbox.graph.errors import (
@@ -70,19 +71,56 @@ class _Handler(SimulatorHandler):
         except (ssl.SSLError, OSError):
             self.server.service.state.count("tls_failures")
             raise
+        self.http2 = self.request.selected_alpn_protocol() == "h2"
         super().setup()
 
-    def _dispatch(self, method: str) -> None:
-        path, query, headers, body = self._read()
-        if path.startswith("/_sim/"):
-            self._respond(self.server.admin(method, path, query, body))
-            return
-        state = self.server.service.state
-        state.count("requests")
-        if path.startswith("/v1.0/"):
-            self._graph(method, path[len("/v1.0") :], query, headers, body)
+    def handle(self) -> None:
+        if self.http2:
+            self.server.service.state.count("http2_connections")
+            h2serve.serve(self.request, self._serve_h2, idle_timeout=self.timeout)
         else:
-            self._respond(self._entra(method, path, headers, body))
+            super().handle()
+
+    def _serve_h2(self, request: h2serve.Request) -> Response | None:
+        return self._serve(
+            request.method, request.path, request.query, request.headers, request.body
+        )
+
+    def _dispatch(self, method: str) -> None:
+        response = self._serve(method, *self._read())
+        if response is None:  # a dropped connection, as the fault plan says
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._write(response.status, response.headers, response.body)
+
+    def _serve(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> Response | None:
+        """One request, over HTTP/1.1 or an HTTP/2 stream; None: drop it unanswered."""
+        if path.startswith("/_sim/"):
+            response: Response | None = self.server.admin(method, path, query, body)
+        else:
+            state = self.server.service.state
+            state.count("requests")
+            if path.startswith("/v1.0/"):
+                response = self._graph(method, path[len("/v1.0") :], query, headers, body)
+            else:
+                response = self._entra(method, path, headers, body)
+        if response is None:
+            return None
+        request_id = str(uuid.uuid4())
+        ids = {
+            "request-id": request_id,
+            "client-request-id": headers.get("client-request-id") or request_id,
+        }
+        return Response(response.status, response.body, {**ids, **response.headers})
 
     def _entra(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
         entra, state = self.server.entra, self.server.service.state
@@ -124,7 +162,7 @@ class _Handler(SimulatorHandler):
         query: dict[str, list[str]],
         headers: dict[str, str],
         body: bytes,
-    ) -> None:
+    ) -> Response | None:
         service = self.server.service
         client_request_id = headers.get("client-request-id")
         try:
@@ -133,31 +171,18 @@ class _Handler(SimulatorHandler):
         except GraphError as error:
             if error.status == 401:
                 service.state.count("auth_failures")
-            self._respond(graph_error_response(error, client_request_id))
-            return
+            return graph_error_response(error, client_request_id)
         if unquote(path) == "/$batch" and method == "POST":
             try:
-                self._respond(run_batch(service, parsed, client_id))
+                return run_batch(service, parsed, client_id)
             except GraphError as error:
-                self._respond(graph_error_response(error, client_request_id))
-            return
+                return graph_error_response(error, client_request_id)
         call = Call(method, path, query, headers, parsed)
         response, drop = service.dispatch(call, client_id)
         if drop is not None:
             service.state.count("drops")
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self._respond(response)
-
-    def _respond(self, response: Response) -> None:
-        request_id = str(uuid.uuid4())
-        ids = [
-            ("request-id", request_id),
-            ("client-request-id", self.headers.get("client-request-id") or request_id),
-        ]
-        self._write(response.status, [*ids, *response.headers.items()], response.body)
+            return None
+        return response
 
 
 def _parse_json(body: bytes) -> Any:

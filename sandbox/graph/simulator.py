@@ -35,8 +35,12 @@ class GraphSimulator(ServedSimulator):
     (404 unknown mailbox/folder/item, 409 duplicate folder, 400 bad contact) as the
     HTTP side would.
 
-    `contact_permanent_delete=False` plays a national cloud, where Graph has no
-    permanentDelete for contacts (400, as for any unknown segment).
+    `contact_permanent_delete=False` plays a cloud where Graph has no permanentDelete
+    for contacts (400, as for any unknown segment); `national_cloud=True` one with
+    neither message nor contact permanentDelete, as the docs say of US Gov L4/L5 and
+    21Vianet (https://learn.microsoft.com/en-us/graph/api/message-permanentdelete,
+    https://learn.microsoft.com/en-us/graph/api/contact-permanentdelete: "global
+    service" only).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class GraphSimulator(ServedSimulator):
         token_ttl_seconds: float = 3600,
         search_cap: int = 1000,
         contact_permanent_delete: bool = True,
+        national_cloud: bool = False,
     ) -> None:
         super().__init__((host, port))
         self.scheme = "https"  # the certificate is valid for 127.0.0.1 and localhost
@@ -73,7 +78,8 @@ class GraphSimulator(ServedSimulator):
             self._throttle,
             self._faults,
             self._delta,
-            mail_routes() + contact_routes(permanent_delete=contact_permanent_delete),
+            mail_routes(permanent_delete=not national_cloud)
+            + contact_routes(permanent_delete=contact_permanent_delete and not national_cloud),
             seed=seed,
             search_cap=search_cap,
         )
@@ -234,6 +240,12 @@ class GraphSimulator(ServedSimulator):
             mailbox.contact_folder(folder_id)
             return [contact_json(mailbox, c) for c in mailbox.contacts_in(folder_id)]
 
+    def contact_properties(self, upn: str, contact_id: str) -> dict[str, str]:
+        """A contact's single-value extended properties, id -> value (what no Outlook
+        client shows)."""
+        with self._state.lock:
+            return dict(self._state.mailbox(upn).contact(contact_id).extended)
+
     def patch_contact(self, upn: str, contact_id: str, changes: Mapping[str, Any]) -> None:
         """Edit a contact as a user would in Outlook: new change key, shows up in delta."""
         fields = validate_contact(changes, partial=True)
@@ -248,9 +260,14 @@ class GraphSimulator(ServedSimulator):
 
     # -- tokens, time, faults, counters ---------------------------------------------------
 
-    def expire_delta_tokens(self) -> None:
-        """Every delta and skip token issued so far now answers 410 SyncStateNotFound."""
-        self._delta.expire_all()
+    def expire_delta_tokens(
+        self, status: Literal[400, 404, 410] = 410, *, after_pages: int = 0
+    ) -> None:
+        """Every delta and skip token issued so far now fails: 410 resyncRequired with a
+        Location header (the initial query), 404 syncStateNotFound or 400
+        syncStateInvalid (see sandbox.graph.delta). With `after_pages`, that happens
+        once so many more delta pages were served (a round expiring midway)."""
+        self._delta.expire_all(status, after_pages=after_pages)
 
     def revoke_access_tokens(self) -> None:
         """Every access token issued so far now answers 401 InvalidAuthenticationToken."""

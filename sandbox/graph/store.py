@@ -89,6 +89,11 @@ class Contact:
     created: dt.datetime
     modified: dt.datetime
     version: int = 1
+    # singleValueExtendedProperties: property id ("String {guid} Name x") -> value
+    extended: dict[str, str] = field(default_factory=dict)
+
+
+EXTENDED = "singleValueExtendedProperties"
 
 
 def _b64(data: bytes) -> str:
@@ -285,7 +290,9 @@ class Mailbox:
         self.contact_folder(folder_id)
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         contact_id = "AAMkAD" + _b64(self.key + b"\x04" + self._next().to_bytes(6, "big"))
-        contact = Contact(contact_id, folder_id, dict(fields), now, now)
+        fields = dict(fields)
+        extended = fields.pop(EXTENDED, {})
+        contact = Contact(contact_id, folder_id, fields, now, now, extended=dict(extended))
         self.contacts[contact_id] = contact
         return contact
 
@@ -299,6 +306,8 @@ class Mailbox:
         return [c for c in self.contacts.values() if c.folder_id == folder_id]
 
     def update_contact(self, contact: Contact, changes: dict[str, Any]) -> Contact:
+        changes = dict(changes)
+        contact.extended.update(changes.pop(EXTENDED, {}))
         contact.fields.update(changes)
         contact.version += 1
         contact.modified = dt.datetime.now(dt.UTC).replace(microsecond=0)

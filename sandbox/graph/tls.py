@@ -126,7 +126,7 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
-    # Graph speaks HTTP/2, this server does not: offering only http/1.1 in ALPN makes
-    # an httpx client with http2=True fall back cleanly instead of failing.
-    context.set_alpn_protocols(["http/1.1"])
+    # Graph serves HTTP/2 to clients that offer it, HTTP/1.1 to the others; so does the
+    # simulator (sandbox.graph.h2serve), whichever ALPN picks.
+    context.set_alpn_protocols(["h2", "http/1.1"])
     return context

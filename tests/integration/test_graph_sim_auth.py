@@ -193,14 +193,16 @@ def test_a_client_without_the_ca_fails_verification(graph_sim: GraphSimulator) -
     assert graph_sim.counters["tls_failures"] >= 2
 
 
-def test_the_certificate_is_valid_for_localhost_and_http2_clients_fall_back(
-    graph_sim: GraphSimulator,
+@pytest.mark.parametrize("http2", [True, False])
+def test_the_certificate_is_valid_for_localhost_and_both_http_versions_are_served(
+    graph_sim: GraphSimulator, http2: bool
 ) -> None:
     localhost = graph_sim.url.replace("127.0.0.1", "localhost")
-    with httpx.Client(verify=graph_ssl_context(graph_sim), http2=True) as client:
+    with httpx.Client(verify=graph_ssl_context(graph_sim), http2=http2) as client:
         response = client.get(
             f"{localhost}/{graph_sim.tenant_id}/v2.0/.well-known/openid-configuration"
         )
 
     assert response.status_code == 200
-    assert response.http_version == "HTTP/1.1"
+    assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    assert response.headers["request-id"] and response.json()["issuer"]

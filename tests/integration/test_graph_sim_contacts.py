@@ -162,3 +162,73 @@ def test_filter_on_contacts(mailbox: GraphSimulator, graph_client: httpx.Client)
     ).json()["value"]
 
     assert [c["givenName"] for c in found] == ["Kari"]
+
+
+def test_a_national_cloud_has_no_permanent_delete_for_messages_either() -> None:
+    with GraphSimulator(seed=0, national_cloud=True) as sim:
+        sim.add_app(GRAPH_APP, secret=GRAPH_SECRET)
+        sim.add_mailbox(UPN)
+        message = sim.add_message(UPN, "inbox", subject="s", sender="a@b.no")
+        with httpx.Client(
+            base_url=sim.graph_url,
+            verify=graph_ssl_context(sim),
+            headers={"Authorization": f"Bearer {fetch_token(sim)}"},
+        ) as client:
+            refused = client.post(f"/users/{UPN}/messages/{message}/permanentDelete")
+            ladder = [client.delete(f"/users/{UPN}/messages/{message}").status_code for _ in "1234"]
+
+    assert refused.status_code == 400
+    assert "permanentDelete" in refused.json()["error"]["message"]
+    # Deleted Items, Recoverable Items/Deletions, then Purges: out of Graph's reach.
+    assert ladder == [204, 204, 204, 404]
+    assert [m["id"] for m in sim.purged(UPN)] == [message]
+
+
+PROPERTY = "String {6f1c3e1a-8d1b-4c55-9a0e-3f1f5d3f1c11} Name pdsync-link"
+
+
+def test_extended_properties_are_created_filtered_and_expanded(
+    mailbox: GraphSimulator, graph_client: httpx.Client
+) -> None:
+    folder = mailbox.add_contact_folder(UPN, "Kunde 1")
+    contacts = f"/users/{UPN}/contactFolders/{folder}/contacts"
+    made = graph_client.post(
+        contacts, json={**KARI, "singleValueExtendedProperties": [{"id": PROPERTY, "value": "l-1"}]}
+    )
+    other = graph_client.post(
+        contacts, json={**KARI, "singleValueExtendedProperties": [{"id": PROPERTY, "value": "l-2"}]}
+    )
+    plain = graph_client.post(contacts, json=KARI)
+    assert {r.status_code for r in (made, other, plain)} == {201}
+    assert "singleValueExtendedProperties" not in made.json()  # only when expanded
+
+    found = graph_client.get(
+        contacts,
+        params={
+            "$filter": f"singleValueExtendedProperties/Any(ep: ep/id eq '{PROPERTY}' "
+            "and ep/value eq 'l-1')",
+            "$select": "displayName",
+        },
+    ).json()["value"]
+    assert [c["id"] for c in found] == [made.json()["id"]]
+    assert "singleValueExtendedProperties" not in found[0]
+
+    expand = f"singleValueExtendedProperties($filter=id eq '{PROPERTY}')"
+    listed = graph_client.get(contacts, params={"$expand": expand, "$select": "id"}).json()
+    values = {
+        c["id"]: [p["value"] for p in c.get("singleValueExtendedProperties", [])]
+        for c in listed["value"]
+    }
+    assert values == {
+        made.json()["id"]: ["l-1"],
+        other.json()["id"]: ["l-2"],
+        plain.json()["id"]: [],
+    }
+    one = graph_client.get(f"/users/{UPN}/contacts/{made.json()['id']}", params={"$expand": expand})
+    assert one.json()["singleValueExtendedProperties"] == [{"id": PROPERTY, "value": "l-1"}]
+
+    bad = graph_client.post(
+        contacts, json={"singleValueExtendedProperties": [{"id": "pdsync-link", "value": "x"}]}
+    )
+    assert bad.status_code == 400
+    assert graph_client.get(contacts, params={"$expand": "categories"}).status_code == 400

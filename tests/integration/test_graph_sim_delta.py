@@ -1,4 +1,5 @@
-"""Delta queries on the Graph simulator: rounds, @removed, $select, and 410 on expiry."""
+"""Delta queries on the Graph simulator: rounds, @removed, $select, $top, both URL
+forms, and the documented answers to an expired token."""
 
 from __future__ import annotations
 
@@ -84,8 +85,12 @@ def test_removed_items_carry_the_id_the_client_knew(
     ]
 
 
-def test_expired_tokens_answer_410_and_a_fresh_round_recovers(
-    mailbox: GraphSimulator, graph_client: httpx.Client
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(410, "resyncRequired"), (404, "syncStateNotFound"), (400, "syncStateInvalid")],
+)
+def test_expired_tokens_fail_as_documented_and_a_fresh_round_recovers(
+    mailbox: GraphSimulator, graph_client: httpx.Client, status: int, code: str
 ) -> None:
     for n in range(3):
         mailbox.add_message(UPN, "inbox", subject=f"m{n}", sender="a@b.no")
@@ -93,15 +98,36 @@ def test_expired_tokens_answer_410_and_a_fresh_round_recovers(
     _, delta_link, _ = round_of(graph_client, start)
     halfway = graph_client.get(start, headers={"Prefer": "odata.maxpagesize=1"}).json()
 
-    mailbox.expire_delta_tokens()
+    mailbox.expire_delta_tokens(status)
     gone = graph_client.get(delta_link)
     gone_midway = graph_client.get(halfway["@odata.nextLink"])
 
     for response in (gone, gone_midway):
-        assert response.status_code == 410
-        assert response.json()["error"]["code"] == "SyncStateNotFound"
+        assert response.status_code == status
+        assert response.json()["error"]["code"] == code
+        # 410 names the initial query to start over from; the 40X codes do not.
+        location = response.headers.get("Location")
+        assert location == (
+            graph_client.base_url.join(start[1:]).__str__() if status == 410 else None
+        )
     again, _, _ = round_of(graph_client, start)
     assert len(again) == 3
+
+
+@pytest.mark.parametrize("form", ["delta", "delta()"])
+def test_top_on_delta_sets_the_page_and_is_kept_in_the_links(
+    mailbox: GraphSimulator, graph_client: httpx.Client, form: str
+) -> None:
+    for n in range(7):
+        mailbox.add_message(UPN, "inbox", subject=f"m{n}", sender="a@b.no")
+    url: str | None = f"/users/{UPN}/mailFolders/inbox/messages/{form}?$top=3"
+    sizes = []
+    while url is not None:
+        body = graph_client.get(url).json()
+        sizes.append(len(body["value"]))
+        url = body.get("@odata.nextLink")
+        assert url is None or f"/messages/{form}?" in url  # the form asked for is kept
+    assert sizes == [3, 3, 1]
 
 
 def test_change_type_filter_is_kept_in_the_tokens(

@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from connectors.base import RetryPolicy
 from connectors.outlook import OutlookBinding, OutlookConnector, OutlookSettings
+from connectors.outlook.directory import LINK_PROPERTY
 from daemon.domain import Customer, ItemRef
 from sandbox.graph_sim import GraphSimulator
 from tests.fixtures.graph import make_app_certificate
@@ -66,6 +67,13 @@ class OutlookWorld:
 
     def contacts(self) -> list[dict[str, Any]]:
         return self.sim.contacts(self.mailbox, self.folder_id())
+
+    def links(self) -> list[str]:
+        """The link ids the folder's contacts carry in pdsync's extended property."""
+        return sorted(
+            self.sim.contact_properties(self.mailbox, c["id"]).get(LINK_PROPERTY, "")
+            for c in self.contacts()
+        )
 
     @staticmethod
     def ids(refs: list[ItemRef]) -> set[str]:
