@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SANDBOX_DIR ?= .sandbox
+# make run serves the admin API and dashboard on 127.0.0.1:$(API_PORT) (a free one if taken).
+API_PORT ?= 8787
 
 .PHONY: run test bootstrap lint typecheck bench clean chromium
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml
 bootstrap: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m sandbox.run --data-dir $(SANDBOX_DIR)
+	$(BIN)/python -m sandbox.run --data-dir $(SANDBOX_DIR) --api-port $(API_PORT)
 
 # The dashboard is tested in a real headless Chromium (Debian's package; Playwright drives
 # it, no browser download). Installed on first use where we may; otherwise say what to do.

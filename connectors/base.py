@@ -22,6 +22,7 @@ import email.utils
 import random
 import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -254,8 +255,95 @@ class RetryingConnectorBase:
         return self  # type: ignore[return-value]
 
 
+# Bytes of one answer, decompressed, that a connector reads at most (see `cap_responses`).
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# What we ask servers to compress with: the encodings `_CappedStream` inflates itself,
+# so that the cap holds for what is decompressed, not only for what travels.
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    """A response body read through a cap, gzip or deflate inflated here (never more
+    than the cap at once: a small compressed answer can unpack to gigabytes)."""
+
+    def __init__(
+        self, inner: httpx.AsyncByteStream, *, cap: int, system: str, encoding: str
+    ) -> None:
+        self._inner = inner
+        self._cap = cap
+        self._system = system
+        self._encoding = encoding
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        inflater = None
+        if self._encoding == "gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self._encoding == "deflate":
+            inflater = zlib.decompressobj(zlib.MAX_WBITS)
+        total = 0
+        async for chunk in self._inner:
+            pending = chunk
+            while pending:
+                if inflater is None:
+                    data, pending = pending, b""
+                else:
+                    try:
+                        data = inflater.decompress(pending, self._cap - total + 1)
+                    except zlib.error:
+                        raise ContractError(
+                            f"{self._system}: an answer's {self._encoding} body is corrupt",
+                            system=self._system,
+                        ) from None
+                    pending = inflater.unconsumed_tail
+                total += len(data)
+                if total > self._cap:
+                    raise ContractError(
+                        f"{self._system}: an answer exceeded the cap of {self._cap} bytes;"
+                        " nothing of it was read",
+                        system=self._system,
+                    )
+                if data:
+                    yield data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def cap_responses(system: str, cap: int) -> Callable[[httpx.Response], Awaitable[None]]:
+    """An httpx response hook: each answer's body is read through `_CappedStream`, so
+    one larger than `cap` bytes (decompressed) raises ContractError, a page-level
+    failure, instead of filling memory. Content-Encoding is handled (and removed) here;
+    one not asked for (`ACCEPT_ENCODING`) is refused."""
+
+    async def hook(response: httpx.Response) -> None:
+        if response.is_stream_consumed:  # built from bytes (a test transport)
+            if len(response.content) > cap:
+                raise ContractError(
+                    f"{system}: an answer exceeded the cap of {cap} bytes", system=system
+                )
+            return
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise ContractError(
+                f"{system}: an answer came with Content-Encoding {encoding[:20]!r},"
+                " which was not asked for",
+                system=system,
+            )
+        if not isinstance(response.stream, httpx.AsyncByteStream):
+            return  # a synchronous stream: not from an AsyncClient's transport
+        if encoding != "identity":
+            del response.headers["Content-Encoding"]
+            response.headers.pop("Content-Length", None)
+        response.stream = _CappedStream(response.stream, cap=cap, system=system, encoding=encoding)
+
+    return hook
+
+
 class HttpConnectorBase(RetryingConnectorBase):
-    """A RetryingConnectorBase with an httpx.AsyncClient and httpx errors translated."""
+    """A RetryingConnectorBase with an httpx.AsyncClient and httpx errors translated.
+
+    No answer is read past `max_response_bytes` (see `cap_responses`).
+    """
 
     def __init__(
         self,
@@ -267,6 +355,7 @@ class HttpConnectorBase(RetryingConnectorBase):
         retry_policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(concurrency=concurrency, retry_policy=retry_policy)
         self.http = httpx.AsyncClient(
@@ -274,7 +363,8 @@ class HttpConnectorBase(RetryingConnectorBase):
             timeout=timeout,
             verify=verify,
             transport=transport,
-            headers=dict(headers or {}),
+            headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
+            event_hooks={"response": [cap_responses(self.system, max_response_bytes)]},
         )
         self.requests = 0  # requests sent, for metrics and the no-change benchmark
         self.throttled = 0  # answers of HTTP 429, for metrics

@@ -1,12 +1,15 @@
 """The `pdsync` command line.
 
-Exit codes: 0 done; 1 a run failed; 2 bad usage or configuration; 3 waiting for an
-approval (a run stopped at the deletion threshold).
+Exit codes: 0 done; 1 a run failed; 2 bad usage or configuration (an unknown id or
+customer, a store that cannot be opened); 3 waiting for an approval (a run stopped at
+the deletion threshold, an erasure waiting for a second admin); 4 an erasure whose
+identifiers matched nothing in any system; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
@@ -20,13 +23,20 @@ from rich.table import Table
 from daemon import cli_ops, cli_proof, cli_secrets, logs
 from daemon.cli_common import (
     DEFAULT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_MATCHED,
     ConfigOption,
+    MessagesNotTracebacks,
+    Verbosity,
     err,
     fail,
+    known_customer,
     load_settings,
     open_store,
     operator,
     out,
+    table,
+    with_config,
 )
 from daemon.cli_common import (
     get_erasure as _get_erasure,
@@ -46,6 +56,10 @@ app = typer.Typer(
     help="Keeps personal data in step, and deleted on time, across Zisson, Firestore and Outlook.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=MessagesNotTracebacks,
+    # Plain help: paragraphs re-flowed to the terminal (never broken mid-sentence), no
+    # type placeholders beside flags.
+    rich_markup_mode=None,
 )
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 runs_app = typer.Typer(help="Recent runs: `pdsync runs` lists, `pdsync runs show ID` details.")
@@ -72,13 +86,73 @@ cli_proof.register(app)
 T = TypeVar("T")
 
 
-def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"pdsync {version('pdsync')}")
+        except PackageNotFoundError:
+            typer.echo("pdsync (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log at the level the config sets (default: warnings only)."
+        ),
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    Verbosity.verbose = verbose
+
+
+WideOption = Annotated[
+    bool, typer.Option("--wide", "-w", help="Full ids and every column (wider than 80).")
+]
+CustomerFilter = Annotated[
+    str | None, typer.Option("--customer", metavar="ID", help="Only this customer.")
+]
+
+
+def _short(value: str, wide: bool) -> str:
+    """An id as a table shows it: its first 8 characters (which every command taking an id
+    accepts), in full with --wide."""
+    return value if wide else value[:8]
+
+
+def _table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], wide: bool = False
+) -> None:
+    shown = table(title, columns)
     for row in rows:
-        table.add_row(*row)
-    out.print(table)
+        shown.add_row(*row)
+    _show(shown, wide)
+
+
+def _show(shown: Table, wide: bool) -> None:
+    """A table at the terminal's width; with --wide as wide as its cells need (ids whole,
+    every column), however narrow the terminal."""
+    if not wide:
+        out.print(shown)
+        return
+    # Console.print never goes past the console's width: a console as wide as needed.
+    from rich.console import Console
+
+    Console(markup=False, highlight=False, emoji=False, width=max(out.width, WIDE_COLUMNS)).print(
+        shown
+    )
+
+
+WIDE_COLUMNS = 200
 
 
 @config_app.command("check")
@@ -95,10 +169,10 @@ def config_check(
 
     Unless --offline, every mail folder a customer's Outlook binding names (its folders and
     retention rules) is looked up in its mailbox."""
-    from daemon.config import SYSTEMS, unreachable_secrets
+    from daemon.config import SYSTEMS, exposed_secret_files, unreachable_secrets
 
     settings = load_settings(config)
-    problems = unreachable_secrets(settings)
+    problems = unreachable_secrets(settings) + exposed_secret_files(settings)
     if not problems:
         try:
             settings.store.master_key_bytes()
@@ -117,8 +191,10 @@ def config_check(
         problems += checked.problems
         for line in checked.unchecked:
             err.print(f"{config}: not checked: {line}", highlight=False, markup=False)
+    if not problems:
+        problems += _store_problems(settings)
     if problems:
-        err.print("\n".join(f"{config}: {p}" for p in problems), highlight=False, markup=False)
+        err.print("\n".join(f"{config}: {p}" for p in problems))
         raise typer.Exit(2)
     out.print(
         f"{config}: OK — {len(settings.customers)} customers, systems: "
@@ -126,12 +202,60 @@ def config_check(
     )
 
 
+def _store_problems(settings: Settings) -> list[str]:
+    """What the config asks of the store that the store cannot give: a customer erased
+    as a whole (every sync of it would fail: it must leave the config), a Zisson token
+    file named but neither readable nor imported into the store yet. A SQLite store not
+    made yet is not made here (nothing was erased or imported into it)."""
+    from sqlalchemy.engine import make_url
+
+    from connectors.zisson.auth import token_account
+    from daemon.store import StoreError
+
+    url = make_url(settings.store.url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    fresh = url.get_backend_name() == "sqlite" and not (database and Path(database).exists())
+    store = None if fresh else open_store(settings)
+    problems = []
+    try:
+        for i, customer in enumerate(settings.customers):
+            erased = [
+                e
+                for e in (store.list_erasures(customer_id=customer.id) if store else ())
+                if e.scope == "customer" and e.state == "completed"
+            ]
+            if erased:
+                problems.append(
+                    f"customers[{i}] ({customer.id}): the customer was erased (erasure"
+                    f" {erased[0].id}); remove it from the config"
+                )
+                continue
+            binding = customer.zisson
+            file = binding.refresh_token_file if binding is not None else None
+            if binding is None or file is None or os.access(file, os.R_OK):
+                continue
+            account = token_account(binding)
+            try:
+                held = store is not None and store.connector_secret(account.system, account.key)
+            except StoreError:
+                held = None
+            if not held:
+                problems.append(
+                    f"customers[{i}].zisson.refresh_token_file: file {file} cannot be read,"
+                    " and the store holds no token for this account yet"
+                )
+    finally:
+        if store is not None:
+            store.close()
+    return problems
+
+
 @app.command()
 def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Run the daemon: sync every customer on its interval until SIGTERM."""
     from daemon.service import serve
 
-    settings = load_settings(config)
+    settings = load_settings(config, daemon=True)
     try:
         code = asyncio.run(serve(settings))
     except ConfigError as exc:  # a secret missing, the store taken: before any work
@@ -143,33 +267,45 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
 @app.command()
 def sync(
     config: ConfigOption = DEFAULT_CONFIG,
-    customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
+    customer: CustomerFilter = None,
     plan: Annotated[
         bool, typer.Option("--plan", help="Show what would change; change nothing.")
     ] = False,
     approve_deletions: Annotated[
         int | None,
-        typer.Option(help="Approve a run deleting up to N contacts (past the threshold)."),
+        typer.Option(
+            metavar="N", help="Approve a run deleting up to N contacts (past the threshold)."
+        ),
     ] = None,
     approve_creations: Annotated[
         int | None,
-        typer.Option(help="Approve a run creating up to N contacts (past the threshold)."),
+        typer.Option(
+            metavar="N", help="Approve a run creating up to N contacts (past the threshold)."
+        ),
     ] = None,
     approve_shrink: Annotated[
         int | None,
         typer.Option(
+            metavar="N",
             help="Approve a run although a system read N records fewer than it held"
-            " (empty, or far fewer: an outage looks the same)."
+            " (empty, or far fewer: an outage looks the same).",
         ),
     ] = None,
-    reason: Annotated[str | None, typer.Option(help="Why (recorded with the approval).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Why (recorded with the approval).")
+    ] = None,
+    wide: WideOption = False,
 ) -> None:
     """Run one sync cycle now and print what changed (or, with --plan, would change)."""
+    from daemon.proof import open_ledger
     from daemon.store import RunStatus
     from daemon.sync import SyncService
     from daemon.wiring import open_connectors
 
+    # Logging as for every command (load_settings): warnings only unless -v, so the
+    # table says what each run did without per-read info lines ahead of it.
     settings = load_settings(config)
+    known_customer(settings, customer)
     customers = [settings.customer(customer)] if customer else list(settings.customers)
     approvals = {
         kind: count
@@ -181,24 +317,40 @@ def sync(
         if count is not None
     }
     if approvals and not (customer and reason):
-        err.print("--approve-deletions, --approve-creations and --approve-shrink need")
-        err.print("--customer and --reason")
-        raise typer.Exit(2)
+        raise fail(
+            "--approve-deletions, --approve-creations and --approve-shrink need"
+            " --customer and --reason"
+        )
+    if reason and (logs.EMAIL.search(reason) or logs.PHONE.search(reason)):
+        raise fail("--reason must not hold e-mail addresses or phone numbers (it is on the ledger)")
 
     async def go() -> list[tuple[str, str, str, dict[str, Any]]]:
         """(customer, run id, status, summary) per customer."""
         store = open_store(settings)
         try:
+            # As the daemon does: every change and approval is on the ledger.
+            ledger = open_ledger(settings, store)
             for kind, count in approvals.items():
                 assert customer is not None
-                store.approve_deletions(
-                    customer, count, by=operator(), reason=reason or "", kind=kind
+                by = operator()
+                approval_id = store.approve_deletions(
+                    customer, count, by=by, reason=reason or "", kind=kind
                 )
+                if ledger is not None:
+                    ledger.record(
+                        "sync.approved",
+                        customer_id=customer,
+                        approval_id=approval_id,
+                        threshold=kind,
+                        max_count=count,
+                        by=by,
+                        reason=reason or "",
+                    )
             if not plan and _daemon_running(store, settings):
                 return await _queued_syncs(store, customers)
             async with AsyncExitStack() as stack:
                 connectors = await open_connectors(settings, stack, store=store)
-                service = SyncService(settings, store, connectors)
+                service = SyncService(settings, store, connectors, ledger=ledger)
                 reports = [await service.sync(c, trigger="cli", plan_only=plan) for c in customers]
             return [(r.customer_id, r.run_id, str(r.status), r.summary()) for r in reports]
         finally:
@@ -207,21 +359,12 @@ def sync(
     try:
         outcomes = asyncio.run(go())
     except ConfigError as exc:
-        err.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    table = Table(title="Planned changes" if plan else "Sync")
-    for column in (
-        "customer",
-        "run",
-        "status",
-        "system",
-        "create",
-        "update",
-        "delete",
-        "disputes",
-        "manual",
-    ):
-        table.add_column(column)
+        raise fail(str(exc)) from None
+    shown = table(
+        "Planned changes" if plan else "Sync",
+        ("customer", "run", "status", "system", "create", "update", "delete", "disputes", "manual"),
+        ids=2,
+    )
     for customer_id, run_id, status, summary in outcomes:
         counts = dict(summary.get("planned") or {})
         applied = dict(summary.get("applied") or {})
@@ -232,9 +375,9 @@ def sync(
                 for k, v in applied.items()
                 if k.startswith(system + ".") and k.endswith(".manual")
             )
-            table.add_row(
+            shown.add_row(
                 customer_id if i == 0 else "",
-                run_id[:8] if i == 0 else "",
+                _short(run_id, wide) if i == 0 else "",
                 status if i == 0 else "",
                 system,
                 str(counts.get(f"{system}.create", 0)),
@@ -244,19 +387,19 @@ def sync(
                 str(manual),
             )
         if summary.get("error"):
-            err.print(f"{customer_id}: {summary['error']}", highlight=False, markup=False)
-    out.print(table)
+            err.print(f"{customer_id}: {summary['error']}")
+    _show(shown, wide)
     statuses = {status for _, _, status, _ in outcomes}
     if RunStatus.FAILED in statuses or "not_run" in statuses:
         raise typer.Exit(1)
     if RunStatus.AWAITING_APPROVAL in statuses:
         for customer_id, _, status, summary in outcomes:
             if status == RunStatus.AWAITING_APPROVAL:
-                err.print(_held_hint(customer_id, dict(summary.get("held") or {})))
+                err.print(_held_hint(customer_id, dict(summary.get("held") or {}), config))
         raise typer.Exit(3)
 
 
-def _held_hint(customer_id: str, held: dict[str, Any]) -> str:
+def _held_hint(customer_id: str, held: dict[str, Any], config: Path = DEFAULT_CONFIG) -> str:
     """What held a run, and the command that lets it go on (after a look)."""
     incident = held.get("incident", "")
     if incident == "incident_source_shrunk":
@@ -271,10 +414,11 @@ def _held_hint(customer_id: str, held: dict[str, Any]) -> str:
     else:
         what = f"the run would delete {held.get('deletions')} contacts"
         option = f"--approve-deletions {held.get('deletions')}"
+    also = with_config(config)
     return (
         f"{customer_id}: waiting for an approval: {what}. Look first"
-        f" (pdsync sync --plan --customer {customer_id}), then:\n"
-        f"  pdsync sync --customer {customer_id} {option} --reason TEXT"
+        f" (pdsync sync --plan --customer {customer_id}{also}), then:\n"
+        f"  pdsync sync --customer {customer_id} {option} --reason TEXT{also}"
     )
 
 
@@ -334,38 +478,50 @@ def _since(text: str | None) -> datetime | None:
         raise typer.Exit(2) from None
 
 
+def _customer_filter(config: Path, customer: str | None) -> None:
+    """Exit 2 naming the configured customers when `customer` is not one of them."""
+    if customer is not None:
+        known_customer(load_settings(config), customer)
+
+
 @runs_app.callback(invoke_without_command=True)
 def runs_list(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    customer: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[str | None, typer.Option(help="e.g. 24h, 30m, 7d")] = None,
-    limit: Annotated[int, typer.Option()] = 20,
+    customer: CustomerFilter = None,
+    since: Annotated[str | None, typer.Option(metavar="AGE", help="e.g. 24h, 30m, 7d")] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most N runs.")] = 20,
+    wide: WideOption = False,
 ) -> None:
-    """List recent runs, newest first."""
+    """List recent runs, newest first (`pdsync runs show ID` for one)."""
     if ctx.invoked_subcommand is not None:
         return
+    _customer_filter(config, customer)
     rows = _query(
         config,
         lambda store: store.list_runs(customer_id=customer, since=_since(since), limit=limit),
     )
-    table = Table(title="Runs")
-    for column in ("run", "kind", "customer", "trigger", "status", "started", "seconds", "changes"):
-        table.add_column(column)
+    columns = ["run", "kind", "customer", "status", "started", "changes"]
+    if wide:
+        columns[4:4] = ["trigger"]
+        columns[-1:-1] = ["seconds"]
+    shown = table("Runs", columns)
     for row in rows:
         applied = (row.summary or {}).get("applied", {})
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
-        table.add_row(
-            row.id[:8],
+        cells = [
+            _short(row.id, wide),
             row.kind,
             row.customer_id or "-",
-            row.trigger,
             row.status,
-            row.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{seconds:.1f}" if seconds is not None else "-",
+            row.started_at.strftime("%Y-%m-%d %H:%M"),
             str(sum(v for k, v in applied.items() if k.endswith(".applied"))),
-        )
-    out.print(table)
+        ]
+        if wide:
+            cells[4:4] = [row.trigger]
+            cells[-1:-1] = [f"{seconds:.1f}" if seconds is not None else "-"]
+        shown.add_row(*cells)
+    _show(shown, wide)
 
 
 @runs_app.command("show")
@@ -376,8 +532,7 @@ def runs_show(run_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     try:
         runs = [r for r in store.list_runs(limit=10_000) if r.id.startswith(run_id)]
         if len(runs) != 1:
-            err.print(f"no single run matches {run_id!r}")
-            raise typer.Exit(2)
+            raise fail(f"no single run matches {run_id!r} (`pdsync runs` lists them)")
         row = runs[0]
         events = store.run_events(run_id=row.id)
     finally:
@@ -385,30 +540,30 @@ def runs_show(run_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     out.print(
         f"run {row.id} {row.kind} {row.customer_id} {row.status} {row.started_at:%Y-%m-%d %H:%M:%S}"
     )
-    out.print(row.summary, highlight=False)
-    table = Table()
-    for column in ("time", "level", "system", "event", "detail"):
-        table.add_column(column)
+    out.print(row.summary)
+    shown = table(None, ("time", "level", "system", "event", "detail"))
     for event in events:
-        table.add_row(
+        shown.add_row(
             event.ts.strftime("%H:%M:%S"),
             event.level,
             event.system or "-",
             event.event,
             str(event.detail or ""),
         )
-    out.print(table)
+    out.print(shown)
 
 
 @disputes_app.callback(invoke_without_command=True)
 def disputes_list(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    customer: Annotated[str | None, typer.Option()] = None,
+    customer: CustomerFilter = None,
+    wide: WideOption = False,
 ) -> None:
     """List open disputes (field names only; the values stay in the systems)."""
     if ctx.invoked_subcommand is not None:
         return
+    _customer_filter(config, customer)
     rows = _query(config, lambda store: store.list_disputes(customer_id=customer, open_only=True))
     _table(
         "Open disputes",
@@ -417,24 +572,28 @@ def disputes_list(
             (
                 str(row.id),
                 row.customer_id,
-                row.link_id[:8],
+                _short(row.link_id, wide),
                 REVIEW_LABELS.get(row.field, row.field),
                 ", ".join(sorted(row.fingerprints)),
                 row.opened_at.strftime("%Y-%m-%d %H:%M"),
             )
             for row in rows
         ),
+        wide,
     )
     for row in rows:
         if row.field not in REVIEW_LABELS:
             continue
         # Who the held record might be, by ids only, and the commands that answer.
+        also = with_config(config)
         err.print(f"{row.id}: {REVIEW_LABELS[row.field]}, held: {row.fingerprints[SEPARATE]}")
-        err.print(f"  a contact of its own:  pdsync disputes resolve {row.id} --winner {SEPARATE}")
+        err.print(
+            f"  a contact of its own:  pdsync disputes resolve {row.id} --winner {SEPARATE}{also}"
+        )
         for answer, records in sorted(row.fingerprints.items()):
             if answer != SEPARATE:
                 err.print(f"  the contact {records}:")
-                err.print(f"    pdsync disputes resolve {row.id} --winner {answer}")
+                err.print(f"    pdsync disputes resolve {row.id} --winner {answer}{also}")
 
 
 REVIEW_LABELS = {AMBIGUOUS_MATCH: "ambiguous match", POSSIBLE_DUPLICATE: "possible duplicate"}
@@ -444,11 +603,13 @@ REVIEW_LABELS = {AMBIGUOUS_MATCH: "ambiguous match", POSSIBLE_DUPLICATE: "possib
 def tasks_list(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    customer: Annotated[str | None, typer.Option()] = None,
+    customer: CustomerFilter = None,
+    wide: WideOption = False,
 ) -> None:
     """List open manual tasks; `pdsync tasks show ID` prints one's instruction."""
     if ctx.invoked_subcommand is not None:
         return
+    _customer_filter(config, customer)
     rows = _query(config, lambda store: store.list_tasks(customer_id=customer, open_only=True))
     _table(
         "Open manual tasks",
@@ -459,30 +620,39 @@ def tasks_list(
                 row.customer_id,
                 row.system,
                 row.op_kind,
-                row.link_id[:8],
+                _short(row.link_id, wide),
                 row.created_at.strftime("%Y-%m-%d %H:%M"),
             )
             for row in rows
         ),
+        wide,
     )
 
 
 @tasks_app.command("show")
 def tasks_show(task_id: int, config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Print a task's instruction for the operator (it holds personal data: not logged)."""
-    instruction = _query(config, lambda store: store.task_instruction(task_id))
-    out.print(instruction, highlight=False, markup=False)
+    from daemon.store import NotFound
+
+    def read(store: Store) -> str:
+        try:
+            return str(store.task_instruction(task_id))
+        except NotFound:
+            raise fail(f"no manual task {task_id} (`pdsync tasks` lists the open ones)") from None
+
+    out.print(_query(config, read))
 
 
 @quarantine_app.callback(invoke_without_command=True)
 def quarantine_list(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    customer: Annotated[str | None, typer.Option()] = None,
+    customer: CustomerFilter = None,
 ) -> None:
     """List quarantined records (the reason names the field; the payload stays encrypted)."""
     if ctx.invoked_subcommand is not None:
         return
+    _customer_filter(config, customer)
     rows = _query(config, lambda store: store.list_quarantine(customer_id=customer, open_only=True))
     _table(
         "Quarantined records",
@@ -532,11 +702,12 @@ def _erase(
     from daemon.erasure import ErasureError, check_item_ids
 
     if plan == execute:
-        err.print("give exactly one of --plan (show) or --execute (erase)")
-        raise typer.Exit(2)
+        raise fail("give exactly one of --plan (show) or --execute (erase)")
     if execute and not reason:
-        err.print("--execute needs --reason TEXT (it goes on the certificate)")
-        raise typer.Exit(2)
+        raise fail("--execute needs --reason TEXT (it goes on the certificate)")
+    if execute and not yes and not sys.stdin.isatty():
+        # Nobody can confirm: a destructive command goes on only when told to.
+        raise fail("--execute erases for good: without a terminal to confirm on, give --yes")
     try:
         included = check_item_ids(include)
     except ErasureError as exc:
@@ -544,6 +715,8 @@ def _erase(
     if included and scope == "customer":
         raise fail("--include: a whole-customer erasure erases every item; nothing to include")
     settings = load_settings(config)
+    known_customer(settings, customer_id)
+    received: list[str] = []  # the request, once made: Ctrl-C leaves it to be resumed
 
     async def go() -> int:
         store = open_store(settings)
@@ -553,7 +726,7 @@ def _erase(
                 if plan:
                     preview = await service.preview(customer_id, scope=scope, subject=subject)
                     return _print_plan(preview, included)
-                if not yes and sys.stdin.isatty():
+                if not yes:
                     what = f"customer {customer_id}" if scope == "customer" else "this subject"
                     typer.confirm(f"Erase {what} in every system, for good?", abort=True)
                 request_id = service.request(
@@ -564,25 +737,51 @@ def _erase(
                     reason=reason or "",
                     include=included,
                 )
+                received.append(request_id)
                 out.print(f"erasure {request_id} received")
                 row = await service.advance(request_id)
-                _print_erasure(row, store.erasure_items(row.id))
+                _print_erasure(row, store.erasure_items(row.id), config=config)
                 if row.state == "cancelled":
                     return 2  # an --include the plan did not have: the error says which
-                return (
-                    3
-                    if row.state in ("awaiting_approval", "verifying")
-                    else (1 if row.state == "failed" else 0)
-                )
+                if row.state in ("awaiting_approval", "verifying"):
+                    return 3
+                if row.state == "failed":
+                    return 1
+                if _matched_nothing(row):
+                    err.print(
+                        "nothing matched: no system holds anything these identifiers find"
+                        " (a typo?); the request is completed and its certificate says so"
+                    )
+                    return EXIT_NOTHING_MATCHED
+                return 0
         finally:
             store.close()
 
     try:
         code = asyncio.run(go())
     except ErasureError as exc:
-        err.print(f"erasure refused: {exc}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
+        raise fail(f"erasure refused: {exc}") from None
+    except KeyboardInterrupt:
+        if not received:
+            raise fail("interrupted: nothing was requested", EXIT_INTERRUPTED) from None
+        raise fail(
+            f"interrupted: erasure {received[0]} stays open and nothing is done twice; the"
+            f" daemon finishes it, or now: pdsync erasures resume {received[0]}"
+            + with_config(config),
+            EXIT_INTERRUPTED,
+        ) from None
     raise typer.Exit(code)
+
+
+def _matched_nothing(row: Any) -> bool:
+    """A completed subject erasure that found nothing anywhere: every system no_match,
+    and no ambiguous item left alone either."""
+    results = list((row.outcome or {}).values())
+    return (
+        row.scope == "subject"
+        and bool(results)
+        and all(r.get("outcome") == "no_match" and not r.get("left_alone") for r in results)
+    )
 
 
 async def _erasure_service(settings: Settings, store: Any, stack: AsyncExitStack) -> Any:
@@ -667,20 +866,30 @@ def _print_plan(preview: Any, include: Sequence[str]) -> int:
     (data, stdout); what it means (messages, stderr). Returns the exit code."""
     from daemon.erasure import strengths_to_list
 
-    title = f"Erasure plan: {preview.scope} of {preview.customer_id} (nothing changed)"
     if preview.scope == "customer":
-        table = Table(title=title)
-        for column in ("system", "what", "count"):
-            table.add_column(column)
+        shown = table(
+            f"Erasure plan for the whole customer {preview.customer_id} (nothing changed)",
+            ("system", "what", "count"),
+        )
         for system, kinds in preview.counts().items():
-            if not kinds:
-                table.add_row(system, "-", "0")
-            for kind, n in sorted(kinds.items()):
-                table.add_row(system, kind, str(n))
-        out.print(table)
+            found = {kind: n for kind, n in sorted(kinds.items()) if n}
+            if system == "pdsync":
+                for kind, n in found.items():
+                    shown.add_row("pdsync (its own store)", kind, str(n))
+                continue
+            if not found:
+                shown.add_row(system, "nothing found", "0")
+            for kind, n in found.items():
+                shown.add_row(system, kind, str(n))
+        out.print(shown)
+        err.print(
+            "pdsync's own records of the customer go too, and its key is destroyed at the end."
+        )
         return 0
     masked = preview.identifiers.to_dict()
-    out.print(title, highlight=False, markup=False)
+    out.print(
+        f"Erasure plan for a data subject of customer {preview.customer_id} (nothing changed)"
+    )
     _print_identifiers(masked, strengths_to_list(preview.strengths))
     found_ids = {found.item for found in preview.located}
     unknown = [i for i in include if i not in found_ids]
@@ -736,7 +945,7 @@ def _print_plan(preview: Any, include: Sequence[str]) -> int:
     return 0
 
 
-def _print_erasure(row: Any, items: Sequence[Any] = ()) -> None:
+def _print_erasure(row: Any, items: Sequence[Any] = (), *, config: Path = DEFAULT_CONFIG) -> None:
     from daemon.erasure import item_id
 
     out.print(
@@ -749,15 +958,13 @@ def _print_erasure(row: Any, items: Sequence[Any] = ()) -> None:
     if row.masked and any(row.masked.values()):
         _print_identifiers(row.masked, row.strengths)
     if row.outcome:
-        table = Table()
-        for column in ("system", "outcome", "deleted", "verified absent"):
-            table.add_column(column)
+        shown = table(None, ("system", "outcome", "deleted", "verified absent"))
         for system, result in sorted(row.outcome.items()):
             counts = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "-"
-            table.add_row(
+            shown.add_row(
                 system, result["outcome"], counts, "yes" if result["verified_absent"] else "NO"
             )
-        out.print(table)
+        out.print(shown)
     elif row.plan:
         out.print(
             "plan: "
@@ -790,24 +997,36 @@ def _print_erasure(row: Any, items: Sequence[Any] = ()) -> None:
             markup=False,
             soft_wrap=True,
         )
-    # Hints to paste and ids to copy: never broken over lines.
+    # Hints to paste and ids to copy: never broken over lines, with the --config given.
+    also = with_config(config)
     if row.state == "awaiting_approval":
-        out.print(f"waiting for a second admin: pdsync erasures approve {row.id}", soft_wrap=True)
+        out.print(
+            f"waiting for a second admin: pdsync erasures approve {row.id}{also}", soft_wrap=True
+        )
     if row.error:
-        err.print(f"error: {row.error}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"error: {row.error}")
     if row.certificate:
         out.print(
-            f"certificate issued: pdsync certificate export {row.id} --format pdf -o FILE",
+            f"certificate issued: pdsync certificate export {row.id} --format pdf -o FILE{also}",
             soft_wrap=True,
         )
 
 
 @erase_app.command("subject")
 def erase_subject(
-    customer: Annotated[str, typer.Option(help="The customer the subject belongs to.")],
-    email: Annotated[list[str] | None, typer.Option(help="An e-mail address (repeatable).")] = None,
-    phone: Annotated[list[str] | None, typer.Option(help="A phone number (repeatable).")] = None,
-    name: Annotated[list[str] | None, typer.Option(help="A full name (repeatable).")] = None,
+    customer: Annotated[
+        str, typer.Option(metavar="ID", help="The customer the subject belongs to.")
+    ],
+    email: Annotated[
+        list[str] | None,
+        typer.Option(metavar="ADDRESS", help="An e-mail address (repeatable)."),
+    ] = None,
+    phone: Annotated[
+        list[str] | None, typer.Option(metavar="NUMBER", help="A phone number (repeatable).")
+    ] = None,
+    name: Annotated[
+        list[str] | None, typer.Option(metavar="NAME", help="A full name (repeatable).")
+    ] = None,
     plan: PlanOption = False,
     execute: ExecuteOption = False,
     reason: ReasonOption = None,
@@ -826,8 +1045,7 @@ def erase_subject(
     try:
         subject = parse_subject(emails=email or [], phones=phone or [], names=name or [])
     except BadIdentifier as exc:
-        err.print(f"erasure refused: {exc}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
+        raise fail(f"erasure refused: {exc}") from None
     _erase(
         config,
         customer,
@@ -867,31 +1085,35 @@ def erase_customer(
 def erasures_list(
     ctx: typer.Context,
     config: ConfigOption = DEFAULT_CONFIG,
-    customer: Annotated[str | None, typer.Option()] = None,
+    customer: CustomerFilter = None,
     open_only: Annotated[bool, typer.Option("--open", help="Only open requests.")] = False,
+    wide: WideOption = False,
 ) -> None:
     """List erasure requests, newest first, with their deadlines."""
     if ctx.invoked_subcommand is not None:
         return
+    _customer_filter(config, customer)
     rows = _query(
         config, lambda store: store.list_erasures(customer_id=customer, open_only=open_only)
     )
-    table = Table(title="Erasure requests")
-    for column in ("id", "customer", "scope", "state", "requested", "by", "deadline"):
-        table.add_column(column)
+    columns = ["id", "customer", "scope", "state", "deadline"]
+    if wide:
+        columns[4:4] = ["requested", "by"]
+    shown = table("Erasure requests", columns)
     now = datetime.now(UTC)
     for row in rows:
         late = row.deadline < now and row.state not in ("completed", "cancelled")
-        table.add_row(
-            row.id[:8],
+        cells = [
+            _short(row.id, wide),
             row.customer_id,
             row.scope,
             row.state,
-            row.requested_at.strftime("%Y-%m-%d %H:%M"),
-            row.requested_by,
             row.deadline.strftime("%Y-%m-%d %H:%M") + (" LATE" if late else ""),
-        )
-    out.print(table)
+        ]
+        if wide:
+            cells[4:4] = [row.requested_at.strftime("%Y-%m-%d %H:%M"), row.requested_by]
+        shown.add_row(*cells)
+    _show(shown, wide)
 
 
 @erasures_app.command("show")
@@ -901,7 +1123,7 @@ def erasures_show(request_id: str, config: ConfigOption = DEFAULT_CONFIG) -> Non
     store = open_store(settings)
     try:
         row = _get_erasure(store, request_id)
-        _print_erasure(row, store.erasure_items(row.id))
+        _print_erasure(row, store.erasure_items(row.id), config=config)
     finally:
         store.close()
 
@@ -927,20 +1149,62 @@ def _advance(config: Path, action: Any) -> None:
     try:
         row, items = asyncio.run(go())
     except (ErasureError, NotFound) as exc:
-        err.print(f"refused: {exc}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    _print_erasure(row, items)
+        raise fail(f"refused: {exc}") from None
+    except KeyboardInterrupt:
+        raise fail(
+            "interrupted: the request stays open and nothing is done twice; the daemon"
+            " finishes it, or run this again",
+            EXIT_INTERRUPTED,
+        ) from None
+    _print_erasure(row, items, config=config)
     raise typer.Exit(1 if row.state == "failed" else 0)
 
 
 @erasures_app.command("approve")
 def erasures_approve(
     request_id: str,
-    by: Annotated[str | None, typer.Option(help="The approving admin (default: you).")] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            dir_okay=False,
+            help="A file holding the approving admin's API token (not the requester's).",
+        ),
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Approve a whole-customer erasure (not by the admin who asked), then carry it out."""
-    _advance(config, lambda service: service.approve(request_id, approver=by or operator()).id)
+    """Approve a whole-customer erasure as a second admin, then carry it out.
+
+    Approving takes the second admin's API token, from --token-file, else the
+    PDSYNC_APPROVER_TOKEN variable, else a hidden prompt on a terminal: an active admin
+    token other than the one that asked. Who is logged in here counts for nothing."""
+    from daemon.erasure import ErasureError
+    from daemon.store import Role
+
+    if token_file is not None:
+        try:
+            token = token_file.read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"--token-file: cannot read {token_file}: {type(exc).__name__}") from None
+    elif os.environ.get("PDSYNC_APPROVER_TOKEN", "").strip():
+        token = os.environ["PDSYNC_APPROVER_TOKEN"].strip()
+    elif sys.stdin.isatty():
+        token = typer.prompt("The approving admin's API token", hide_input=True).strip()
+    else:
+        raise fail(
+            "approving needs a second admin's API token: --token-file FILE, or the"
+            " PDSYNC_APPROVER_TOKEN variable, or run it on a terminal to be asked"
+        )
+
+    def approve(service: Any) -> str:
+        row = service.store.authenticate_token(token)
+        if row is None:
+            raise ErasureError("the approver's token is unknown or revoked")
+        if row.role is not Role.ADMIN:
+            raise ErasureError(f"the approver's token is an {row.role} token, not an admin's")
+        return str(service.approve(request_id, approver=row.name).id)
+
+    _advance(config, approve)
 
 
 @erasures_app.command("resume")
@@ -986,11 +1250,9 @@ def erasures_include(
         row, found = asyncio.run(go())
     except (ErasureError, NotFound) as exc:
         raise fail(f"refused: {exc}") from None
-    _print_erasure(row, found)
+    _print_erasure(row, found, config=config)
     err.print(
-        f"the daemon carries it out; or now: pdsync erasures resume {row.id}",
-        highlight=False,
-        soft_wrap=True,  # a command to paste: never broken over lines
+        f"the daemon carries it out; or now: pdsync erasures resume {row.id}{with_config(config)}"
     )
 
 
@@ -1016,17 +1278,22 @@ def sandbox_up(
         raise typer.Exit(2) from None
 
 
-def main() -> None:
-    """`pdsync`: a system that cannot be set up or reached ends the command with its
-    message (naming the system, never a secret), not a traceback."""
-    from connectors.base import ConnectorError, RetriableError
+# `pdsync GROUP list` as well as `pdsync GROUP`: the form other CLIs teach.
+for _group, _listing in (
+    (runs_app, runs_list),
+    (disputes_app, disputes_list),
+    (tasks_app, tasks_list),
+    (quarantine_app, quarantine_list),
+    (erasures_app, erasures_list),
+):
+    _group.command("list")(_listing)
 
-    try:
-        app()
-    except ConnectorError as exc:
-        err.print(str(exc), highlight=False, markup=False)
-        # Unreachable now: try again later (1); refused or misconfigured: fix it (2).
-        sys.exit(1 if isinstance(exc, RetriableError) else 2)
+
+def main() -> None:
+    """`pdsync`: an error a user can cause (a system that cannot be set up or reached, a
+    store that does not open, an unknown id) ends the command with its message, naming
+    the system, never a secret, not a traceback (see MessagesNotTracebacks)."""
+    app(prog_name="pdsync")
 
 
 if __name__ == "__main__":

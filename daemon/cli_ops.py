@@ -7,6 +7,7 @@ Exit codes as in cli.py: 0 done, 2 bad usage, configuration or unknown item.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from datetime import datetime
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from daemon import logs
 from daemon.cli_common import (
@@ -22,10 +22,12 @@ from daemon.cli_common import (
     ConfigOption,
     err,
     fail,
+    known_customer,
     load_settings,
     open_store,
     operator,
     out,
+    table,
 )
 from daemon.config import ConfigError, Settings
 
@@ -55,8 +57,52 @@ def _record(settings: Settings, store: Store, kind: str, customer_id: str, **pay
 def _run_id(store: Store, prefix: str) -> str:
     matches = [r.id for r in store.list_runs(limit=100_000) if r.id.startswith(prefix)]
     if len(matches) != 1:
-        raise fail(f"no single run matches {prefix!r}")
+        raise fail(f"no single run matches {prefix!r} (`pdsync runs` lists them)")
     return matches[0]
+
+
+# How many ledger entries `pdsync log` reads back at a time looking for fingerprints.
+_LEDGER_CHUNK = 2000
+
+
+def _with_fingerprints(store: Store, lines: list[Any]) -> list[Any]:
+    """The lines, with the fingerprints of changes as the ledger holds them.
+
+    A run event's detail is redacted like a log line when stored, and the field names
+    that key its fingerprints (name, emails, ...) make them look like personal data; the
+    ledger entry of the same change (run, system, link) holds them as they are (keyed
+    digests, no personal data)."""
+    wanted = [
+        line
+        for line in lines
+        if isinstance(line.detail.get("fingerprints"), dict) and line.detail.get("link")
+    ]
+    if not wanted:
+        return lines
+    keys = {(line.run_id, line.system, line.detail["link"]) for line in wanted}
+    earliest = min(line.ts for line in wanted)
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    stop = store.ledger_size()
+    while stop > 0 and len(found) < len(keys):
+        start = max(0, stop - _LEDGER_CHUNK)
+        entries = store.ledger_entries(start, stop)
+        for entry in entries:
+            if not entry.kind.startswith("sync."):
+                continue
+            payload = entry.payload
+            key = (payload.get("run_id"), payload.get("system"), payload.get("link_id"))
+            if key in keys and isinstance(payload.get("fingerprints"), dict):
+                found[key] = payload["fingerprints"]
+        if entries and entries[0].ts < earliest:
+            break
+        stop = start
+    shown = []
+    for line in lines:
+        key = (line.run_id, line.system, line.detail.get("link"))
+        if key in found:
+            line = dataclasses.replace(line, detail={**line.detail, "fingerprints": found[key]})
+        shown.append(line)
+    return shown
 
 
 def log_command(
@@ -69,9 +115,19 @@ def log_command(
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100_000,
+            metavar="N",
+            help="The newest N lines (with --follow: to begin with, then every new one).",
+        ),
+    ] = 1000,
 ) -> None:
-    """What the daemon did: runs and their events from the store, oldest first."""
+    """What the daemon did: runs and their events from the store, oldest first.
+
+    Fingerprints of changed fields are shown as the ledger holds them."""
     from daemon.api import eventlog
     from daemon.api.filters import parse_level, parse_since
 
@@ -80,6 +136,7 @@ def log_command(
     except ValueError as exc:
         raise fail(f"pdsync log: {exc}") from None
     settings = load_settings(config)
+    known_customer(settings, customer)
     store = open_store(settings)
     try:
         query = eventlog.LogQuery(
@@ -90,8 +147,12 @@ def log_command(
             run_id=_run_id(store, run) if run else None,
             limit=limit,
         )
+        newest = limit
         while True:
-            for line in query.read():
+            lines = query.read()
+            if newest:  # the first read: run starts and ends come on top of the events
+                lines, newest = lines[-newest:], 0
+            for line in _with_fingerprints(store, lines):
                 typer.echo(line.json() if as_json else line.text())
             if not follow:
                 return
@@ -132,7 +193,9 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(
     config: ConfigOption = DEFAULT_CONFIG,
-    all_tokens: Annotated[bool, typer.Option("--all", help="Revoked ones too.")] = True,
+    all_tokens: Annotated[
+        bool, typer.Option("--all/--no-all", help="Revoked ones too (--no-all: active only).")
+    ] = True,
 ) -> None:
     """Tokens: name, role, created, last used, revoked (never the token itself)."""
     settings = load_settings(config)
@@ -141,16 +204,14 @@ def tokens_list(
         rows = store.list_tokens(include_revoked=all_tokens)
     finally:
         store.close()
-    table = Table(title="API tokens")
-    for column in ("name", "role", "created", "by", "last used", "revoked"):
-        table.add_column(column)
+    shown = table("API tokens", ("name", "role", "created", "by", "last used", "revoked"))
 
     def when(value: datetime | None) -> str:
-        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+        return value.strftime("%Y-%m-%d") if value else "-"  # a day: the table fits 80
 
     for row in rows:
         revoked = f"{when(row.revoked_at)} by {row.revoked_by}" if row.revoked_at else "-"
-        table.add_row(
+        shown.add_row(
             row.name,
             row.role.value,
             when(row.created_at),
@@ -158,7 +219,7 @@ def tokens_list(
             when(row.last_used_at),
             revoked,
         )
-    out.print(table)
+    out.print(shown)
 
 
 @tokens_app.command("revoke")
@@ -277,8 +338,9 @@ def report_command(
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """How the customer's personal data is processed: per system and subprocessor, the
-    categories, how many contacts, since when, the rules that delete them, what each
+    """How the customer's personal data is processed, per system and subprocessor.
+
+    The categories, how many contacts, since when, the rules that delete them, what each
     system keeps after a deletion, and the last 30 days of syncs, retention runs and
     erasures. Counts and rules only: it names no person."""
     import asyncio

@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import tomllib
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +23,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -35,6 +38,7 @@ from daemon.identity import DEFAULT_ROLE_ADDRESSES, IdentityRules
 from daemon.policy import DeletionThreshold, FieldPolicy, ForeignChange, ShrinkGuard, SyncPolicy
 
 CONFIG_ENV = "PDSYNC_CONFIG"
+ENV_PREFIX = "PDSYNC_"  # of every override from the environment
 SYSTEMS = ("firestore", "zisson", "outlook")
 
 
@@ -177,6 +181,31 @@ class RetentionConfig(_Model):
     interval_seconds: int = Field(default=6 * 3600, ge=10)
 
 
+class HistoryConfig(_Model):
+    """How long pdsync keeps the records of its own work (issue 15; O3 applies to them
+    too: they are processing next to personal data). The daemon prunes them once a day,
+    in chunks, and records the counts in the ledger (`history.pruned`); the ledger
+    itself is never pruned: it keeps the proof after the history behind it is gone.
+    """
+
+    # Runs and their events (`pdsync log`, the dashboard, the processing report): half a
+    # year covers a customer's complaint window and two quarterly reviews.
+    runs_days: int = Field(default=180, ge=1)
+    # Finished (done or failed) op-journal entries: they only stop a change from being
+    # applied twice after a crash, which the vendors' idempotency windows (hours) bound;
+    # a month leaves time to investigate an incident. Pending entries are never pruned.
+    journal_days: int = Field(default=30, ge=1)
+    # Finished work items: queue bookkeeping, a week for "what ran where".
+    work_days: int = Field(default=7, ge=1)
+    # Quarantined records (encrypted copies of what could not be read) released this
+    # long ago, or not seen again in a sync for this long (gone or fixed at the source).
+    quarantine_days: int = Field(default=30, ge=1)
+    # Instances (daemon processes) not seen for this long.
+    instances_days: int = Field(default=7, ge=1)
+    # Rows deleted per transaction, so pruning never holds the store's write lock long.
+    chunk_rows: int = Field(default=500, ge=10, le=50_000)
+
+
 # The data processor, as the data processing statement names it.
 DEFAULT_PROCESSOR_NAME = "We4you AS"
 
@@ -227,10 +256,48 @@ DEFAULT_SUBPROCESSORS: dict[str, SubprocessorConfig] = {
 }
 
 
+class RetiredKeyConfig(_Model):
+    # A signing key no longer in use: trusted for what it signed before `valid_until`.
+    public_key: str  # Ed25519 public key: 64 hex digits, base64, PEM, or a file holding one
+    valid_from: datetime | None = None
+    valid_until: datetime  # when it was retired
+
+    @field_validator("public_key")
+    @classmethod
+    def _a_public_key(cls, value: str) -> str:
+        from daemon.ledger.keys import parse_public_key
+
+        parse_public_key(value)  # ValueError says which forms are accepted
+        return value
+
+    @field_validator("valid_from", "valid_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give the time with its zone, e.g. 2026-12-01T00:00:00Z")
+        return value
+
+
 class LedgerConfig(_Model):
     # Ed25519 private key (PEM) that signs ledger checkpoints and deletion certificates.
     signing_key: SecretRef | None = None
-    checkpoint_interval_seconds: int = Field(default=3600, ge=10)
+    # Since when the signing key signs (published with the key set); optional.
+    signing_key_since: datetime | None = None
+    # Earlier signing keys, kept trusted for what they signed (rotation).
+    retired_keys: list[RetiredKeyConfig] = Field(default_factory=list)
+    # A checkpoint once this many entries follow the last one, and on this interval.
+    checkpoint_every: int = Field(default=100, ge=1)
+    checkpoint_interval_seconds: int = Field(default=300, ge=10)
+    # Where each checkpoint is also written, outside the store: a file or directory on
+    # other storage, or an http(s) URL that takes a POST (see daemon/ledger/witness.py).
+    witness: str | None = None
+
+    @field_validator("witness")
+    @classmethod
+    def _a_witness(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith(("http://", "https://")):
+            raise ValueError("give a file or directory path, or an http(s) URL")
+        return value
 
 
 class SystemsConfig(_Model):
@@ -274,6 +341,7 @@ class Settings(BaseSettings):
     sync: SyncConfig = SyncConfig()
     erasure: ErasureConfig = ErasureConfig()
     retention: RetentionConfig = RetentionConfig()
+    history: HistoryConfig = HistoryConfig()
     ledger: LedgerConfig = LedgerConfig()
     processor: ProcessorConfig = ProcessorConfig()
     systems: SystemsConfig = SystemsConfig()
@@ -359,6 +427,49 @@ def unreachable_secrets(settings: Settings) -> list[str]:
     return problems
 
 
+# Path fields that hold a secret (the other secrets are SecretRefs).
+_SECRET_FILES = frozenset({"credentials_file", "certificate_file", "refresh_token_file"})
+
+
+def exposed_secret_files(settings: Settings) -> list[str]:
+    """Every secret file (a `{ file = … }` reference, a credentials, certificate or token
+    file) that its group or others may read or write, as "key: reason and fix"."""
+    problems: list[str] = []
+
+    def check(path: Path, key: str) -> None:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            return  # missing or unreadable: unreachable_secrets says so
+        if mode & 0o077:
+            problems.append(
+                f"{key}: secret file {path} is open to others (mode {mode & 0o777:04o}); "
+                f"run `chmod 600 {path}`"
+            )
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, SecretRef):
+            if value.file is not None:
+                check(value.file, path)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                field_value = getattr(value, name)
+                key = f"{path}.{name}" if path else name
+                if name in _SECRET_FILES and isinstance(field_value, Path):
+                    check(field_value, key)
+                else:
+                    walk(field_value, key)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                walk(item, f"{path}.{k}")
+
+    walk(settings, "")
+    return problems
+
+
 def _location(loc: Iterable[int | str]) -> str:
     text = ""
     for part in loc:
@@ -408,3 +519,16 @@ def load(path: str | Path) -> Settings:
         return _FromFile()  # type: ignore[call-arg]  # the values come from the sources
     except ValidationError as exc:
         raise ConfigError(describe(exc, str(path))) from None
+    except SettingsError as exc:  # an override from the environment that does not parse
+        raise ConfigError(_environment_problem(exc)) from None
+
+
+def _environment_problem(exc: SettingsError) -> str:
+    """Which PDSYNC_ variables could not be read (names only: a value may be a secret)."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    prefix = f"{ENV_PREFIX}{field.group(1).upper()}__" if field else ENV_PREFIX
+    names = sorted(n for n in os.environ if n.upper().startswith(prefix)) or [prefix + "…"]
+    return (
+        f"environment: {', '.join(names)}: not valid; a nested value such as a secret"
+        ' reference is JSON, e.g. PDSYNC_STORE__MASTER_KEY=\'{"file": "/path/master.key"}\''
+    )

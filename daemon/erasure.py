@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,26 @@ ITEM_ID_EXAMPLE = "zisson:k3f7q2ma"
 
 class ErasureError(Exception):
     """A request cannot be made or moved; the message says why (no personal data)."""
+
+
+# Bidirectional formatting characters: they reorder what a terminal or a PDF shows.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_reason(reason: str) -> None:
+    """ErasureError when a reason is empty or holds a control character.
+
+    A reason is shown on terminals (`erasures show`), printed on the certificate and
+    kept in the ledger: an escape sequence, a line break or a bidi override there
+    would change what people read. One check for the CLI, the API and the dashboard."""
+    if not reason.strip():
+        raise ErasureError("give a reason (--reason): it goes on the certificate")
+    for position, char in enumerate(reason, 1):
+        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI:
+            raise ErasureError(
+                f"the reason holds a control character (U+{ord(char):04X} at position"
+                f" {position}): write it as plain text on one line"
+            )
 
 
 def item_id(system: str, kind: str, external_id: str) -> str:
@@ -507,8 +528,9 @@ class ErasureService:
         include: Sequence[str] = (),
     ) -> str:
         """Record a request (state `received`). Raises ErasureError for an unknown
-        customer, a missing reason, a subject request without identifiers, or an
-        `include` that is no item id (or given with a whole-customer erasure).
+        customer, a missing reason or one with control characters, a subject request
+        without identifiers, or an `include` that is no item id (or given with a
+        whole-customer erasure).
 
         `include`: ids of ambiguous items (as a plan shows them) to erase all the same;
         the plan applies them, and a request whose plan lacks one is cancelled, having
@@ -518,11 +540,28 @@ class ErasureService:
             raise ErasureError(f"scope must be 'subject' or 'customer', not {scope!r}")
         if scope == "subject" and not subject:
             raise ErasureError("a subject erasure needs at least one identifier")
-        if not reason.strip():
-            raise ErasureError("give a reason (--reason): it goes on the certificate")
+        check_reason(reason)
         included = check_item_ids(include)
         if included and scope == "customer":
             raise ErasureError("a whole-customer erasure erases every item: nothing to include")
+        earlier = [
+            e
+            for e in self.store.list_erasures(customer_id=customer_id, limit=10_000)
+            if e.scope == "customer"
+        ]
+        for done in (e for e in earlier if e.state is ErasureState.COMPLETED):
+            # Its key is destroyed: nothing of it can be read, found or erased again.
+            raise ErasureError(
+                f"customer {customer_id!r} was erased as a whole (erasure {done.id});"
+                " nothing of it is left to erase: remove it from the config"
+            )
+        self.store.customer_key(customer_id)  # KeyDestroyed: shredded some other way
+        ended = (ErasureState.COMPLETED, ErasureState.FAILED, ErasureState.CANCELLED)
+        for open_one in (e for e in earlier if scope == "customer" and e.state not in ended):
+            raise ErasureError(
+                f"customer {customer_id!r} already has an open whole-customer erasure:"
+                f" {open_one.id} ({open_one.state}); see `pdsync erasures show {open_one.id}`"
+            )
         now = datetime.now(UTC).isoformat()
         request_id = self.store.create_erasure(
             customer_id,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -240,13 +240,13 @@ class Directory:
         wanted = None if only is None else set(only)
         # Hot (every record of every system, when a run links or checks tombstones):
         # count (system, identifier) pairs; more than one is several records.
-        held: Counter[tuple[str, str]] = Counter()
+        held: dict[str, list[str]] = defaultdict(list)  # by system, once per record
         shared: set[str] = set()
         email = normalize.email
         # Each record's identifiers as counted (by id: the caller keeps the records).
         self._keys: dict[int, frozenset[str]] = {}
         for record in records:
-            keys = {email(e) for e in record.emails}
+            keys = {email(e) for e in record.emails} if record.emails else set()
             keys.update([p.e164 for p in record.phones if p.e164])
             keys.discard("")
             if wanted is not None:
@@ -255,12 +255,13 @@ class Directory:
                 continue
             if record.kind is ContactKind.DEPARTMENT:
                 shared |= keys
-            system = record.system
-            held.update([(system, key) for key in keys])
+            held[record.system] += keys
             self._keys[id(record)] = frozenset(keys)
-        shared.update(key for (_, key), n in held.items() if n > 1)
         is_role = self.rules.is_role_address
-        shared.update(key for _, key in held if "@" in key and is_role(key))
+        for keys_held in held.values():
+            counts = Counter(keys_held)
+            shared.update(key for key, n in counts.items() if n > 1)
+            shared.update(key for key in counts if "@" in key and is_role(key))
         self._shared = shared
 
     def email_strength(self, key: str) -> Strength:
@@ -276,9 +277,18 @@ class Directory:
         if record.kind is ContactKind.DEPARTMENT:
             return _NOTHING
         counted = self._keys.get(id(record))
-        if counted is None:  # a record this directory was not built from
-            counted = frozenset(record_keys(record))
-        personal = counted - self._shared
+        if counted is not None:
+            # Counted: its role addresses are among the shared already.
+            if counted.isdisjoint(self._shared):
+                personal = counted
+            else:
+                personal = counted - self._shared
+                if not personal:
+                    return _NOTHING
+            emails = frozenset(k for k in personal if "@" in k)
+            return emails, (personal - emails) if emails else personal
+        # A record this directory was not built from.
+        personal = frozenset(record_keys(record)) - self._shared
         if not personal:
             return _NOTHING
         role = self.rules.is_role_address

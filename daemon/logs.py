@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -75,9 +75,63 @@ def redact_personal_data(
     return event_dict
 
 
-def configure(*, format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog and route the standard library's logging through the same chain."""
-    stream = stream or sys.stderr
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was set up: a
+    live progress bar (rich) swaps it for a proxy that prints lines above the bar, so log
+    lines no longer cut through it; under pytest it is the capture of the moment."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def _drop_color_message(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    # uvicorn passes a copy of each message with ANSI colour codes as `extra`; the plain
+    # one is the event already.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+# Libraries whose lines say nothing an operator acts on below a warning: request URLs
+# (they can carry search terms; the connectors log what matters themselves), Alembic's
+# "Context impl SQLiteImpl." / "Running upgrade ..." on every open of the store, and
+# uvicorn's start-up chatter.
+QUIET_LIBRARIES = (
+    "httpx",
+    "httpcore",
+    "hpack",
+    "google",
+    "grpc",
+    "urllib3",
+    "apscheduler",
+    "alembic",
+    "uvicorn",
+    "multipart",
+)
+
+
+def configure(
+    *,
+    format: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    command: bool = False,
+) -> None:
+    """Set up structlog and route the standard library's logging through the same chain.
+
+    `command`: a one-shot command a person reads, whose own output says what happened:
+    at level info only warnings and errors are logged (a sync's per-read lines would
+    otherwise run ahead of its table); debug still shows everything. The daemon logs
+    at the configured level.
+    """
+    stream = stream or cast(TextIO, _Stderr())
     as_json = format == "json" or (format == "auto" and not stream.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -92,6 +146,8 @@ def configure(*, format: str = "auto", level: str = "info", stream: TextIO | Non
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    if command and numeric == logging.INFO:
+        numeric = logging.WARNING
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -104,6 +160,7 @@ def configure(*, format: str = "auto", level: str = "info", stream: TextIO | Non
             foreign_pre_chain=[
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
+                _drop_color_message,
                 *shared,
             ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -112,9 +169,8 @@ def configure(*, format: str = "auto", level: str = "info", stream: TextIO | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    # Request URLs can carry search terms; the connectors log what matters themselves.
-    for noisy in ("httpx", "httpcore", "hpack", "google", "grpc", "urllib3", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
 def bind(**values: Any) -> None:

@@ -18,6 +18,8 @@ from daemon.certificate import evidence as erasure_evidence
 from daemon.config import DEFAULT_PROCESSOR_NAME, ConfigError, Settings
 from daemon.domain import Residual
 from daemon.ledger import Ledger, Signer, Verifier
+from daemon.ledger.keys import KeySet, PublishedKey, parse_public_key
+from daemon.ledger.witness import Witness, witness_for
 from daemon.store import ErasureRow, Store
 
 
@@ -32,17 +34,64 @@ def signer_from(settings: Settings) -> Signer | None:
 
 
 def open_ledger(settings: Settings, store: Store) -> Ledger | None:
-    """The ledger, signing with the configured key; None when no key is configured."""
+    """The ledger, signing with the configured key (earlier keys trusted, a checkpoint
+    every `ledger.checkpoint_every` entries, each handed to `ledger.witness`); None
+    when no key is configured."""
     signer = signer_from(settings)
-    return None if signer is None else Ledger(store, signer)
+    if signer is None:
+        return None
+    return Ledger(
+        store,
+        signer,
+        trusted=[key.verifier for key in retired_keys(settings)],
+        checkpoint_every=settings.ledger.checkpoint_every,
+        witness=witness_from(settings),
+    )
 
 
-def trusted_verifiers(settings: Settings) -> dict[str, Verifier]:
+def witness_from(settings: Settings) -> Witness | None:
+    """The configured witness, or None."""
+    spec = settings.ledger.witness
+    if spec is None:
+        return None
+    try:
+        return witness_for(spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def retired_keys(settings: Settings) -> list[PublishedKey]:
+    """The retired signing keys, each trusted for what it signed before it was retired."""
+    keys = []
+    for index, retired in enumerate(settings.ledger.retired_keys):
+        try:
+            keys.append(
+                PublishedKey(
+                    verifier=parse_public_key(retired.public_key),
+                    valid_from=retired.valid_from,
+                    valid_until=retired.valid_until,
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"ledger.retired_keys[{index}]: {exc}") from None
+    return keys
+
+
+def trusted_verifiers(settings: Settings) -> KeySet:
+    """The configured key set: the signing key (current) and the retired keys, each with
+    its validity; what `ledger verify`, `certificate verify --config` and `ledger keys
+    export` use. Raises ConfigError when no signing key is configured."""
     signer = signer_from(settings)
     if signer is None:
         raise ConfigError("ledger.signing_key is not configured: nothing to verify against")
-    verifier = Verifier.from_hex(signer.public_key_hex)
-    return {signer.key_id: verifier}
+    current = PublishedKey(
+        verifier=Verifier.from_hex(signer.public_key_hex),
+        valid_from=settings.ledger.signing_key_since,
+    )
+    try:
+        return KeySet([*retired_keys(settings), current])
+    except ValueError as exc:
+        raise ConfigError(f"ledger.retired_keys: {exc}") from None
 
 
 class Certifier:

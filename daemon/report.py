@@ -37,6 +37,8 @@ class SystemSection:
     contacts: int  # the customer's contacts pdsync keeps in step in this system
     retention: tuple[str, ...]  # the rules that delete data here, in words
     residuals: tuple[Residual, ...]  # what the system keeps for a while after a delete
+    # The same rules in Norwegian, for the text report (the JSON holds the English).
+    retention_no: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,9 +70,13 @@ class ProcessingReport:
     erasures_completed: int
     erasures_open: int
     open_casework: Mapping[str, int] = field(default_factory=dict)
+    # What pdsync keeps about its own work, and for how many days ([history] config).
+    own_records_days: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         plain: dict[str, Any] = _plain(asdict(self))
+        for section in plain["systems"]:
+            section.pop("retention_no", None)
         return plain
 
     def to_json(self) -> str:
@@ -106,6 +112,7 @@ def build_report(
                 contacts=int(members.get(system, 0)),
                 retention=tuple(_retention(settings, customer_id, system)),
                 residuals=tuple(residuals.get(system, ())),
+                retention_no=tuple(_retention(settings, customer_id, system, "no")),
             )
         )
     return ProcessingReport(
@@ -127,27 +134,56 @@ def build_report(
             "manual_tasks": counts["open_tasks"],
             "quarantined_records": counts["quarantined"],
         },
+        own_records_days={
+            "runs": settings.history.runs_days,
+            "journal": settings.history.journal_days,
+            "work_items": settings.history.work_days,
+            "quarantine": settings.history.quarantine_days,
+            "api_audit": settings.api.audit_retention_days,
+        },
     )
 
 
-def _retention(settings: Settings, customer_id: str, system: str) -> list[str]:
+def _retention(
+    settings: Settings, customer_id: str, system: str, language: Language = "en"
+) -> list[str]:
     customer = settings.customer(customer_id)
-    first = (
-        "a contact stays while it is on the customer card: the customer's instruction removes it"
-        if system == settings.sync.authority
-        else "a contact removed from the customer card is deleted here at the next sync"
-        f" (every {settings.sync.interval_seconds} s)"
-    )
-    rules = [
-        first,
-        "everything of the customer is deleted here when it asks for erasure or its"
-        f" contract ends (deadline {settings.erasure.deadline_hours} h)",
-    ]
-    rule = {
-        "outlook": "mail in folder {where!r} is deleted {days} days after it was received",
-        "firestore": "documents in {where!r} on the card are deleted {days} days after"
-        " they last changed",
-    }.get(system)
+    interval, hours = settings.sync.interval_seconds, settings.erasure.deadline_hours
+    if language == "no":
+        first = (
+            "en kontakt blir værende så lenge den står på kundekortet: kundens instruks fjerner den"
+            if system == settings.sync.authority
+            else "en kontakt som fjernes fra kundekortet, slettes her ved neste"
+            f" synkronisering (hvert {interval}. sekund)"
+        )
+        rules = [
+            first,
+            "alt om kunden slettes her når den ber om sletting eller avtalen opphører"
+            f" (frist {hours} timer)",
+        ]
+        rule = {
+            "outlook": "e-post i mappen {where!r} slettes {days} dager etter at den ble mottatt",
+            "firestore": "dokumenter i {where!r} på kortet slettes {days} dager etter siste"
+            " endring",
+        }.get(system)
+    else:
+        first = (
+            "a contact stays while it is on the customer card: the customer's instruction"
+            " removes it"
+            if system == settings.sync.authority
+            else "a contact removed from the customer card is deleted here at the next sync"
+            f" (every {interval} s)"
+        )
+        rules = [
+            first,
+            "everything of the customer is deleted here when it asks for erasure or its"
+            f" contract ends (deadline {hours} h)",
+        ]
+        rule = {
+            "outlook": "mail in folder {where!r} is deleted {days} days after it was received",
+            "firestore": "documents in {where!r} on the card are deleted {days} days after"
+            " they last changed",
+        }.get(system)
     if rule is not None:
         rules += [
             rule.format(where=where, days=days)
@@ -230,7 +266,19 @@ _WORDS: dict[str, dict[Language, str]] = {
     "completed": {"en": "completed", "no": "fullført"},
     "open": {"en": "open", "no": "åpne"},
     "casework": {"en": "Open casework", "no": "Åpne saker"},
+    "disputes": {"en": "disputes", "no": "tvister"},
+    "manual_tasks": {"en": "manual tasks", "no": "manuelle oppgaver"},
+    "quarantined_records": {"en": "quarantined records", "no": "oppføringer i karantene"},
     "never": {"en": "never", "no": "aldri"},
+    "own_records": {
+        "en": "pdsync's records of its own work are kept (days)",
+        "no": "pdsyncs registreringer om eget arbeid lagres (dager)",
+    },
+    "runs": {"en": "runs and their events", "no": "kjøringer og hendelser"},
+    "journal": {"en": "operation journal", "no": "operasjonsjournal"},
+    "work_items": {"en": "work queue", "no": "arbeidskø"},
+    "quarantine": {"en": "quarantine", "no": "karantene"},
+    "api_audit": {"en": "API audit log", "no": "API-revisjonslogg"},
 }
 
 
@@ -267,7 +315,9 @@ def describe_deleted(activity: Activity, language: Language = "en") -> str:
 
 
 def render_text(report: ProcessingReport, language: Language = "en") -> str:
-    """The report as plain text in English or Norwegian (the rules stay in English)."""
+    """The report as plain text in English or Norwegian: the built-in register, the
+    rules and what the systems keep are translated; text from the config is shown as
+    configured."""
 
     def w(key: str) -> str:
         return _WORDS[key][language]
@@ -287,14 +337,20 @@ def render_text(report: ProcessingReport, language: Language = "en") -> str:
         lines += [
             "",
             f"[{section.system}] {w('subprocessor')}: {section.subprocessor}",
-            f"  {w('service')}: {section.service}",
-            f"  {w('categories')}: {', '.join(section.categories)}",
+            f"  {w('service')}: {translated(section.service, language)}",
+            f"  {w('categories')}: "
+            + ", ".join(translated(c, language) for c in section.categories),
         ]
         if section.location:
             lines.append(f"  {w('location')}: {section.location}")
         lines.append(f"  {w('contacts')}: {section.contacts}")
-        lines += [f"  {w('retention')}: {rule}" for rule in section.retention]
-        lines += [f"  {w('residuals')}: {r.what}, {r.retention}" for r in section.residuals]
+        rules = section.retention_no if language == "no" and section.retention_no else None
+        lines += [f"  {w('retention')}: {rule}" for rule in rules or section.retention]
+        lines += [
+            f"  {w('residuals')}: {translated(r.what, language)},"
+            f" {translated(r.retention, language)}"
+            for r in section.residuals
+        ]
     a = report.activity
     lines += [
         "",
@@ -303,7 +359,80 @@ def render_text(report: ProcessingReport, language: Language = "en") -> str:
         f" {w('deleted')}: {describe_deleted(a, language)}; {w('last_sync')}: {when(a.last_sync)}",
         f"{w('erasures')}: {report.erasures_completed} {w('completed')},"
         f" {report.erasures_open} {w('open')}",
-        f"{w('casework')}: "
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.open_casework.items()),
+        f"{w('casework')}: " + ", ".join(f"{w(k)} {v}" for k, v in report.open_casework.items()),
+        f"{w('own_records')}: "
+        + ", ".join(f"{w(k)} {v}" for k, v in report.own_records_days.items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def translated(text: str, language: Language) -> str:
+    """`text` in `language` where it is one of pdsync's own (the built-in register of
+    subprocessors, what the connectors say each system keeps after a deletion); text from
+    the config or unknown text as it is."""
+    if language == "no":
+        return NORWEGIAN.get(text, text)
+    return text
+
+
+# pdsync's own English texts that reports and certificates show, in Norwegian: the
+# built-in register (daemon/config.py DEFAULT_SUBPROCESSORS) and the connectors'
+# residuals().
+NORWEGIAN: dict[str, str] = {
+    "Telephony system: the switchboard's directory": "Telefonisystem: sentralbordets katalog",
+    "names of the customer's departments and employees": "navn på kundens avdelinger og ansatte",
+    "phone numbers": "telefonnumre",
+    "The customer card": "Kundekortet",
+    "the customer's instructions": "kundens instrukser",
+    "names": "navn",
+    "job titles": "stillingstitler",
+    "e-mail addresses": "e-postadresser",
+    "Sending and receiving e-mail": "Sending og mottak av e-post",
+    "messages and information from the customer": "meldinger og opplysninger fra kunden",
+    "messages sent to the customer on behalf of callers": "meldinger sendt til kunden på"
+    " vegne av innringere",
+    "contacts (names, job titles, phone numbers, e-mail addresses)": "kontakter (navn,"
+    " stillingstitler, telefonnumre, e-postadresser)",
+    # Firestore
+    "Point-in-time recovery (PITR)": "Gjenoppretting til et tidspunkt (PITR)",
+    "up to 7 days, where PITR is enabled on the database": "opptil 7 dager, der PITR er slått"
+    " på for databasen",
+    "Deleted documents can be read from earlier versions until then.": "Slettede dokumenter"
+    " kan leses fra tidligere versjoner fram til da.",
+    "Scheduled backups and exports": "Planlagte sikkerhetskopier og eksporter",
+    "as long as the backup schedule keeps them (up to 14 weeks)": "så lenge planen for"
+    " sikkerhetskopier beholder dem (opptil 14 uker)",
+    "Backups taken before the deletion keep the data until they expire.": "Sikkerhetskopier"
+    " tatt før slettingen beholder dataene til de utløper.",
+    # Zisson
+    "Zisson's backups, call logs and statistics": "Zissons sikkerhetskopier, samtalelogger"
+    " og statistikk",
+    "not published; per Zisson's data processing agreement": "ikke offentliggjort; etter"
+    " Zissons databehandleravtale",
+    "Ask Zisson to confirm deletion from backups and logs where needed.": "Be Zisson bekrefte"
+    " sletting fra sikkerhetskopier og logger der det trengs.",
+    # Outlook
+    "Recoverable Items (Purges) of the mailbox": "Gjenopprettbare elementer (Purges) i postboksen",
+    "14 days by default; up to 30 days as the mailbox is configured": "14 dager som"
+    " standard; opptil 30 dager etter hvordan postboksen er satt opp",
+    "Holds on the mailbox (Litigation Hold, eDiscovery or Purview retention)": "Tilbakeholdelse"
+    " på postboksen (Litigation Hold, eDiscovery eller Purview-oppbevaring)",
+    "as long as the hold or retention policy says, possibly indefinitely": "så lenge"
+    " tilbakeholdelsen eller oppbevaringsregelen sier, muligens uten tidsgrense",
+    "Contacts deleted where Graph has no permanentDelete for contacts, and contacts removed"
+    " by sync (DELETE)": "Kontakter slettet der Graph ikke har permanentDelete for kontakter,"
+    " og kontakter fjernet ved synkronisering (DELETE)",
+    "in Deleted Items until it is emptied, then as Recoverable Items": "i Slettede elementer"
+    " til mappen tømmes, deretter som gjenopprettbare elementer",
+    "permanentDelete moves a message there: no mail client or Graph call can reach it, and"
+    " Exchange removes it when the deleted item retention ends.": "permanentDelete flytter"
+    " meldingen dit: ingen e-postklient eller Graph-kall når den, og Exchange fjerner den"
+    " når oppbevaringstiden for slettede elementer er ute.",
+    "a held item stays in Recoverable Items whatever pdsync deletes; check the tenant's holds"
+    " before promising erasure.": "et element under tilbakeholdelse blir i gjenopprettbare"
+    " elementer uansett hva pdsync sletter; sjekk leietakerens tilbakeholdelser før sletting"
+    " loves.",
+    "DELETE is a soft delete in Exchange; erasure uses permanentDelete wherever Graph offers"
+    " it for contacts.": "DELETE er en myk sletting i Exchange; sletting bruker"
+    " permanentDelete der Graph tilbyr det for kontakter.",
+}

@@ -2,9 +2,11 @@
 
 The leader (a PostgreSQL advisory lock; on SQLite the only instance) turns schedules
 into work items: a sync or retention run per customer, moving erasures on, ledger
-checkpoints, deadline checks. Every instance claims work items with a lease and carries
-them out, so a dead instance's work is taken over when its lease runs out, and a
-duplicate trigger does nothing (one item of a kind per customer at a time). The admin
+checkpoints, deadline checks, pruning the API's audit log and sessions and pdsync's
+own history. Every instance
+claims work items with a lease and carries them out, so a dead instance's work is taken
+over when its lease runs out, and a duplicate trigger does nothing (one item of a kind
+per customer at a time). The admin
 API's "sync now" queues work items too (QueuedSync).
 """
 
@@ -22,20 +24,44 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from daemon.api.server import start_api
-from daemon.config import ConfigError, CustomerConfig, Settings, unreachable_secrets
+from daemon.config import (
+    ConfigError,
+    CustomerConfig,
+    Settings,
+    exposed_secret_files,
+    unreachable_secrets,
+)
 from daemon.erasure import ErasureService
+from daemon.ledger import Ledger
 from daemon.proof import certifier_for, open_ledger
 from daemon.retention import RetentionService
 from daemon.scheduler import Schedule
 from daemon.store import Store
+from daemon.store.history import HistoryCutoffs
 from daemon.store.rows import WorkItem
-from daemon.store.work import ACTIVE, InstanceLocked, Leadership, SingleInstanceLock
+from daemon.store.work import (
+    ACTIVE,
+    InstanceLocked,
+    Leadership,
+    SingleInstanceLock,
+    WorkSignal,
+)
 from daemon.sync import SyncService
 from daemon.wiring import erasers_for, open_connectors
 
 log = structlog.get_logger("pdsync.daemon")
 
 DRAIN_SECONDS = 120
+# Idle workers look for work this often on SQLite (another process, the CLI, may have
+# queued some); on PostgreSQL they are woken by NOTIFY and only look every
+# min(IDLE_POLL_PG_SECONDS, lease / 2), for leases that ran out (see WorkSignal).
+IDLE_POLL_SQLITE_SECONDS = 1.0
+IDLE_POLL_PG_SECONDS = 30.0
+# An idle instance heartbeats every this many leader polls (a busy one, or one whose
+# leadership changed, at once). It stays within the window in which the CLI counts a
+# daemon alive (3 x leader_poll_seconds + 5 s, daemon/cli.py); work items are kept by
+# their own lease renewals, not by heartbeats.
+IDLE_HEARTBEAT_POLLS = 3
 # How often "sync now" looks whether its work item is done.
 QUEUE_POLL_SECONDS = 0.25
 
@@ -127,6 +153,70 @@ async def _check_deadlines(store: Store) -> None:
             )
 
 
+# The API's audit records past `[api] audit_retention_days`, expired sessions, and
+# pdsync's own history past `[history]`: daily.
+API_RECORDS_SECONDS = 24 * 3600
+
+
+async def expire_api_records(store: Store, settings: Settings, ledger: Ledger | None) -> None:
+    """Delete API audit records past retention and expired dashboard sessions."""
+    keep = timedelta(days=settings.api.audit_retention_days)
+    expired = await asyncio.to_thread(
+        store.expire_api_records, audit_before=datetime.now(UTC) - keep
+    )
+    if ledger is not None and (expired.audit or expired.sessions):
+        await asyncio.to_thread(
+            ledger.record,
+            "api.records_expired",
+            audit=expired.audit,
+            sessions=expired.sessions,
+            retention_days=settings.api.audit_retention_days,
+        )
+    log.info("api_records_expired", audit=expired.audit, sessions=expired.sessions)
+    await prune_history(store, settings, ledger)
+
+
+async def prune_history(store: Store, settings: Settings, ledger: Ledger | None) -> None:
+    """Delete pdsync's own records past `[history]` (runs, events, journal, work items,
+    quarantine, instances), in chunks; the ledger keeps the proof and gets the counts.
+    Runs in the daily `api-records` job, after the API's own records."""
+    keep = settings.history
+    now = datetime.now(UTC)
+    pruned = await asyncio.to_thread(
+        store.prune_history,
+        HistoryCutoffs(
+            runs=now - timedelta(days=keep.runs_days),
+            journal=now - timedelta(days=keep.journal_days),
+            work=now - timedelta(days=keep.work_days),
+            quarantine=now - timedelta(days=keep.quarantine_days),
+            instances=now - timedelta(days=keep.instances_days),
+        ),
+        chunk=keep.chunk_rows,
+    )
+    counts = pruned.as_dict()
+    if ledger is not None and any(counts.values()):
+        days = {
+            "runs": keep.runs_days,
+            "journal": keep.journal_days,
+            "work_items": keep.work_days,
+            "quarantine": keep.quarantine_days,
+            "instances": keep.instances_days,
+        }
+        await asyncio.to_thread(
+            lambda: ledger.record(
+                "history.pruned",
+                runs=pruned.runs,
+                run_events=pruned.run_events,
+                journal=pruned.journal,
+                work_items=pruned.work_items,
+                quarantine=pruned.quarantine,
+                instances=pruned.instances,
+                retention_days=days,
+            )
+        )
+    log.info("history_pruned", **counts)
+
+
 def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> Schedule:
     """The leader's schedules: each tick only queues a work item."""
     schedule = Schedule()
@@ -141,6 +231,7 @@ def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> 
         "erasures", settings.erasure.worker_interval_seconds, enqueue("erasures", "all"), first_in=1
     )
     schedule.every("deadlines", 300, enqueue("deadlines", "all"), first_in=5)
+    schedule.every("api-records", API_RECORDS_SECONDS, enqueue("api-records", "all"), first_in=60)
     if settings.ledger.signing_key is not None:
         schedule.every(
             "checkpoint",
@@ -168,7 +259,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    missing = unreachable_secrets(settings)
+    missing = unreachable_secrets(settings) + exposed_secret_files(settings)
     if missing:  # stop at start, naming every key, not at the first sync that needs it
         raise ConfigError("\n".join(missing))
     async with AsyncExitStack() as stack:
@@ -226,9 +317,21 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
             "erasures": lambda item: erasures.advance_all(),
             "deadlines": lambda item: _check_deadlines(store),
             "checkpoint": lambda item: checkpoint(),
+            "api-records": lambda item: expire_api_records(store, settings, ledger),
         }
         leadership = Leadership(store._engine, store.dialect)
         stack.callback(leadership.release)
+        signal_ = WorkSignal(
+            store,
+            fallback_seconds=(
+                IDLE_POLL_SQLITE_SECONDS
+                if store.dialect == "sqlite"
+                else min(IDLE_POLL_PG_SECONDS, lease.total_seconds() / 2)
+            ),
+        )
+        signal_.start()
+        stack.callback(signal_.close)
+        in_hand: set[int] = set()
         retention_systems = set(retention.connectors)
         tasks = [
             asyncio.create_task(
@@ -238,10 +341,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
                     lambda: _schedule(settings, store, retention_systems),
                     stop,
                     settings.daemon.leader_poll_seconds,
+                    busy=lambda: bool(in_hand),
                 )
             ),
             *(
-                asyncio.create_task(_work(store, handlers, stop, customers, lease))
+                asyncio.create_task(
+                    _work(store, handlers, stop, customers, lease, signal_, in_hand=in_hand)
+                )
                 for _ in range(settings.daemon.workers)
             ),
         ]
@@ -271,9 +377,15 @@ async def _lead(
     make_schedule: Callable[[], Schedule],
     stop: asyncio.Event,
     poll_seconds: float,
+    *,
+    busy: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Become leader when the lock is free, run the schedules while leading."""
+    """Become leader when the lock is free, run the schedules while leading; heartbeat
+    every poll while busy or when leadership changes, every IDLE_HEARTBEAT_POLLS polls
+    while idle."""
     schedule: Schedule | None = None
+    beat_as: bool | None = None  # the leadership the last heartbeat reported
+    beat_at = 0.0
     try:
         while not stop.is_set():
             try:
@@ -285,7 +397,12 @@ async def _lead(
                     log.info("became_leader", instance=store.instance_id)
                     schedule = make_schedule()
                     schedule.start()
-                await asyncio.to_thread(store.heartbeat, leader=schedule is not None)
+                leading = schedule is not None
+                every = poll_seconds * (1 if busy() else IDLE_HEARTBEAT_POLLS)
+                now = time.monotonic()
+                if leading != beat_as or now - beat_at >= every - poll_seconds / 2:
+                    await asyncio.to_thread(store.heartbeat, leader=leading)
+                    beat_as, beat_at = leading, now
             except Exception:
                 log.exception("leadership_check_failed")
             with contextlib.suppress(TimeoutError):
@@ -301,8 +418,13 @@ async def _work(
     stop: asyncio.Event,
     customers: Mapping[str, object],
     lease: timedelta,
+    signal_: WorkSignal,
+    *,
+    in_hand: set[int] | None = None,
 ) -> None:
-    """Claim work items one at a time until stopped; the one in hand is finished."""
+    """Claim work items one at a time until stopped; the one in hand is finished.
+    With nothing to claim, wait for `signal_` (work announced, or its fallback poll)."""
+    in_hand = set() if in_hand is None else in_hand
     while not stop.is_set():
         try:
             item = await asyncio.to_thread(store.claim_work, lease=lease)
@@ -310,10 +432,13 @@ async def _work(
             log.exception("claim_failed")
             item = None
         if item is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await signal_.wait(stop)
             continue
-        await _carry_out(store, item, handlers, customers, lease)
+        in_hand.add(item.id)
+        try:
+            await _carry_out(store, item, handlers, customers, lease)
+        finally:
+            in_hand.discard(item.id)
 
 
 async def _carry_out(

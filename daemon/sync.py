@@ -27,8 +27,14 @@ from daemon.reconcile import ASKED, Plan, PlannedOp, Reconciler, SystemView
 from daemon.state import CustomerState
 from daemon.store import ErasureState, KeyDestroyed, RunStatus, Store
 from daemon.store.decisions import CREATIONS, SHRINK
+from daemon.store.rows import AppliedChunk, EventRecord, JournalIntent, JournalStatus
 
 log = structlog.get_logger("pdsync.sync")
+
+# Operations handed to a system at once; their journal entries and outcomes are each
+# written in one transaction (a first sync of thousands of contacts spent most of its
+# time in one transaction per entry, member and event).
+APPLY_CHUNK = 500
 
 
 @dataclass(kw_only=True, slots=True)
@@ -342,24 +348,36 @@ class SyncService:
     async def _apply_system(
         self, customer: Customer, system: str, planned_ops: Sequence[PlannedOp], report: SyncReport
     ) -> None:
-        store = self.store
-        attempts = []
-        for planned in planned_ops:
-            op = planned.op
+        """Apply the operations chunk by chunk: a chunk's journal entries are written (one
+        transaction) before the system is asked, its outcomes (one transaction) after."""
+        for start in range(0, len(planned_ops), APPLY_CHUNK):
+            if start and self.stopping.is_set():
+                report.status = RunStatus.INTERRUPTED
+                return
+            chunk = planned_ops[start : start + APPLY_CHUNK]
             # The plan names the intended change; the journal gives this attempt at it
             # its own key (a crashed attempt keeps its key, anything else gets a new one).
-            key = store.journal_attempt(
-                op.op_id,
+            keys = await asyncio.to_thread(
+                self.store.journal_attempts,
+                [
+                    JournalIntent(
+                        intent=p.op.op_id, link_id=p.op.link_id, system=system, kind=str(p.op.kind)
+                    )
+                    for p in chunk
+                ],
                 run_id=report.run_id,
                 customer_id=customer.id,
-                link_id=op.link_id,
-                system=system,
-                kind=str(op.kind),
             )
-            attempts.append(replace(op, op_id=key))
-        results = await self.connectors[system].apply(customer, attempts)
-        for planned, attempt, result in zip(planned_ops, attempts, results, strict=True):
-            self._record_result(customer, planned, result, report, key=attempt.op_id)
+            attempts = [replace(p.op, op_id=key) for p, key in zip(chunk, keys, strict=True)]
+            results = await self.connectors[system].apply(customer, attempts)
+            outcomes = AppliedChunk()
+            proofs: list[tuple[PlannedOp, OpResult]] = []
+            for planned, key, result in zip(chunk, keys, results, strict=True):
+                if self._record_result(customer, planned, result, report, key=key, into=outcomes):
+                    proofs.append((planned, result))
+            await asyncio.to_thread(self.store.record_applied, customer.id, report.run_id, outcomes)
+            for planned, result in proofs:
+                self._prove(customer, planned, result, report)
 
     def _record_result(
         self,
@@ -369,76 +387,59 @@ class SyncService:
         report: SyncReport,
         *,
         key: str,
-    ) -> None:
-        """Store what an attempt (journal `key`) at the planned change came to."""
-        store = self.store
+        into: AppliedChunk,
+    ) -> bool:
+        """Note in `into` what an attempt (journal `key`) at the planned change came to;
+        whether it was applied (and so goes into the ledger once `into` is stored).
+
+        A manual task is opened at once (idempotent per link and change): should the
+        chunk's record be lost in a crash, the retried attempt finds it open.
+        """
         op = planned.op
         report.applied[f"{op.system}.{op.kind}.{result.status}"] += 1
         if result.status is OpStatus.APPLIED:
             if op.kind is OpKind.DELETE:
-                store.remove_member(customer.id, op.link_id, op.system)
+                into.removals.append((op.link_id, op.system))
                 report.deleted_links[op.link_id] += 1
             else:
                 external_id = result.external_id or op.external_id
                 assert external_id is not None, "an applied create must name the new record"
-                store.set_member(
-                    customer.id,
-                    op.link_id,
-                    op.system,
-                    external_id,
-                    result.version,
-                    planned.fingerprints,
+                into.members.append(
+                    (op.link_id, op.system, external_id, result.version, planned.fingerprints)
                 )
-            store.journal_finish(key, "done", result.external_id or op.external_id)
-            if self.ledger is not None:
-                self.ledger.record(
-                    f"sync.{op.kind}",
-                    customer_id=customer.id,
-                    run_id=report.run_id,
+            into.finished.append((key, JournalStatus.DONE, result.external_id or op.external_id))
+            into.events.append(
+                _event(
+                    f"{op.kind}d",
                     system=op.system,
-                    link_id=op.link_id,
-                    external_id=result.external_id or op.external_id,
-                    reason=planned.reason,
-                    fields=list(planned.changed_fields),
-                    fingerprints={
-                        k: planned.fingerprints[k]
-                        for k in planned.changed_fields
-                        if k in planned.fingerprints
+                    detail={
+                        "link": op.link_id,
+                        "external_id": result.external_id or op.external_id,
+                        "fields": list(planned.changed_fields),
+                        "reason": planned.reason,
+                        "fingerprints": _changed_fingerprints(planned),
                     },
                 )
-            self._event(
-                report,
-                f"{op.kind}d",
-                system=op.system,
-                detail={
-                    "link": op.link_id,
-                    "external_id": result.external_id or op.external_id,
-                    "fields": list(planned.changed_fields),
-                    "reason": planned.reason,
-                    "fingerprints": {
-                        k: planned.fingerprints[k]
-                        for k in planned.changed_fields
-                        if k in planned.fingerprints
-                    },
-                },
             )
-        elif result.status is OpStatus.MANUAL:
+            return True
+        if result.status is OpStatus.MANUAL:
             if op.kind is OpKind.UPDATE and op.external_id is not None:
                 # What the operator is asked to enter, so that the value turning up later
                 # reads as the task done, not as a change made in that system.
-                store.set_member(
-                    customer.id,
-                    op.link_id,
-                    op.system,
-                    op.external_id,
-                    op.expected_version,
-                    {
-                        name + ASKED: planned.fingerprints[name]
-                        for name in planned.changed_fields
-                        if name in planned.fingerprints
-                    },
+                into.members.append(
+                    (
+                        op.link_id,
+                        op.system,
+                        op.external_id,
+                        op.expected_version,
+                        {
+                            name + ASKED: planned.fingerprints[name]
+                            for name in planned.changed_fields
+                            if name in planned.fingerprints
+                        },
+                    )
                 )
-            store.open_task(
+            self.store.open_task(
                 customer.id,
                 op.system,
                 op.link_id,
@@ -446,33 +447,53 @@ class SyncService:
                 op.op_id,
                 result.instruction or f"{op.kind} in {op.system}",
             )
-            store.journal_finish(key, "done")
-            self._event(
-                report,
-                "manual_task",
-                system=op.system,
-                detail={
-                    "link": op.link_id,
-                    "op": str(op.kind),
-                    "fields": list(planned.changed_fields),
-                },
+            into.finished.append((key, JournalStatus.DONE, None))
+            into.events.append(
+                _event(
+                    "manual_task",
+                    system=op.system,
+                    detail={
+                        "link": op.link_id,
+                        "op": str(op.kind),
+                        "fields": list(planned.changed_fields),
+                    },
+                )
             )
-        else:
-            if result.status is not OpStatus.FAILED:
-                store.journal_finish(key, "failed")
-            # FAILED: whether the change landed is not known (a timeout, a 5xx): the
-            # journal keeps the attempt open, so the next run retries it under the same
-            # key and a system that did apply it answers with what it did.
-            level = (
-                "warning" if result.status in (OpStatus.CONFLICT, OpStatus.NOT_FOUND) else "error"
-            )
-            self._event(
-                report,
+            return False
+        if result.status is not OpStatus.FAILED:
+            into.finished.append((key, JournalStatus.FAILED, None))
+        # FAILED: whether the change landed is not known (a timeout, a 5xx): the
+        # journal keeps the attempt open, so the next run retries it under the same
+        # key and a system that did apply it answers with what it did.
+        level = "warning" if result.status in (OpStatus.CONFLICT, OpStatus.NOT_FOUND) else "error"
+        into.events.append(
+            _event(
                 f"{op.kind}_{result.status}",
                 level=level,
                 system=op.system,
                 detail={"link": op.link_id, "external_id": op.external_id, "error": result.error},
             )
+        )
+        return False
+
+    def _prove(
+        self, customer: Customer, planned: PlannedOp, result: OpResult, report: SyncReport
+    ) -> None:
+        """An applied change's ledger entry, written once its record is stored."""
+        if self.ledger is None:
+            return
+        op = planned.op
+        self.ledger.record(
+            f"sync.{op.kind}",
+            customer_id=customer.id,
+            run_id=report.run_id,
+            system=op.system,
+            link_id=op.link_id,
+            external_id=result.external_id or op.external_id,
+            reason=planned.reason,
+            fields=list(planned.changed_fields),
+            fingerprints=_changed_fingerprints(planned),
+        )
 
     def _let_go_of_deleted(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
         """A contact deleted from the authority keeps the authority's side of its link
@@ -503,6 +524,16 @@ class SyncService:
                 system=task.system,
                 detail={"link": task.link_id, "task": task.id},
             )
+
+
+def _event(
+    event: str, *, level: str = "info", system: str | None = None, detail: Mapping[str, Any]
+) -> EventRecord:
+    return EventRecord(event=event, level=level, system=system, detail=logs.scrub(dict(detail)))
+
+
+def _changed_fingerprints(planned: PlannedOp) -> dict[str, str]:
+    return {k: planned.fingerprints[k] for k in planned.changed_fields if k in planned.fingerprints}
 
 
 def _held_and_missing(

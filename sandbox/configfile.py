@@ -60,6 +60,7 @@ def render(
     signing_key_file: Path | None = None,
     require_second_admin: bool = True,
     outlook: OutlookSettings | None = None,
+    api_listen: str | None = None,
 ) -> str:
     lines = [
         "[store]",
@@ -87,6 +88,8 @@ def render(
     ]
     if signing_key_file is not None:
         lines += ["[ledger]", f"signing_key = {{ file = {_value(signing_key_file)} }}", ""]
+    if api_listen is not None:
+        lines += ["[api]", f"listen = {_value(api_listen)}", ""]
     if zisson_url is not None:
         lines += [
             "[systems.zisson]",

@@ -12,6 +12,11 @@ DATA_DIR:
   `roles` tests look for (the switchboard number, the namesakes, ...; see
   `sandbox.seed.seed_json`);
 - `ready`: once everything answers (removed again on the way down).
+
+The simulators and the emulator start empty every time, so the store of the run before
+would only see deletions: it is moved, with the master key that opens it and a config
+naming both, to DATA_DIR/previous/ (replacing the one kept there before), where
+`pdsync runs`, `log`, `ledger verify` and `certificate` can still read it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import threading
 import uuid
@@ -70,6 +76,8 @@ class Sandbox:
     contact_folders: dict[str, str] = field(default_factory=dict)
     # Per customer, its Zisson account (customer guid) in the simulator.
     zisson_accounts: dict[str, str] = field(default_factory=dict)
+    # Where the store of the run before was moved (None: there was none).
+    previous: Path | None = None
 
     @property
     def config_path(self) -> Path:
@@ -221,9 +229,42 @@ def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
     )
 
 
-def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding], outlook: OutlookSettings) -> str:
+def _keep_previous(data_dir: Path) -> Path | None:
+    """Move the last run's store, its master key and a config naming both to
+    DATA_DIR/previous/; None when there was no store."""
+    stores = sorted(data_dir.glob("pdsync.db*"))
+    if not stores:
+        return None
+    data = data_dir.resolve()
+    previous = data / "previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir(mode=0o700)
+    for path in stores:
+        path.rename(previous / path.name)
+    key = data / "secrets" / "master.key"
+    if key.exists():
+        key.rename(previous / "master.key")
+    config = data / "pdsync.toml"
+    if config.exists():
+        text = config.read_text(encoding="utf-8")
+        text = text.replace(str(data / "pdsync.db"), str(previous / "pdsync.db"))
+        text = text.replace(str(key), str(previous / "master.key"))
+        (previous / "pdsync.toml").write_text(
+            "# The store of the previous sandbox run, kept to be read (runs, log, ledger,\n"
+            "# certificates); the systems it names are gone.\n" + text,
+            encoding="utf-8",
+        )
+    return previous
+
+
+def _config_text(
+    box: Sandbox,
+    bindings: dict[str, ZissonBinding],
+    outlook: OutlookSettings,
+    api_listen: str | None,
+) -> str:
     data = box.data_dir.resolve()
-    return "# Written by `pdsync sandbox up`: the daemon against the local sandbox.\n" + render(
+    text = "# Written by `pdsync sandbox up`: the daemon against the local sandbox.\n" + render(
         store_url=f"sqlite:///{data / 'pdsync.db'}",
         master_key_file=data / "secrets" / "master.key",
         signing_key_file=data / "secrets" / "ledger-signing.pem",
@@ -241,7 +282,13 @@ def _config_text(box: Sandbox, bindings: dict[str, ZissonBinding], outlook: Outl
             for c in box.customers
         ],
         outlook=outlook,
+        api_listen=api_listen,
     )
+    # The ledger's witness: each checkpoint also appended here, outside the store (on a
+    # real install: other storage, or an HTTP endpoint). Named after the store so that a
+    # restart moves it to previous/ with the store it witnesses.
+    witness = json.dumps(str(data / "pdsync.db-witness.jsonl"))
+    return text.replace("[ledger]\n", f"[ledger]\nwitness = {witness}\n", 1)
 
 
 async def _seed_firestore(box: Sandbox) -> None:
@@ -299,14 +346,20 @@ def _seed_zisson(box: Sandbox, seed: int) -> dict[str, ZissonBinding]:
 
 @contextlib.contextmanager
 def running(
-    data_dir: Path, *, seed: int = 1, customers: int = 3, contacts: int = 40
+    data_dir: Path,
+    *,
+    seed: int = 1,
+    customers: int = 3,
+    contacts: int = 40,
+    api_listen: str | None = None,
 ) -> Iterator[Sandbox]:
-    """The sandbox, up and seeded, for the duration of the `with` block."""
+    """The sandbox, up and seeded, for the duration of the `with` block.
+
+    `api_listen` (HOST:PORT) goes into the config as `[api] listen`: the daemon started
+    on it serves the admin API and the dashboard there."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "ready").unlink(missing_ok=True)
-    # The systems start empty every time, so yesterday's store would only see deletions.
-    for stale in data_dir.glob("pdsync.db*"):
-        stale.unlink()
+    previous = _keep_previous(data_dir)
     emulator = FirestoreEmulator(log_path=data_dir / "firestore-emulator.log")
     zisson = ZissonSimulator(seed=seed)
     graph = GraphSimulator(seed=seed)
@@ -328,6 +381,7 @@ def running(
             emulator=emulator,
             graph=graph,
             customers=generate(seed=seed, customers=customers, contacts=contacts),
+            previous=previous,
         )
         _secret_file(data_dir / "secrets" / "master.key", secrets.token_hex(32))
         signing_key = data_dir / "secrets" / "ledger-signing.pem"
@@ -336,7 +390,9 @@ def running(
         asyncio.run(_seed_firestore(box))
         bindings = _seed_zisson(box, seed)
         outlook = _seed_outlook(box, seed)
-        box.config_path.write_text(_config_text(box, bindings, outlook), encoding="utf-8")
+        box.config_path.write_text(
+            _config_text(box, bindings, outlook, api_listen), encoding="utf-8"
+        )
         (data_dir / "seed.json").write_text(
             json.dumps(seed_json(box.customers, seed=seed), ensure_ascii=False, indent=1),
             encoding="utf-8",

@@ -11,7 +11,10 @@ Missing or null fields read as empty. Fields outside this list are left alone: r
 past, never written. So are keys of a phone entry other than `number` and `type`
 (`extension`, `label`: the card app's): an update of `phones` carries each entry's own
 keys over to the entry that takes its place (`keep_phone_extras`). Error texts name
-fields, positions and types, never values.
+fields, positions and types, never values. Text fields, e-mails, phone numbers and
+document ids are checked as every system's are (connectors/hostile.py): control
+characters, lone surrogates, lengths, list sizes and nesting; a document failing one is
+rejected naming the field.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from connectors import hostile
 from daemon import normalize
 from daemon.domain import (
     SYNC_FIELDS,
@@ -257,9 +261,19 @@ def from_document(
     Phone numbers are kept verbatim with their E.164 form; one that cannot be parsed
     has `e164=None` and is not a reason to reject.
     """
+    external_id: str | None = doc_id
     try:
+        problem = _id_problem(doc_id)
+        if problem is not None:
+            external_id = None
+            raise Malformed(f"id: {problem}")
         if not isinstance(data, Mapping):
             raise Malformed(f"document: expected a map, got {type(data).__name__}")
+        for name, value in data.items():
+            if hostile.nested_deeper(value, hostile.MAX_DEPTH - 1):
+                raise Malformed(
+                    f"{hostile.field_name(name)}: nested deeper than {hostile.MAX_DEPTH} levels"
+                )
         return ContactRecord(
             system=SYSTEM,
             external_id=doc_id,
@@ -274,14 +288,23 @@ def from_document(
             notes=_read_text(data, "notes"),
             version=format_version(update_time) if update_time is not None else None,
         )
-    except Malformed as exc:
-        return Rejected(system=SYSTEM, external_id=doc_id, reason=str(exc), raw=raw_json(data))
+    except (Malformed, hostile.Hostile) as exc:
+        return Rejected(system=SYSTEM, external_id=external_id, reason=str(exc), raw=raw_json(data))
 
 
 def raw_json(data: Any) -> str:
     """A document as JSON for quarantine; Firestore-only types (timestamps, references,
     geo points, bytes) as their text form so nothing is dropped."""
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+    return hostile.storable(json.dumps(data, ensure_ascii=False, sort_keys=True, default=str))
+
+
+def _id_problem(doc_id: str) -> str | None:
+    """Why a document id cannot be shown, logged and linked, or None. Firestore takes
+    almost any text (https://firebase.google.com/docs/firestore/quotas#collections_documents_and_fields);
+    control characters (line breaks and tabs too) are refused here."""
+    if any(char in doc_id for char in "\t\n\r"):
+        return "a control character"
+    return hostile.text_problem(doc_id, limit=hostile.MAX_ID_CHARS)
 
 
 def _type_name(value: Any) -> str:
@@ -294,7 +317,8 @@ def _read_text(data: Mapping[str, Any], name: str) -> str:
         return ""
     if not isinstance(value, str):
         raise Malformed(f"{name}: expected a string, got {_type_name(value)}")
-    return value
+    limit = hostile.MAX_NOTES_CHARS if name == "notes" else hostile.MAX_TEXT_CHARS
+    return hostile.check_text(name, value, limit=limit)
 
 
 def _read_kind(data: Mapping[str, Any]) -> ContactKind:
@@ -314,9 +338,10 @@ def _read_emails(data: Mapping[str, Any]) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list):
         raise Malformed(f"emails: expected a list of strings, got {_type_name(value)}")
-    for index, item in enumerate(value):
+    for index, item in enumerate(hostile.check_items("emails", value)):
         if not isinstance(item, str):
             raise Malformed(f"emails[{index}]: expected a string, got {_type_name(item)}")
+        hostile.check_text(f"emails[{index}]", item)
     return tuple(value)
 
 
@@ -327,7 +352,7 @@ def _read_phones(data: Mapping[str, Any]) -> tuple[Phone, ...]:
     if not isinstance(value, list):
         raise Malformed(f"phones: expected a list of maps, got {_type_name(value)}")
     phones: list[Phone] = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(hostile.check_items("phones", value)):
         if not isinstance(item, Mapping):
             raise Malformed(f"phones[{index}]: expected a map, got {_type_name(item)}")
         number = item.get("number")
@@ -335,6 +360,7 @@ def _read_phones(data: Mapping[str, Any]) -> tuple[Phone, ...]:
             raise Malformed(f"phones[{index}].number: missing")
         if not isinstance(number, str):
             raise Malformed(f"phones[{index}].number: expected a string, got {_type_name(number)}")
+        hostile.check_text(f"phones[{index}].number", number)
         type_ = item.get("type")
         if type_ is None:
             type_ = PhoneType.OTHER.value

@@ -75,7 +75,10 @@ class WeightedLimiter(Limiter):
             if waiter.done() and not waiter.cancelled():
                 self._release(scope, weight)  # granted just as we were cancelled
             else:
-                queue.remove(entry)
+                # _wake drops a waiter that was cancelled before it got its turn: then
+                # the entry is no longer queued (Ctrl-C during an erasure hit this).
+                with contextlib.suppress(ValueError):
+                    queue.remove(entry)
                 self._wake(scope)
             raise
 

@@ -20,9 +20,9 @@ numbers are not written; characters XML 1.0 cannot carry (Exchange stores XML) a
 dropped. `project(project(r)) == project(r)` and a record read back is its own
 projection.
 
-The link id of a contact made by pdsync is kept as the category `pdsync-link:<link id>`
-(`MARKER`), so a CREATE replayed after a crash finds the contact it made instead of
-making another (directory.py says why a category).
+Earlier versions kept the link id of a contact made by pdsync as the category
+`pdsync-link:<link id>` (`MARKER`); it is now an invisible extended property, and
+directory.py migrates contacts that still carry the category (`link_of` finds it).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from connectors import hostile
 from daemon import normalize
 from daemon.domain import (
     SYNC_FIELDS,
@@ -70,7 +71,8 @@ class Malformed(ValueError):
 
 
 def clean(value: str) -> str:
-    return _XML_ILLEGAL.sub("", value)
+    # Also what a read rejects (C1 controls, DEL): never written, so a write reads back.
+    return hostile.scrub(_XML_ILLEGAL.sub("", value))
 
 
 # --- what Outlook holds --------------------------------------------------------------
@@ -208,7 +210,7 @@ def marker(link_id: str) -> str:
 
 
 def link_of(contact: Mapping[str, Any]) -> str | None:
-    """The link id a contact made by pdsync carries (see MARKER)."""
+    """The link id in a contact's old category marker (see MARKER), if it has one."""
     categories = contact.get("categories")
     if not isinstance(categories, list):
         return None
@@ -231,12 +233,18 @@ def version_of(contact: Mapping[str, Any]) -> str | None:
 
 
 def from_contact(contact: Mapping[str, Any]) -> ContactRecord | Rejected:
-    """The record a Graph contact holds, or Rejected naming the first bad property."""
+    """The record a Graph contact holds, or Rejected naming the first bad property: of
+    the wrong type, or failing connectors/hostile.py (control characters, lone
+    surrogates, length, nesting, an id that is no URL path segment)."""
     contact_id = contact.get("id")
-    external_id = contact_id if isinstance(contact_id, str) and contact_id else None
+    external_id = hostile.safe_id(contact_id, slash=True)
     try:
-        if external_id is None:
+        if not isinstance(contact_id, str) or not contact_id:
             raise Malformed("id: missing")
+        external_id = hostile.check_id("id", contact_id, slash=True)
+        deep = hostile.deep_field(contact)
+        if deep is not None:
+            raise Malformed(f"{deep}: nested deeper than {hostile.MAX_DEPTH} levels")
         text = {name: _text(contact, prop) for name, prop in _TEXT.items()}
         mobile = _text(contact, "mobilePhone")
         phones = [normalize.phone(mobile, PhoneType.MOBILE)] if mobile.strip() else []
@@ -256,8 +264,8 @@ def from_contact(contact: Mapping[str, Any]) -> ContactRecord | Rejected:
             notes=text["notes"],
             version=version_of(contact),
         )
-    except Malformed as exc:
-        raw = json.dumps(contact, ensure_ascii=False, sort_keys=True, default=str)
+    except (Malformed, hostile.Hostile) as exc:
+        raw = hostile.storable(json.dumps(contact, ensure_ascii=False, sort_keys=True, default=str))
         return Rejected(system=SYSTEM, external_id=external_id, reason=str(exc), raw=raw)
 
 
@@ -271,7 +279,8 @@ def _text(contact: Mapping[str, Any], prop: str) -> str:
         return ""
     if not isinstance(value, str):
         raise Malformed(f"{prop}: expected a string, got {_type_name(value)}")
-    return value
+    limit = hostile.MAX_NOTES_CHARS if prop == "personalNotes" else hostile.MAX_TEXT_CHARS
+    return hostile.check_text(prop, value, limit=limit)
 
 
 def _list(contact: Mapping[str, Any], prop: str) -> list[str]:
@@ -280,9 +289,10 @@ def _list(contact: Mapping[str, Any], prop: str) -> list[str]:
         return []
     if not isinstance(value, list):
         raise Malformed(f"{prop}: expected a list of strings, got {_type_name(value)}")
-    for index, item in enumerate(value):
+    for index, item in enumerate(hostile.check_items(prop, value)):
         if not isinstance(item, str):
             raise Malformed(f"{prop}[{index}]: expected a string, got {_type_name(item)}")
+        hostile.check_text(f"{prop}[{index}]", item)
     return [item for item in value if item.strip()]
 
 
@@ -293,7 +303,7 @@ def _emails(contact: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise Malformed(f"emailAddresses: expected a list, got {_type_name(value)}")
     emails: list[str] = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(hostile.check_items("emailAddresses", value)):
         if not isinstance(item, Mapping):
             raise Malformed(f"emailAddresses[{index}]: expected an object, got {_type_name(item)}")
         address = item.get("address")
@@ -303,6 +313,7 @@ def _emails(contact: Mapping[str, Any]) -> tuple[str, ...]:
             raise Malformed(
                 f"emailAddresses[{index}].address: expected a string, got {_type_name(address)}"
             )
+        hostile.check_text(f"emailAddresses[{index}].address", address)
         if address.strip():
             emails.append(address.strip())
     return tuple(emails)

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors import hostile
 from connectors.base import ContractError, FatalError, RetriableError
 
 SYSTEM = "outlook"
@@ -30,7 +31,8 @@ class NotSent(RetriableError):
 
 
 class ResyncRequired(FatalError):
-    """410 Gone on a delta or next link: the sync state expired on the server.
+    """410 Gone, or a 4xx with a sync-state error code, on a delta or next link: the
+    sync state expired on the server.
 
     The same link will fail again; start over with a full round (`cursor=None`).
     """
@@ -46,8 +48,14 @@ def user_path(mailbox: str) -> str:
 
 
 def segment(value: str) -> str:
-    """An id as one URL path segment (immutable ids may hold '/', '+' and '=')."""
-    return quote(value, safe="")
+    """An id (immutable ids may hold '/', '+' and '=') or a folder name as one URL path
+    segment, percent-encoded.
+
+    Raises hostile.UnsafeId (a ContractError and a ValueError) for what would change the
+    URL even so: empty, `.` or `..` (or cannot be encoded: a lone surrogate). Contacts
+    read with any other id that is no URL segment are rejected before (mapping.py).
+    """
+    return hostile.url_segment(SYSTEM, value, name=True)
 
 
 def odata_string(value: str) -> str:
@@ -89,7 +97,7 @@ class ItemResponse:
 
 def graph_error_code(response: httpx.Response) -> str:
     try:
-        body = response.json()
+        body = hostile.loads(hostile.decode_json(response.content))
     except ValueError:
         return ""
     return ItemResponse(status=response.status_code, body=body).error_code
@@ -104,8 +112,11 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def response_json(response: httpx.Response, what: str) -> Any:
+    """The answer's JSON: UTF-8 (a byte that is not becomes a lone surrogate, which the
+    contact holding it is rejected for), nesting cut at hostile.MAX_DEPTH, never a
+    RecursionError. ContractError if it is not JSON."""
     try:
-        return response.json()
+        return hostile.loads(hostile.decode_json(response.content))
     except ValueError:
         raise ContractError(
             f"outlook: {what} answered something that is not JSON", system=SYSTEM

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from connectors import hostile
 from connectors.base import AuthError, ConnectorError, ContractError, FatalError, RetriableError
 from connectors.vault import TokenAccount, TokenVault
 from connectors.zisson.settings import ZissonBinding
@@ -246,7 +247,7 @@ class JwtSession(_SessionBase):
 
     def _read_exchange(self, response: httpx.Response) -> tuple[str, str | None]:
         try:
-            payload = response.json()
+            payload = hostile.loads(hostile.decode_json(response.content))
         except ValueError:
             payload = None
         jwt = payload.get("jwt") if isinstance(payload, dict) else None
@@ -255,7 +256,7 @@ class JwtSession(_SessionBase):
             not isinstance(jwt, str)
             or not jwt.isascii()  # it goes into a header
             or not jwt
-            or not (rotated is None or isinstance(rotated, str))
+            or not (rotated is None or _printable_ascii(rotated))
         ):
             raise ContractError(
                 "zisson: refresh-token answered without a usable jwt", system=SYSTEM
@@ -273,3 +274,8 @@ def refresh_time(jwt: str, *, now: float) -> float:
     except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
         return now + FALLBACK_LIFETIME
     return exp - min(MAX_EXPIRY_MARGIN, max(0.0, exp - issued) / 10)
+
+
+def _printable_ascii(value: object) -> bool:
+    """A token that can be kept and sent again: ASCII without control characters."""
+    return isinstance(value, str) and value.isascii() and value.isprintable()

@@ -90,6 +90,7 @@ class ZissonConnector(HttpConnectorBase):
             retry_policy=retry_policy,
             transport=transport,
             headers={"User-Agent": "pdsync"},
+            max_response_bytes=settings.max_response_bytes,
         )
         self.settings = settings
         self.vault: TokenVault = vault or FileTokenVault()

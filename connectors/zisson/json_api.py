@@ -13,6 +13,13 @@ mobileNumber`; the paging and the user shape are ASSUMED and match the simulator
 Tolerated as well: a bare array (one page), `guid` for `id`, `mobileNumber` when there
 is no `phoneNumbers`, null for an empty string or list.
 
+Hostile entries (issue 10). A page is decoded as UTF-8 with each byte that is not UTF-8
+kept as a lone surrogate, and parsed with nesting past hostile.MAX_DEPTH cut (never a
+RecursionError); an entry holding such a byte, a lone surrogate, a control character, an
+overlong field, too many e-mails or numbers, deep nesting, or an id that is no URL
+segment (`.`, `..`, `/`) is rejected naming the field, and the rest is read. A page
+larger than the connector's response cap is refused whole (ContractError).
+
 A consistent listing. Paging by offset has no snapshot: an entry deleted in front of
 the read position between two page requests pulls the next entry onto a page already
 read, and a create elsewhere can keep the total unchanged. An entry missed that way
@@ -42,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connectors import hostile
 from connectors.base import ContractError, RetriableError
 from connectors.zisson.auth import Session
 from connectors.zisson.projection import held_emails, held_phones
@@ -195,9 +203,16 @@ async def fetch_page(session: Session, number: int, page_size: int) -> Page:
         params={"page": number, "pageSize": page_size},
         headers={"Accept": "application/json"},
     )
-    text = response.text
+    return parse_page(number, response.content)
+
+
+def parse_page(number: int, document: bytes) -> Page:
+    """Page `number` of the listing from its bytes. Raises ContractError for an answer
+    that is no page, and _CutShort for one whose JSON ends early; entries are left as
+    received (with nesting past hostile.MAX_DEPTH cut) for `user_record`."""
+    text = hostile.decode_json(document)
     try:
-        payload = json.loads(text)
+        payload = hostile.loads(text)
     except ValueError as exc:
         if _cut_short(exc, text):
             raise _CutShort(f"page {number} was cut short") from None
@@ -239,16 +254,20 @@ def user_record(entry: Any) -> ContactRecord | Rejected:
     try:
         if not isinstance(entry, dict):
             raise _Malformed("entry: not a JSON object")
+        deep = hostile.deep_field(entry)
+        if deep is not None:
+            external_id = hostile.safe_id(entry.get("id", entry.get("guid")))
+            raise _Malformed(f"{deep}: nested deeper than {hostile.MAX_DEPTH} levels")
         external_id = _id(entry)
         return _record(entry, external_id)
-    except _Malformed as problem:
+    except (_Malformed, hostile.Hostile) as problem:
         return Rejected(
             system=SYSTEM, external_id=external_id, reason=str(problem), raw=raw_text(entry)
         )
 
 
 def raw_text(entry: Any) -> str:
-    return json.dumps(entry, ensure_ascii=False)
+    return hostile.storable(json.dumps(entry, ensure_ascii=False))
 
 
 def _id(entry: Mapping[str, Any]) -> str:
@@ -258,7 +277,7 @@ def _id(entry: Mapping[str, Any]) -> str:
         raise _Malformed("id: missing")
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise _Malformed(f"{key}: not a string")
-    return str(value)
+    return hostile.check_id(key, str(value))
 
 
 def _record(entry: Mapping[str, Any], external_id: str) -> ContactRecord:
@@ -290,7 +309,8 @@ def _text(entry: Mapping[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise _Malformed(f"{key}: not a string")
-    return value
+    limit = hostile.MAX_NOTES_CHARS if key == "comments" else hostile.MAX_TEXT_CHARS
+    return hostile.check_text(key, value, limit=limit)
 
 
 def _emails(entry: Mapping[str, Any]) -> list[str]:
@@ -299,9 +319,10 @@ def _emails(entry: Mapping[str, Any]) -> list[str]:
         return []
     if not isinstance(value, list):
         raise _Malformed("emails: not a list")
-    for index, item in enumerate(value):
+    for index, item in enumerate(hostile.check_items("emails", value)):
         if not isinstance(item, str):
             raise _Malformed(f"emails[{index}]: not a string")
+        hostile.check_text(f"emails[{index}]", item)
     return value
 
 
@@ -313,11 +334,12 @@ def _phones(entry: Mapping[str, Any]) -> list[Phone]:
             return []
         if not isinstance(mobile, str):
             raise _Malformed("mobileNumber: not a string")
+        hostile.check_text("mobileNumber", mobile)
         return [Phone(number=mobile, type=PhoneType.MOBILE)]
     if not isinstance(value, list):
         raise _Malformed("phoneNumbers: not a list")
     phones = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(hostile.check_items("phoneNumbers", value)):
         if not isinstance(item, dict):
             raise _Malformed(f"phoneNumbers[{index}]: not an object")
         number, label = item.get("number"), item.get("type")
@@ -326,5 +348,7 @@ def _phones(entry: Mapping[str, Any]) -> list[Phone]:
             raise _Malformed(f"phoneNumbers[{index}].number: {problem}")
         if label is not None and not isinstance(label, str):
             raise _Malformed(f"phoneNumbers[{index}].type: not a string")
+        hostile.check_text(f"phoneNumbers[{index}].number", number)
+        hostile.check_text(f"phoneNumbers[{index}].type", label or "")
         phones.append(Phone(number=number, type=normalize.phone_type(label)))
     return phones

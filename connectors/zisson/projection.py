@@ -4,6 +4,9 @@ Both APIs carry every sync field, but not equally:
 
 JSON  everything; only e-mails and phone numbers that are blank are left out, and phone
       numbers are held as entered (trimmed) with their E.164 form recomputed.
+      Control characters other than tab and line breaks, and lone surrogates, are
+      dropped (through either API): a read rejects a record holding them
+      (connectors/hostile.py), so they are never written.
 XML   one e-mail (the first), one work number (`Number`: the first phone that is not a
       mobile, whatever its type) and one mobile (`GsmNumber`); phones come back work
       first, then mobile. A person has no display name. A department is an entry with
@@ -21,6 +24,7 @@ import dataclasses
 import re
 from collections.abc import Iterable
 
+from connectors import hostile
 from connectors.zisson.settings import ZissonApi
 from daemon import normalize
 from daemon.domain import SYNC_FIELDS, ContactKind, ContactRecord, Phone, PhoneType
@@ -32,7 +36,7 @@ _TEXT_FIELDS = ("given_name", "family_name", "display_name", "title", "departmen
 
 
 def xml_safe(value: str) -> str:
-    return _XML_ILLEGAL.sub("", value)
+    return hostile.scrub(_XML_ILLEGAL.sub("", value))
 
 
 def held_emails(emails: Iterable[str]) -> tuple[str, ...]:
@@ -46,8 +50,15 @@ def held_phones(phones: Iterable[Phone]) -> tuple[Phone, ...]:
 
 
 def project_json(record: ContactRecord) -> ContactRecord:
-    return dataclasses.replace(
-        record, emails=held_emails(record.emails), phones=held_phones(record.phones)
+    text = {name: hostile.scrub(getattr(record, name)) for name in _TEXT_FIELDS}
+    return record.with_values(
+        {
+            **text,
+            "emails": held_emails(hostile.scrub(e) for e in record.emails),
+            "phones": held_phones(
+                dataclasses.replace(p, number=hostile.scrub(p.number)) for p in record.phones
+            ),
+        }
     )
 
 

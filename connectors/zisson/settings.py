@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.base import MAX_RESPONSE_BYTES
 from connectors.secrets import SecretRef
 
 ZissonApi = Literal["json", "xml"]
@@ -35,6 +36,8 @@ class ZissonSettings(BaseModel):
     ca_bundle: Path | None = None
     concurrency: int = Field(default=4, ge=1)  # requests in flight per Zisson account
     page_size: int = Field(default=200, ge=1, le=1000)
+    # One answer (a page, GetContacts) larger than this, decompressed, is refused whole.
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=1024)
 
 
 class ZissonBinding(BaseModel):

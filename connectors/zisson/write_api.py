@@ -46,10 +46,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
+from connectors import hostile
 from connectors.base import ContractError, NotFoundError
 from connectors.zisson.auth import Session
 from daemon.domain import ContactKind, ContactRecord
@@ -147,7 +147,8 @@ async def delete_user(
 
 
 def _path(user_id: str) -> str:
-    return f"{USERS_PATH}/{quote(user_id, safe='')}"
+    """The user's URL; ContractError for an id that would make it another URL."""
+    return f"{USERS_PATH}/{hostile.url_segment(SYSTEM, user_id)}"
 
 
 def _answer(response: httpx.Response, what: str) -> Answer:
@@ -157,7 +158,7 @@ def _answer(response: httpx.Response, what: str) -> Answer:
 
 def _user(response: httpx.Response, what: str) -> dict[str, Any]:
     try:
-        payload = response.json()
+        payload = hostile.loads(hostile.decode_json(response.content))
     except ValueError:
         payload = None
     if not isinstance(payload, dict):

@@ -28,6 +28,13 @@ a complete document cannot tell, and this module therefore refuses or leaves to 
   closing the document properly, looks like a directory that shrank: no count or
   paging is known for this API, so only the daemon's shrink guard can hold that.
 
+Hostile documents (issue 10). The document is parsed with defusedxml (no DTD, entities
+or external references: a ContractError) and kept at most hostile.MAX_DEPTH levels deep;
+a Contact nested deeper, or whose elements read into the record hold a C1 control
+character, an overlong value, or an id that is no URL segment (`.`, `..`, `/`), is
+rejected naming the element. (C0 controls and lone surrogates cannot be in well-formed
+XML 1.0: such a document does not parse and is a ContractError.)
+
 Encoding (issue 13, item 9). The bytes are decoded here, not by the XML parser, in this
 order: a byte order mark; else the `charset` of the HTTP Content-Type; else the
 `encoding` of the XML declaration; else UTF-8 if the bytes are valid UTF-8, and
@@ -52,8 +59,13 @@ import codecs
 import re
 import xml.etree.ElementTree as ET
 from email.message import Message
+from typing import Any
 from xml.parsers import expat
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
+
+from connectors import hostile
 from connectors.base import ContractError, RetriableError
 from connectors.zisson.auth import Session
 from connectors.zisson.projection import held_emails, held_phones
@@ -114,8 +126,67 @@ _CHAR_REFERENCE = re.compile(r"&#(?:x([0-9A-Fa-f]+)|([0-9]+));")
 _MARKERS = tuple(chr(code) for code in range(0x10FFFD, 0x10FFFD - 64, -1))
 
 
+# The elements read into a record, checked by `_hostile` (the others are ignored).
+READ_ELEMENTS = (
+    "FirstName",
+    "LastName",
+    "Email",
+    "Number",
+    "GsmNumber",
+    "Company",
+    "Comments",
+    "Title",
+    "Department",
+)
+
+
 class CutShort(RetriableError):
     """GetContacts answered a document that ends before its root is closed."""
+
+
+class _ShallowBuilder:
+    """An ElementTree target that keeps at most MAX_DEPTH levels (ElementTree's own
+    serialising recurses, so a document nested 100,000 deep would end in RecursionError).
+
+    What lies deeper is left out of the tree and its top-level element noted in
+    `too_deep` (with the name of the element under it that holds the deep part), so that
+    Contact is rejected. `contacts` counts Contact elements at every depth, those left
+    out included, so none can hide below the cut.
+    """
+
+    def __init__(self) -> None:
+        self._tree = ET.TreeBuilder()
+        self._open: list[ET.Element] = []
+        self._skipped = 0  # levels open below the cut
+        self.contacts = 0
+        self.too_deep: dict[ET.Element, str] = {}
+
+    def start(self, tag: str, attrib: dict[str, str]) -> Any:
+        if _local(tag) == "Contact":
+            self.contacts += 1
+        if self._skipped or len(self._open) >= hostile.MAX_DEPTH:
+            if not self._skipped and len(self._open) > 1:
+                field = _local(self._open[2].tag) if len(self._open) > 2 else "Contact"
+                self.too_deep.setdefault(self._open[1], field)
+            self._skipped += 1
+            return None
+        element = self._tree.start(tag, attrib)
+        self._open.append(element)
+        return element
+
+    def end(self, tag: str) -> Any:
+        if self._skipped:
+            self._skipped -= 1
+            return None
+        self._open.pop()
+        return self._tree.end(tag)
+
+    def data(self, data: str) -> None:
+        if not self._skipped:
+            self._tree.data(data)
+
+    def close(self) -> ET.Element:
+        return self._tree.close()
 
 
 async def read_contacts(session: Session) -> list[tuple[ContactRecord | Rejected, str]]:
@@ -142,8 +213,17 @@ def parse_contacts(
     that ends early and ContractError for one that is not a contact list."""
     encoding = document_encoding(document, content_type)
     text, marker = _decode(document, encoding)
+    builder = _ShallowBuilder()
     try:
-        root = ET.fromstring(text)
+        parser = DefusedXMLParser(target=builder)
+        parser.feed(text)
+        root = parser.close()
+    except DefusedXmlException:
+        raise ContractError(
+            "zisson: GetContacts answered a document with a DTD, entities or external"
+            " references, which are refused",
+            system=SYSTEM,
+        ) from None
     except ET.ParseError as exc:
         line, column = exc.position
         if exc.code in _CUT_SHORT:
@@ -162,7 +242,7 @@ def parse_contacts(
             system=SYSTEM,
         )
     listed = sum(1 for element in root if _local(element.tag) == "Contact")
-    if sum(1 for element in root.iter() if _local(element.tag) == "Contact") != listed:
+    if builder.contacts != listed:
         raise ContractError(
             "zisson: GetContacts answered Contact elements that are not directly under "
             "the root; none were read, since a contact skipped would read as deleted",
@@ -176,6 +256,16 @@ def parse_contacts(
             if marker is not None and marker in raw:
                 rejected = _undecodable(element, raw, marker, encoding)
                 entries.append((rejected, rejected.raw))
+                continue
+            deep = builder.too_deep.get(element)
+            if deep is not None:
+                rejected = Rejected(
+                    system=SYSTEM,
+                    external_id=_contact_id(element),
+                    reason=f"{deep}: nested deeper than {hostile.MAX_DEPTH} levels",
+                    raw=raw,
+                )
+                entries.append((rejected, raw))
                 continue
             entries.append((contact_record(element, raw), raw))
     return entries
@@ -269,13 +359,12 @@ def _undecodable(element: ET.Element, raw: str, marker: str, encoding: str) -> R
     """A Contact holding bytes that are not `encoding`: quarantined, not guessed at."""
     values = {_local(child.tag): ET.tostring(child, encoding="unicode") for child in element}
     where = sorted(name for name, text in values.items() if marker in text) or ["Contact"]
-    ids = [child.text for child in element if _local(child.tag) == "ContactId"]
-    contact_id = (ids[0] or "").strip() if len(ids) == 1 else ""
-    if marker in contact_id:
-        contact_id = ""
+    contact_id = _contact_id(element)
+    if contact_id is not None and marker in contact_id:
+        contact_id = None
     return Rejected(
         system=SYSTEM,
-        external_id=contact_id or None,
+        external_id=contact_id,
         reason=f"{', '.join(where)}: bytes that are not {_SHOWN.get(encoding, encoding)}",
         raw=raw.replace(marker, "\ufffd"),
     )
@@ -294,8 +383,12 @@ def contact_record(element: ET.Element, raw: str) -> ContactRecord | Rejected:
     contact_id = values.get("ContactId", "").strip()
     if problem is None and not contact_id:
         problem = "ContactId: missing" if "ContactId" not in values else "ContactId: empty"
+    if problem is None:
+        problem = _hostile(values)
     if problem is not None:
-        return Rejected(system=SYSTEM, external_id=contact_id or None, reason=problem, raw=raw)
+        return Rejected(
+            system=SYSTEM, external_id=hostile.safe_id(contact_id), reason=problem, raw=raw
+        )
 
     first, last = values.get("FirstName", ""), values.get("LastName", "")
     company = values.get("Company", "")
@@ -318,6 +411,27 @@ def contact_record(element: ET.Element, raw: str) -> ContactRecord | Rejected:
         ),
         notes=values.get("Comments", ""),
     )
+
+
+def _hostile(values: dict[str, str]) -> str | None:
+    """The first element read into the record that cannot be taken in, named, or None."""
+    problem = hostile.id_problem(values["ContactId"].strip())
+    if problem is not None:
+        return f"ContactId: {problem}"
+    for name in READ_ELEMENTS:
+        problem = hostile.text_problem(
+            values.get(name, ""),
+            limit=hostile.MAX_NOTES_CHARS if name == "Comments" else hostile.MAX_TEXT_CHARS,
+        )
+        if problem is not None:
+            return f"{name}: {problem}"
+    return None
+
+
+def _contact_id(element: ET.Element) -> str | None:
+    """The Contact's id, if it has exactly one that is fit to be shown and stored."""
+    ids = [child.text for child in element if _local(child.tag) == "ContactId"]
+    return hostile.safe_id((ids[0] or "").strip()) if len(ids) == 1 else None
 
 
 def _local(tag: str) -> str:

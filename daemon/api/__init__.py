@@ -9,7 +9,8 @@ one table, daemon/api/access.py. Importing this package is cheap: FastAPI is loa
 only when `create_app` is first used, so the config can import ApiConfig from here.
 
 Modules: settings ([api] config), access (roles and the endpoint matrix), auth
-(authentication, authorisation and the audit log, as ASGI middleware), errors (error
+(authentication, authorisation and the audit log, as ASGI middleware), ratelimit
+(failed authentication per client address: 429 past the limit), errors (error
 bodies without data), models (request and response bodies), routes_ops and
 routes_erasure (the API), probes (healthz, readyz, metrics), dashboard (HTML), server
 (uvicorn inside the daemon).

@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from daemon.api import access, dashboard, errors, probes, routes_erasure, routes_ops
 from daemon.api.auth import AccessControl
 from daemon.api.context import ApiContext, SyncRunner
+from daemon.api.ratelimit import FailureLimiter
 from daemon.api.settings import ApiConfig, api_config
 from daemon.config import Settings
 from daemon.store import Store
@@ -26,7 +27,8 @@ The admin API of pdsync. Send `Authorization: Bearer pds_…` (make a token with
 logs, erasures, disputes, tasks (without instructions), certificates and the ledger;
 **operator** also syncs, resolves disputes and completes manual tasks (and reads their
 instructions); **admin** also creates, approves and cancels erasures. Every call is
-recorded in the audit log under the token's name. Errors are
+recorded in the audit log under the token's name. Failed authentication is limited per
+client address: past the limit, 429 with `Retry-After`. Errors are
 `{"error": code, "detail": message}` and never repeat what was sent.
 """
 
@@ -104,6 +106,9 @@ def create_app(
         settings=settings,
         config=config,
         store=store,
+        limiter=FailureLimiter(
+            burst=config.auth_failures_burst, per_minute=config.auth_failures_per_minute
+        ),
         sync_service=sync_service,
         erasure_service=erasure_service,
         ledger=ledger,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 from fastapi import Request
 
 from daemon.api.errors import ApiError
+from daemon.api.ratelimit import FailureLimiter
 from daemon.api.settings import ApiConfig
 from daemon.config import CustomerConfig, Settings
 from daemon.store import Role, Store
@@ -39,6 +40,8 @@ class ApiContext:
     settings: Settings
     config: ApiConfig
     store: Store
+    # Failed authentication per client address (429 past the limit; counted in /metrics).
+    limiter: FailureLimiter
     sync_service: SyncRunner | None = None
     erasure_service: ErasureService | None = None
     ledger: Ledger | None = None

@@ -1,14 +1,19 @@
 """The ops dashboard: read-only HTML pages, server-rendered, no JavaScript, no outside assets.
 
-Signing in: the login form takes an API token and sets it as an HttpOnly, SameSite=Strict
-cookie (Secure with `[api] cookie_secure`), accepted for GET only; `Authorization:
-Bearer` works as well. Every role may read every page; the pages show ids, states,
-counts and masked identifiers, never a task's instruction. Also here: /docs, the API
-reference rendered from the OpenAPI document (Swagger UI would load from a CDN).
+Signing in: the login form (with a CSRF token, double-submitted in a cookie of its own)
+takes an API token and starts a session in the store; the cookie holds the session's
+id, never the token (HttpOnly, SameSite=Strict, Secure with `[api] cookie_secure`), is
+accepted for GET only, and stops working at sign-out, after `[api] session_hours` or
+when the token is revoked. `Authorization: Bearer` works as well. Every role may read
+every page; the pages show ids, states, counts and masked identifiers, never a task's
+instruction. Also here: /docs, the API reference rendered from the OpenAPI document
+(Swagger UI would load from a CDN).
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -34,7 +39,10 @@ router = APIRouter(include_in_schema=False)
 Ctx = Annotated[ApiContext, Depends(context)]
 Who = Annotated[Principal, Depends(principal)]
 
-COOKIE_MAX_AGE = 12 * 3600
+# The login form's CSRF token: in a hidden field and in this cookie (which a form posted
+# from another site does not carry: SameSite=Strict), compared on submission.
+CSRF_COOKIE = "pdsync_login_csrf"
+CSRF_MAX_AGE = 3600
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -161,37 +169,77 @@ async def incidents(ctx: Ctx, who: Who) -> Response:
     return render("incidents.html", who=who, page="/dashboard/incidents", incidents=found)
 
 
+def _login_page(ctx: ApiContext, *, status: int = 200, error: str | None = None) -> Response:
+    """The login form with a fresh CSRF token, in the page and in its cookie."""
+    csrf = secrets.token_urlsafe(32)
+    response = render(
+        "login.html",
+        status=status,
+        who=None,
+        page="",
+        error=error,
+        csrf=csrf,
+        hours=f"{ctx.config.session_hours:g}",
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        max_age=CSRF_MAX_AGE,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.config.cookie_secure,
+        path="/dashboard/login",
+    )
+    return response
+
+
 @router.get("/dashboard/login")
-def login_form() -> Response:
-    return render("login.html", who=None, page="", error=None)
+def login_form(ctx: Ctx) -> Response:
+    return _login_page(ctx)
 
 
 @router.post("/dashboard/login")
 async def login(request: Request, ctx: Ctx) -> Response:
     form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    sent = (form.get("csrf") or [""])[0].encode()
+    expected = request.cookies.get(CSRF_COOKIE, "").encode()
+    if not expected or not hmac.compare_digest(sent, expected):
+        return _login_page(
+            ctx,
+            status=403,
+            error="This sign-in form expired or came from another site: reload it and try again.",
+        )
     token = (form.get("token") or [""])[0].strip()
     row = await run_in_threadpool(ctx.store.authenticate_token, token) if token else None
     if row is None:
-        return render(
-            "login.html", status=401, who=None, page="", error="Unknown or revoked token."
-        )
+        return _login_page(ctx, status=401, error="Unknown or revoked token.")
+    lifetime = timedelta(hours=ctx.config.session_hours)
+    session = await run_in_threadpool(ctx.store.create_session, row.id, lifetime=lifetime)
     # For the audit record of this call (the middleware reads it back).
     request.state.principal = Principal(token_id=row.id, name=row.name, role=row.role)
     response = RedirectResponse("/dashboard", status_code=303, headers=HEADERS)
     response.set_cookie(
         COOKIE,
-        token,
-        max_age=COOKIE_MAX_AGE,
+        session,
+        max_age=int(lifetime.total_seconds()),
         httponly=True,
         samesite="strict",
         secure=ctx.config.cookie_secure,
         path="/",
     )
+    response.delete_cookie(CSRF_COOKIE, path="/dashboard/login", httponly=True, samesite="strict")
     return response
 
 
 @router.post("/dashboard/logout")
-def logout() -> Response:
+async def logout(request: Request, ctx: Ctx) -> Response:
+    """End the session in the store (a copied cookie is worthless after), then the cookie."""
+    session = request.cookies.get(COOKIE)
+    if session:
+        row = await run_in_threadpool(ctx.store.authenticate_session, session)
+        if row is not None:  # the audit record names who signed out
+            request.state.principal = Principal(token_id=row.id, name=row.name, role=row.role)
+        await run_in_threadpool(ctx.store.end_session, session)
     response = RedirectResponse("/dashboard/login", status_code=303, headers=HEADERS)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -27,6 +27,7 @@ _CODES = {
     410: "gone",
     413: "too_large",
     422: "invalid_request",
+    429: "too_many_requests",
     503: "unavailable",
 }
 

@@ -4,7 +4,7 @@
 counts, never personal data, and Prometheus scrapes without credentials. Every value
 is read from the store at scrape time, so all instances on one database report the
 same, and nothing is lost on restart; only the connectors' retry and request counters
-are this process's own.
+and the API's failed-authentication counters are this process's own.
 """
 
 from __future__ import annotations
@@ -99,6 +99,28 @@ class StoreCollector(Collector):
         yield from self._ledger()
         yield from self._connectors()
         yield from self._incidents()
+        yield from self._auth()
+
+    def _auth(self) -> Iterator[Metric]:
+        limiter = self.ctx.limiter
+        failures = CounterMetricFamily(
+            "pdsync_api_auth_failures",
+            "Failed authentications (missing, invalid, login) since start; not in the audit log",
+            labels=["kind"],
+        )
+        for kind, n in sorted(limiter.failures.items()):
+            failures.add_metric([kind], n)
+        yield failures
+        yield CounterMetricFamily(
+            "pdsync_api_auth_rate_limited",
+            "Requests refused with 429 after too many failed authentications, since start",
+            value=limiter.refused,
+        )
+        yield GaugeMetricFamily(
+            "pdsync_api_auth_limited_clients",
+            "Client addresses with recent failed authentications (bounded)",
+            value=len(limiter),
+        )
 
     def _incidents(self) -> Iterator[Metric]:
         since = datetime.now(UTC) - timedelta(hours=24)

@@ -35,10 +35,11 @@ from daemon.certificate import Certificate, render_pdf
 from daemon.certificate.evidence import masked_matches
 from daemon.config import ConfigError
 from daemon.erasure import ErasureError, ErasureService, item_id
-from daemon.ledger import verify_ledger
+from daemon.ledger import Verifier, verify_ledger
+from daemon.ledger.witness import WitnessError
 from daemon.logs import redact_text
 from daemon.normalize import BadIdentifier, parse_subject
-from daemon.proof import trusted_verifiers
+from daemon.proof import trusted_verifiers, witness_from
 from daemon.store import ErasureItemRow, ErasureRow, ErasureState, NotFound, Store
 
 router = APIRouter(prefix="/api/v1", responses={401: {"model": Problem}, 403: {"model": Problem}})
@@ -296,6 +297,7 @@ def get_certificate(
 
 
 def _verify(ctx: ApiContext) -> LedgerReport:
+    verifiers: Mapping[str, Verifier]
     if ctx.ledger is not None:
         verifiers = dict(ctx.ledger.verifiers)
     else:
@@ -305,7 +307,13 @@ def _verify(ctx: ApiContext) -> LedgerReport:
             raise ApiError(
                 503, "ledger_unavailable", "ledger.signing_key is not configured"
             ) from None
-    report = verify_ledger(ctx.store, verifiers)
+    # The witness's checkpoints too: rows removed from the end are found against them.
+    try:
+        witness = witness_from(ctx.settings)
+        external = witness.checkpoints() if witness is not None else []
+    except (ConfigError, WitnessError) as exc:
+        raise ApiError(503, "witness_unavailable", str(exc)) from None
+    report = verify_ledger(ctx.store, verifiers, external=external)
     return LedgerReport(
         ok=report.ok,
         rows=report.rows,

@@ -4,6 +4,10 @@
     listen = "127.0.0.1:8787"   # absent: no HTTP server (the default)
     metrics_public = true       # /metrics without a token (aggregates only, no personal data)
     cookie_secure = false       # true when a TLS-terminating proxy sits in front
+    session_hours = 12          # a dashboard sign-in lasts this long (or until sign-out)
+    audit_retention_days = 90   # audit records older than this are deleted, daily
+    auth_failures_burst = 10    # failed authentications a client may make in a row,
+    auth_failures_per_minute = 10  # and then this many a minute; beyond: 429
 
 Kept free of FastAPI so daemon/config.py can import it.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ApiConfig(BaseModel):
@@ -27,6 +31,16 @@ class ApiConfig(BaseModel):
     metrics_public: bool = True
     # The dashboard's login cookie gets the Secure flag (only sent over HTTPS).
     cookie_secure: bool = False
+    # How long a dashboard session lasts (kept in the store; ended by signing out, and
+    # with its token).
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    # The audit log of API calls keeps this many days; the daemon deletes older records
+    # (and expired sessions) once a day.
+    audit_retention_days: int = Field(default=90, ge=1)
+    # Failed authentications per client address: this many in a row, then this many a
+    # minute; beyond that the client gets 429 with Retry-After.
+    auth_failures_burst: int = Field(default=10, ge=1)
+    auth_failures_per_minute: float = Field(default=10, gt=0)
 
     @field_validator("listen")
     @classmethod

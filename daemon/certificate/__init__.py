@@ -3,7 +3,7 @@
     facts = CertificateFacts(request_id=..., identifiers=MaskedIdentifiers.of(subject), ...)
     cert = issue_certificate(facts, ledger=ledger, signer=signer)
     path.write_bytes(cert.to_json()); pdf_path.write_bytes(render_pdf(cert))
-    problems = verify_certificate(path.read_bytes())   # [] when valid; offline
+    problems = verify_certificate(path.read_bytes(), KeySet.load("keys.json"))  # [] = valid
 
 Modules: masking (identifiers), evidence (what a subject erasure left alone, and why),
 model (the certificate and its JSON), issue (ledger, checkpoint, sign), verify (the

@@ -240,9 +240,15 @@ def render_pdf(cert: Certificate) -> bytes:
     doc.heading("Gjenværende lagring / Residual retention")
     if not facts.residuals:
         doc.text("Ingen / None")
+    from daemon.report import translated
+
     for residual in facts.residuals:
-        note = f" ({residual.note})" if residual.note else ""
-        doc.text(f"{residual.system}: {residual.what}, {residual.retention}{note}")
+        # Norwegian first, then English, as every other section.
+        for language in ("no", "en"):
+            what = translated(residual.what, language)
+            kept = translated(residual.retention, language)
+            note = f" ({translated(residual.note, language)})" if residual.note else ""
+            doc.text(f"{residual.system}: {what}, {kept}{note}", size=10 if language == "no" else 9)
 
     doc.heading("Bevis / Proof")
     doc.field("Loggoppføring / Ledger entry", f"#{proof.seq}")

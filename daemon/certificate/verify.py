@@ -1,11 +1,16 @@
-"""`pdsync certificate verify FILE`: check a certificate offline, with nothing but the file.
+"""`pdsync certificate verify FILE`: check a certificate offline, against trusted keys.
 
-Checked: the file is canonical JSON of a well-formed certificate; the issuer's key id
-is its public key's (and the trusted one, when given); the signature; that the ledger
-entry is this certificate's (kind, seq, customer, request, the facts' digest); the
-inclusion proof of that entry against the checkpoint's root; the checkpoint's
-signature by the same key. Trusting the issuer's key is the reader's decision: pass
-`trusted_key_id` (published by the processor) to make it.
+Checked: the file is canonical JSON of a well-formed certificate; the issuer's full
+public key is one of the trusted keys (pinned by the whole key, never by its 64-bit id)
+and was in use when the certificate and its checkpoint were signed; the issuer's key id
+is its public key's; the signature; that the ledger entry is this certificate's (kind,
+seq, customer, request, the facts' digest); the inclusion proof of that entry against
+the checkpoint's root; the checkpoint's signature by the same trusted key.
+
+The trusted keys come from outside the certificate: the processor's published key set
+(daemon.ledger.keys.KeySet, `pdsync ledger keys export`). Without them only the
+certificate's consistency in itself is checked, which anyone with any key can achieve:
+the CLI refuses to do that.
 """
 
 from __future__ import annotations
@@ -15,22 +20,31 @@ from typing import Any
 
 from daemon.certificate.model import CERTIFICATE_KIND, Certificate
 from daemon.ledger import canonical, merkle
+from daemon.ledger.keys import KeySet
 from daemon.ledger.signing import Verifier
 
 _LEAF_FIELDS = {"seq", "ts", "kind", "customer_id", "payload"}
 
 
 def verify_certificate(
-    data: bytes | Mapping[str, Any], trusted_key_id: str | None = None
+    data: bytes | Mapping[str, Any],
+    keys: Mapping[str, Verifier] | None = None,
+    *,
+    trusted_key_id: str | None = None,
 ) -> list[str]:
-    """The problems found with a certificate (file bytes or parsed JSON); empty = valid."""
+    """The problems found with a certificate (file bytes or parsed JSON); empty = valid.
+
+    `keys`: the trusted keys (a KeySet, or verifiers by key id); the issuer's full
+    public key must be one of them. `trusted_key_id` (older callers) only compares the
+    id. With neither, the certificate is only checked to be consistent in itself.
+    """
     problems: list[str] = []
     parsed: Any = data
     if isinstance(data, bytes | bytearray):
         try:
             parsed = canonical.loads(bytes(data).decode("utf-8"))
             if canonical.encode(parsed) != bytes(data):
-                problems.append("the file is not in canonical form: it was changed after signing")
+                problems.append(_not_canonical(bytes(data), canonical.encode(parsed)))
         except (ValueError, TypeError) as exc:
             return [f"the file is not a JSON certificate: {exc}"]
     try:
@@ -46,10 +60,47 @@ def verify_certificate(
         problems.append("the issuer's key id does not belong to its public key")
     if trusted_key_id is not None and verifier.key_id != trusted_key_id:
         problems.append(f"issued with key {verifier.key_id}, not the trusted key {trusted_key_id}")
+    if keys is not None:
+        pinned = _pinned(keys, cert.issuer.public_key)
+        if pinned is None:
+            return [
+                *problems,
+                f"issued with a key that is not trusted (key id {cert.issuer.key_id}, public "
+                f"key {cert.issuer.public_key}): it is not in the trusted key set",
+            ]
+        verifier = pinned
+        published = keys.published(verifier.key_id) if isinstance(keys, KeySet) else None
+        if published is not None:
+            for what, when in (
+                ("issued", cert.facts.issued_at),
+                ("its checkpoint was signed", cert.ledger.checkpoint.ts),
+            ):
+                if not published.covers(when):
+                    problems.append(
+                        f"{what} at {canonical.format_ts(when)}, outside the time key "
+                        f"{verifier.key_id} was in use ({published.validity()})"
+                    )
     if not verifier.verify_hex(cert.signature, cert.signed_bytes()):
         problems.append("the signature does not match the certificate")
     problems.extend(_ledger_problems(cert, verifier))
     return problems
+
+
+def _pinned(keys: Mapping[str, Verifier], public_key_hex: str) -> Verifier | None:
+    """The trusted key that is this whole public key (an id alone can be matched)."""
+    for verifier in keys.values():
+        if verifier.public_key_hex == public_key_hex:
+            return verifier
+    return None
+
+
+def _not_canonical(data: bytes, canonical_form: bytes) -> str:
+    if data.rstrip(b"\r\n") == canonical_form:
+        return (
+            "the file ends with a line break that is not part of the signed certificate "
+            "(save it with `pdsync certificate export ID -o FILE`, or remove the last line break)"
+        )
+    return "the file is not in canonical form: it was changed after signing"
 
 
 def _entry_is_ours(cert: Certificate) -> bool:

@@ -7,13 +7,16 @@
     report = ledger.verify()   # report.ok, report.first
 
 Modules: merkle (pure tree maths), canonical (the JSON that is hashed and signed),
-entry (entries, checkpoints), signing (Ed25519 keys), ledger (Ledger), verify (the
-full check behind `pdsync ledger verify`), memory (an in-memory store for tests).
+entry (entries, checkpoints), signing (Ed25519 keys), keys (the published key set that
+verifiers trust), witness (checkpoint copies outside the store), ledger (Ledger),
+verify (the full check behind `pdsync ledger verify`), memory (an in-memory store for
+tests).
 """
 
 from __future__ import annotations
 
 from daemon.ledger.entry import LEDGER_CONTEXT, Checkpoint, LedgerEntry
+from daemon.ledger.keys import KeySet, PublishedKey, parse_public_key
 from daemon.ledger.ledger import (
     Ledger,
     LedgerCorrupted,
@@ -32,12 +35,16 @@ from daemon.ledger.signing import (
     load_signer,
 )
 from daemon.ledger.verify import Finding, Problem, VerifyReport, verify_ledger
+from daemon.ledger.witness import FileWitness, HttpWitness, Witness, WitnessError, witness_for
 
 __all__ = [
     "LEDGER_CONTEXT",
     "Checkpoint",
+    "FileWitness",
     "Finding",
+    "HttpWitness",
     "KeyFileError",
+    "KeySet",
     "Ledger",
     "LedgerCorrupted",
     "LedgerEntry",
@@ -46,12 +53,17 @@ __all__ = [
     "MemoryLedgerStore",
     "PersonalDataRejected",
     "Problem",
+    "PublishedKey",
     "Signer",
     "Verifier",
     "VerifyReport",
+    "Witness",
+    "WitnessError",
     "check_no_personal_data",
     "generate_key_file",
     "key_id_of",
     "load_signer",
+    "parse_public_key",
     "verify_ledger",
+    "witness_for",
 ]

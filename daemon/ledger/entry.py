@@ -96,3 +96,42 @@ class Checkpoint:
             "key_id": self.key_id,
             "signature": self.signature,
         }
+
+    def to_json(self) -> bytes:
+        """Canonical JSON of the checkpoint: one line of a witness file."""
+        return canonical.encode(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Checkpoint:
+        """Parse a checkpoint object strictly; raises ValueError naming the field."""
+        if not isinstance(data, dict):
+            raise ValueError("a checkpoint is a JSON object")
+        if set(data) != _CHECKPOINT_FIELDS:
+            raise ValueError(
+                "a checkpoint has exactly the fields " + ", ".join(sorted(_CHECKPOINT_FIELDS))
+            )
+        size, root, ts = data["size"], data["root"], data["ts"]
+        key_id, signature = data["key_id"], data["signature"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError("checkpoint.size must be a whole number >= 0")
+        for name, value, digits in (
+            ("root", root, 64),
+            ("key_id", key_id, 16),
+            ("signature", signature, 128),
+        ):
+            if not isinstance(value, str) or not _hex(value, digits):
+                raise ValueError(f"checkpoint.{name} must be {digits} lowercase hex digits")
+        if not isinstance(ts, str):
+            raise ValueError("checkpoint.ts must be a timestamp")
+        try:
+            when = canonical.parse_ts(ts)
+        except ValueError:
+            raise ValueError("checkpoint.ts must be a UTC timestamp") from None
+        return cls(size=size, root=root, ts=when, key_id=key_id, signature=signature)
+
+
+_CHECKPOINT_FIELDS = frozenset({"size", "root", "ts", "key_id", "signature"})
+
+
+def _hex(value: str, digits: int) -> bool:
+    return len(value) == digits and all(c in "0123456789abcdef" for c in value)

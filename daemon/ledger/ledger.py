@@ -14,17 +14,23 @@ over rows that do not match their leaf hashes.
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import structlog
+
 from daemon.ledger import canonical, merkle
 from daemon.ledger.entry import Checkpoint, LedgerEntry, checkpoint_statement
 from daemon.ledger.signing import Signer, Verifier
 from daemon.ledger.verify import VerifyReport, verify_ledger
+from daemon.ledger.witness import Witness, WitnessError
 from daemon.logs import EMAIL, PHONE
+
+log = structlog.get_logger("pdsync.ledger")
 
 _KIND = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 # Values under these keys are identifiers (an org number or a numeric external id may
@@ -96,17 +102,39 @@ class Ledger:
     """The append-only, Merkle-hashed record of everything the daemon does (O9).
 
     `signer` signs checkpoints; `trusted` adds verifiers of earlier keys, so that
-    checkpoints signed before a key rotation still verify. Thread-safe.
+    checkpoints signed before a key rotation still verify. `checkpoint_every`: a
+    checkpoint is signed as soon as that many entries follow the last one (None: only
+    when asked). `witness`: each new checkpoint is also handed to it (see witness.py),
+    in order, by a worker thread, so that a slow witness never holds up the caller (an
+    event loop, often); `flush_witness` waits for it. Thread-safe.
     """
 
     def __init__(
-        self, store: LedgerStore, signer: Signer, *, trusted: Iterable[Verifier] = ()
+        self,
+        store: LedgerStore,
+        signer: Signer,
+        *,
+        trusted: Iterable[Verifier] = (),
+        checkpoint_every: int | None = None,
+        witness: Witness | None = None,
     ) -> None:
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
         self._store = store
         self._signer = signer
         self._verifiers = {v.key_id: v for v in (*trusted, signer.verifier)}
         self._tree = merkle.MerkleTree()
         self._lock = threading.Lock()
+        self._checkpoint_every = checkpoint_every
+        self._witness = witness
+        self._checkpointed: int | None = None  # the size of the last checkpoint seen
+        self._outbox: queue.Queue[Checkpoint] = queue.Queue()
+        self._outbox_lock = threading.Lock()
+        self._publisher: threading.Thread | None = None
+
+    @property
+    def witness(self) -> Witness | None:
+        return self._witness
 
     @property
     def verifiers(self) -> Mapping[str, Verifier]:
@@ -130,7 +158,23 @@ class Ledger:
         with self._lock:
             if entry.seq == len(self._tree):  # else another instance appended meanwhile
                 self._tree.append(bytes.fromhex(entry.leaf_hash))
+        if self._checkpoint_due(entry.seq + 1):
+            try:
+                self.checkpoint()
+            except LedgerCorrupted as exc:
+                # The entry is stored; refusing to sign is the point, stopping the
+                # caller's work is not. `pdsync ledger verify` tells what changed.
+                self._checkpointed = entry.seq + 1
+                log.error("ledger_checkpoint_refused", error=str(exc))
         return entry
+
+    def _checkpoint_due(self, size: int) -> bool:
+        if self._checkpoint_every is None:
+            return False
+        if self._checkpointed is None:
+            latest = self._store.latest_checkpoint()
+            self._checkpointed = 0 if latest is None else latest.size
+        return size - self._checkpointed >= self._checkpoint_every
 
     def size(self) -> int:
         """The number of entries in the store now."""
@@ -143,10 +187,12 @@ class Ledger:
             return self._tree.root(size).hex()
 
     def checkpoint(self) -> Checkpoint:
-        """Sign the current tree head and store it; returns the stored checkpoint.
+        """Sign the current tree head, store it and hand it to the witness; returns the
+        stored checkpoint (the latest one, unsigned anew, when no entry came since).
 
         Raises LedgerCorrupted, signing nothing, when a row does not match its leaf
         hash or the rows do not extend the latest stored checkpoint (whoever signed it).
+        A witness that fails is logged, not raised: the checkpoint is in the store.
         """
         with self._lock:
             # Latest first: its rows were committed before it was, so they are there now.
@@ -163,9 +209,12 @@ class Ledger:
                         f"the ledger's first {latest.size} rows no longer hash to the root "
                         "of the checkpoint of that size"
                     )
+            if latest is not None and latest.size == len(self._tree):
+                self._checkpointed = latest.size
+                return latest
             size, root, ts = len(self._tree), self._tree.root().hex(), datetime.now(UTC)
         statement = checkpoint_statement(size=size, root=root, ts=ts, key_id=self._signer.key_id)
-        return self._store.save_checkpoint(
+        saved = self._store.save_checkpoint(
             Checkpoint(
                 size=size,
                 root=root,
@@ -174,6 +223,45 @@ class Ledger:
                 signature=self._signer.sign_hex(statement),
             )
         )
+        self._checkpointed = max(self._checkpointed or 0, saved.size)
+        if self._witness is not None:
+            self._hand_to_witness(saved)
+        return saved
+
+    def flush_witness(self) -> None:
+        """Wait until every checkpoint so far was handed to the witness (or failed)."""
+        self._outbox.join()
+
+    def _hand_to_witness(self, checkpoint: Checkpoint) -> None:
+        with self._outbox_lock:
+            self._outbox.put(checkpoint)
+            if self._publisher is None:
+                # Not a daemon thread: a command that exits first waits for it.
+                self._publisher = threading.Thread(
+                    target=self._publish, name="ledger-witness", daemon=False
+                )
+                self._publisher.start()
+
+    def _publish(self) -> None:
+        """Hand the queued checkpoints over in order; end when idle for a second."""
+        assert self._witness is not None
+        while True:
+            try:
+                checkpoint = self._outbox.get(timeout=1.0)
+            except queue.Empty:
+                with self._outbox_lock:
+                    if self._outbox.empty():
+                        self._publisher = None
+                        return
+                continue
+            try:
+                self._witness.publish(checkpoint)
+            except WitnessError as exc:
+                log.error("ledger_witness_failed", size=checkpoint.size, error=str(exc))
+            except Exception:
+                log.exception("ledger_witness_failed", size=checkpoint.size)
+            finally:
+                self._outbox.task_done()
 
     def inclusion_proof(self, seq: int, size: int) -> list[str]:
         """Hex hashes proving entry `seq` is in the tree of the first `size` entries."""

@@ -9,8 +9,13 @@ What is found, and how it is told apart (row = a ledger_entries row, at position
                    one a checkpoint signed: the content (payload, kind, ts...) was edited
 - leaf_hash_changed  the content is what a checkpoint signed; the leaf_hash column is not
 - row_mismatch     content and leaf hash disagree, and no checkpoint tells which changed
-- checkpoint_*     a checkpoint's signature fails, its key is unknown, or its root is
-                   not the root of the rows (rows rewritten together with their hashes)
+- checkpoint_*     a checkpoint's signature fails, its key is unknown or was not in use
+                   when it signed, or its root is not the root of the rows (rows
+                   rewritten together with their hashes)
+- checkpoint_missing  a witnessed checkpoint is not in the store (removed with the rows)
+- witness_*        a checkpoint held outside the store (a witness, a customer's
+                   certificate) is not signed by a trusted key, or the store's tree does
+                   not extend it (RFC 9162 consistency proof, and its root recomputed)
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from daemon.ledger import merkle
+from daemon.ledger import canonical, merkle
 from daemon.ledger.entry import Checkpoint, LedgerEntry
+from daemon.ledger.keys import KeySet
 from daemon.ledger.signing import Verifier
 
 _BATCH = 10_000  # rows per read
@@ -41,6 +47,10 @@ class Problem(StrEnum):
     CHECKPOINT_SIGNATURE = "checkpoint_signature"
     CHECKPOINT_UNKNOWN_KEY = "checkpoint_unknown_key"
     CHECKPOINT_ROOT = "checkpoint_root"
+    CHECKPOINT_KEY_NOT_VALID = "checkpoint_key_not_valid"
+    CHECKPOINT_MISSING = "checkpoint_missing"
+    WITNESS_UNTRUSTED = "witness_untrusted"
+    WITNESS_INCONSISTENT = "witness_inconsistent"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -66,6 +76,10 @@ class VerifyReport:
     rows: int
     checkpoints: int
     findings: tuple[Finding, ...]
+    # Checkpoints held outside the store that were checked, and the largest size they
+    # cover: rows past it are not protected against removal.
+    external: int = 0
+    external_size: int = 0
 
     @property
     def ok(self) -> bool:
@@ -107,8 +121,15 @@ class _Mismatch:
     recomputed: bytes  # the leaf hash of the row's content
 
 
-def verify_ledger(store: LedgerReader, verifiers: Mapping[str, Verifier]) -> VerifyReport:
-    """Check every row and checkpoint; `verifiers` by key id are the trusted keys."""
+def verify_ledger(
+    store: LedgerReader,
+    verifiers: Mapping[str, Verifier],
+    *,
+    external: Sequence[Checkpoint] = (),
+) -> VerifyReport:
+    """Check every row and checkpoint; `verifiers` by key id are the trusted keys (a
+    KeySet also limits each key to its validity). `external`: checkpoints held outside
+    the store (the witness's, a customer's), each of which the rows must extend."""
     findings: list[Finding] = []
     tree = merkle.MerkleTree()  # the leaf_hash column, up to the first gap
     mismatches: list[_Mismatch] = []
@@ -142,8 +163,17 @@ def verify_ledger(store: LedgerReader, verifiers: Mapping[str, Verifier]) -> Ver
     trusted = _checked_signatures(checkpoints, verifiers, findings)
     signed = _classify(mismatches, missing_seqs, tree, trusted, findings)
     _check_roots(trusted, tree, signed, expected, findings)
+    outside = _check_external(
+        external, verifiers, checkpoints, trusted, tree, signed, expected, findings
+    )
     findings.sort(key=_order)
-    return VerifyReport(rows=rows, checkpoints=len(checkpoints), findings=tuple(findings))
+    return VerifyReport(
+        rows=rows,
+        checkpoints=len(checkpoints),
+        findings=tuple(findings),
+        external=len(outside),
+        external_size=max((cp.size for cp in outside), default=0),
+    )
 
 
 def _order(finding: Finding) -> tuple[int, int]:
@@ -152,33 +182,128 @@ def _order(finding: Finding) -> tuple[int, int]:
     return (1, finding.checkpoint_size or 0)
 
 
+def _key_problem(cp: Checkpoint, verifiers: Mapping[str, Verifier]) -> tuple[Problem, str] | None:
+    """Why the checkpoint's signature cannot be trusted, or None when it can."""
+    verifier = verifiers.get(cp.key_id)
+    if verifier is None:
+        return Problem.CHECKPOINT_UNKNOWN_KEY, f"signed by key {cp.key_id}, which is not trusted"
+    if not verifier.verify_hex(cp.signature, cp.statement()):
+        return Problem.CHECKPOINT_SIGNATURE, "its signature does not match its size, root and time"
+    published = verifiers.published(cp.key_id) if isinstance(verifiers, KeySet) else None
+    if published is not None and not published.covers(cp.ts):
+        return (
+            Problem.CHECKPOINT_KEY_NOT_VALID,
+            f"signed at {canonical.format_ts(cp.ts)} by key {cp.key_id}, valid "
+            f"{published.validity()}",
+        )
+    return None
+
+
 def _checked_signatures(
     checkpoints: Sequence[Checkpoint], verifiers: Mapping[str, Verifier], findings: list[Finding]
 ) -> list[Checkpoint]:
     trusted: list[Checkpoint] = []
     for cp in checkpoints:
-        verifier = verifiers.get(cp.key_id)
-        if verifier is None:
+        problem = _key_problem(cp, verifiers)
+        if problem is not None:
             findings.append(
-                Finding(
-                    problem=Problem.CHECKPOINT_UNKNOWN_KEY,
-                    seq=None,
-                    checkpoint_size=cp.size,
-                    detail=f"signed by key {cp.key_id}, which is not trusted",
-                )
-            )
-        elif not verifier.verify_hex(cp.signature, cp.statement()):
-            findings.append(
-                Finding(
-                    problem=Problem.CHECKPOINT_SIGNATURE,
-                    seq=None,
-                    checkpoint_size=cp.size,
-                    detail="its signature does not match its size, root and time",
-                )
+                Finding(problem=problem[0], seq=None, checkpoint_size=cp.size, detail=problem[1])
             )
         else:
             trusted.append(cp)
     return trusted
+
+
+def _check_external(
+    external: Sequence[Checkpoint],
+    verifiers: Mapping[str, Verifier],
+    stored: Sequence[Checkpoint],
+    trusted: Sequence[Checkpoint],
+    tree: merkle.MerkleTree,
+    signed: Mapping[int, bytes],
+    rows_end: int,
+    findings: list[Finding],
+) -> list[Checkpoint]:
+    """Hold each outside checkpoint against the rows: the rows must reach its size, the
+    store must keep it, and the store's newest signed checkpoint must be consistent with
+    it (an RFC 9162 consistency proof from the smaller tree to the larger). Returns the
+    outside checkpoints whose signature is trusted."""
+    by_size = {cp.size: cp for cp in stored}
+    newest = max(trusted, key=lambda cp: cp.size, default=None)
+    seen: set[tuple[int, str]] = set()
+    good: list[Checkpoint] = []
+    for cp in external:
+        if (cp.size, cp.root) in seen:
+            continue
+        seen.add((cp.size, cp.root))
+        problem = _key_problem(cp, verifiers)
+        if problem is not None:
+            findings.append(
+                Finding(
+                    problem=Problem.WITNESS_UNTRUSTED,
+                    seq=None,
+                    checkpoint_size=cp.size,
+                    detail=f"the checkpoint held outside the store: {problem[1]}",
+                )
+            )
+            continue
+        good.append(cp)
+        if cp.size > rows_end:  # (rows missing before the end are row_missing findings)
+            missing = f"{rows_end}" if cp.size == rows_end + 1 else f"{rows_end}..{cp.size - 1}"
+            findings.append(
+                Finding(
+                    problem=Problem.TAIL_MISSING,
+                    seq=rows_end,
+                    checkpoint_size=cp.size,
+                    detail=f"the witnessed checkpoint {cp.size} covers row {missing}, "
+                    "which is not there",
+                )
+            )
+        own = by_size.get(cp.size)
+        if own is None:
+            findings.append(
+                Finding(
+                    problem=Problem.CHECKPOINT_MISSING,
+                    seq=None,
+                    checkpoint_size=cp.size,
+                    detail=f"the witness holds checkpoint {cp.size}; the store does not",
+                )
+            )
+        if cp.size > len(tree):
+            continue
+        if tree.root_with(signed, cp.size).hex() != cp.root or (
+            own is not None and own.root != cp.root
+        ):
+            findings.append(
+                Finding(
+                    problem=Problem.WITNESS_INCONSISTENT,
+                    seq=None,
+                    checkpoint_size=cp.size,
+                    detail=f"rows 0..{cp.size - 1} do not hash to the root witnessed for them",
+                )
+            )
+        elif newest is not None and not _consistent(cp, newest, tree):
+            findings.append(
+                Finding(
+                    problem=Problem.WITNESS_INCONSISTENT,
+                    seq=None,
+                    checkpoint_size=cp.size,
+                    detail=f"no consistency proof joins it to the store's checkpoint {newest.size}",
+                )
+            )
+    return good
+
+
+def _consistent(a: Checkpoint, b: Checkpoint, tree: merkle.MerkleTree) -> bool:
+    """RFC 9162 §2.1.4.2: the larger of two checkpoints extends the smaller, by a proof
+    made from the stored rows."""
+    old, new = (a, b) if a.size <= b.size else (b, a)
+    if new.size > len(tree):
+        return False
+    proof = tree.consistency_proof(old.size, new.size)
+    return merkle.verify_consistency(
+        old.size, new.size, bytes.fromhex(old.root), bytes.fromhex(new.root), proof
+    )
 
 
 def _written_at(mismatch: _Mismatch, candidates: Sequence[int]) -> int | None:

@@ -22,13 +22,15 @@ from daemon.state import (
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import DuplicateMember, NotFound
-from daemon.store.rows import DisputeStatus, TaskStatus
+from daemon.store.journal import finish_entries
+from daemon.store.rows import AppliedChunk, DisputeStatus, EventLevel, MemberValues, TaskStatus
 from daemon.store.schema import (
     cursors,
     disputes,
     link_members,
     links,
     manual_tasks,
+    run_events,
     store_meta,
     tombstones,
 )
@@ -224,125 +226,168 @@ class DirectoryMixin(StoreBase):
         if not members:
             return
         try:
-            self._set_members(customer_id, members)
+            with self._write() as conn:
+                self._set_members_on(conn, customer_id, members)
         except sa.exc.IntegrityError:
-            # Lost a race: another link claimed a record between our check and insert.
-            with self._read() as conn:
-                for link_id, system, external_id, _, _ in members:
-                    holder = self._member_link(conn, customer_id, system, external_id)
-                    if holder is not None and holder != link_id:
-                        raise DuplicateMember(
-                            customer_id=customer_id,
-                            system=system,
-                            external_id=external_id,
-                            link_id=holder,
-                        ) from None
+            self._explain_lost_race(customer_id, members)
             raise
 
-    def _set_members(
-        self,
-        customer_id: str,
-        members: Sequence[tuple[str, str, str, str | None, Mapping[str, str]]],
+    def record_applied(self, customer_id: str, run_id: str, chunk: AppliedChunk) -> None:
+        """Store what a chunk of a sync's operations came to, in one transaction: the
+        members set and removed, the journal entries finished, the run's events.
+
+        The chunk's journal entries were begun (journal_attempts) before the system was
+        asked, so a crash before this commits leaves them pending and the next run
+        retries them under the same keys; after it, all of the chunk is recorded. Raises
+        DuplicateMember and NotFound as set_members does.
+        """
+        now = utcnow()
+        try:
+            with self._write() as conn:
+                if chunk.members:
+                    self._set_members_on(conn, customer_id, chunk.members)
+                for link_id, system in chunk.removals:
+                    self._remove_member_on(conn, customer_id, link_id, system)
+                finish_entries(conn, chunk.finished)
+                if chunk.events:
+                    conn.execute(
+                        sa.insert(run_events),
+                        [
+                            {
+                                "run_id": run_id,
+                                "ts": now,
+                                "level": EventLevel(e.level).value,
+                                "customer_id": customer_id,
+                                "system": e.system,
+                                "event": e.event,
+                                "detail": dict(e.detail),
+                            }
+                            for e in chunk.events
+                        ],
+                    )
+        except sa.exc.IntegrityError:
+            self._explain_lost_race(customer_id, chunk.members)
+            raise
+
+    def _explain_lost_race(self, customer_id: str, members: Sequence[MemberValues]) -> None:
+        """Another link claimed a record between our check and insert: say which."""
+        with self._read() as conn:
+            for link_id, system, external_id, _, _ in members:
+                holder = self._member_link(conn, customer_id, system, external_id)
+                if holder is not None and holder != link_id:
+                    raise DuplicateMember(
+                        customer_id=customer_id,
+                        system=system,
+                        external_id=external_id,
+                        link_id=holder,
+                    ) from None
+
+    def _set_members_on(
+        self, conn: Connection, customer_id: str, members: Sequence[MemberValues]
     ) -> None:
         now = utcnow()
         link_ids = sorted({m[0] for m in members})
-        with self._write() as conn:
-            conn.execute(
-                self._upsert(links).on_conflict_do_nothing(index_elements=[links.c.id]),
-                [{"id": i, "customer_id": customer_id, "created_at": now} for i in link_ids],
-            )
-            self._remember_first_link(conn, customer_id)
-            for chunk in _chunks(link_ids):
-                # Row locks on PostgreSQL: membership changes of one link run in turn.
-                owners = conn.execute(
-                    sa.select(links.c.id, links.c.customer_id)
-                    .where(links.c.id.in_(chunk))
-                    .with_for_update()
-                ).all()
-                foreign = [row.id for row in owners if row.customer_id != customer_id]
-                if foreign:
-                    raise NotFound(f"no link {foreign[0]} for customer {customer_id!r}")
-            by_system: dict[str, dict[str, str]] = {}
-            for link_id, system, external_id, _, _ in members:
-                by_system.setdefault(system, {})[external_id] = link_id
-            for system, wanted in by_system.items():
-                for chunk in _chunks(sorted(wanted)):
-                    for row in conn.execute(
-                        sa.select(link_members.c.link_id, link_members.c.external_id).where(
-                            link_members.c.customer_id == customer_id,
-                            link_members.c.system == system,
-                            link_members.c.external_id.in_(chunk),
+        conn.execute(
+            self._upsert(links).on_conflict_do_nothing(index_elements=[links.c.id]),
+            [{"id": i, "customer_id": customer_id, "created_at": now} for i in link_ids],
+        )
+        self._remember_first_link(conn, customer_id)
+        for chunk in _chunks(link_ids):
+            # Row locks on PostgreSQL: membership changes of one link run in turn.
+            owners = conn.execute(
+                sa.select(links.c.id, links.c.customer_id)
+                .where(links.c.id.in_(chunk))
+                .with_for_update()
+            ).all()
+            foreign = [row.id for row in owners if row.customer_id != customer_id]
+            if foreign:
+                raise NotFound(f"no link {foreign[0]} for customer {customer_id!r}")
+        by_system: dict[str, dict[str, str]] = {}
+        for link_id, system, external_id, _, _ in members:
+            by_system.setdefault(system, {})[external_id] = link_id
+        for system, wanted in by_system.items():
+            for chunk in _chunks(sorted(wanted)):
+                for row in conn.execute(
+                    sa.select(link_members.c.link_id, link_members.c.external_id).where(
+                        link_members.c.customer_id == customer_id,
+                        link_members.c.system == system,
+                        link_members.c.external_id.in_(chunk),
+                    )
+                ):
+                    if row.link_id != wanted[row.external_id]:
+                        raise DuplicateMember(
+                            customer_id=customer_id,
+                            system=system,
+                            external_id=row.external_id,
+                            link_id=row.link_id,
                         )
-                    ):
-                        if row.link_id != wanted[row.external_id]:
-                            raise DuplicateMember(
-                                customer_id=customer_id,
-                                system=system,
-                                external_id=row.external_id,
-                                link_id=row.link_id,
-                            )
-            member_stmt = self._upsert(link_members)
+        member_stmt = self._upsert(link_members)
+        conn.execute(
+            member_stmt.on_conflict_do_update(
+                index_elements=[link_members.c.link_id, link_members.c.system],
+                set_={
+                    "external_id": member_stmt.excluded.external_id,
+                    "version": member_stmt.excluded.version,
+                    "updated_at": member_stmt.excluded.updated_at,
+                },
+            ),
+            [
+                {
+                    "link_id": link_id,
+                    "system": system,
+                    "customer_id": customer_id,
+                    "external_id": external_id,
+                    "version": version,
+                    "updated_at": now,
+                }
+                for link_id, system, external_id, version, _ in members
+            ],
+        )
+        fp_rows = [
+            {"link_id": link_id, "system": system, "field": name, "fp": fp}
+            for link_id, system, _, _, fps in members
+            for name, fp in fps.items()
+        ]
+        if fp_rows:
+            fp_stmt = self._upsert(fingerprint_table)
             conn.execute(
-                member_stmt.on_conflict_do_update(
-                    index_elements=[link_members.c.link_id, link_members.c.system],
-                    set_={
-                        "external_id": member_stmt.excluded.external_id,
-                        "version": member_stmt.excluded.version,
-                        "updated_at": member_stmt.excluded.updated_at,
-                    },
+                fp_stmt.on_conflict_do_update(
+                    index_elements=["link_id", "system", "field"],
+                    set_={"fp": fp_stmt.excluded.fp},
                 ),
-                [
-                    {
-                        "link_id": link_id,
-                        "system": system,
-                        "customer_id": customer_id,
-                        "external_id": external_id,
-                        "version": version,
-                        "updated_at": now,
-                    }
-                    for link_id, system, external_id, version, _ in members
-                ],
+                fp_rows,
             )
-            fp_rows = [
-                {"link_id": link_id, "system": system, "field": name, "fp": fp}
-                for link_id, system, _, _, fps in members
-                for name, fp in fps.items()
-            ]
-            if fp_rows:
-                fp_stmt = self._upsert(fingerprint_table)
-                conn.execute(
-                    fp_stmt.on_conflict_do_update(
-                        index_elements=["link_id", "system", "field"],
-                        set_={"fp": fp_stmt.excluded.fp},
-                    ),
-                    fp_rows,
-                )
 
     def remove_member(self, customer_id: str, link_id: str, system: str) -> bool:
         """Drop the link's member for `system` with its fingerprints; drop the link too
         when no member is left. Returns whether there was such a member.
         """
         with self._write() as conn:
-            if not self._lock_link(conn, customer_id, link_id, missing_ok=True):
-                return False
-            conn.execute(
-                sa.delete(fingerprint_table).where(
-                    fingerprint_table.c.link_id == link_id, fingerprint_table.c.system == system
-                )
+            return self._remove_member_on(conn, customer_id, link_id, system)
+
+    def _remove_member_on(
+        self, conn: Connection, customer_id: str, link_id: str, system: str
+    ) -> bool:
+        if not self._lock_link(conn, customer_id, link_id, missing_ok=True):
+            return False
+        conn.execute(
+            sa.delete(fingerprint_table).where(
+                fingerprint_table.c.link_id == link_id, fingerprint_table.c.system == system
             )
-            removed = conn.execute(
-                sa.delete(link_members).where(
-                    link_members.c.link_id == link_id, link_members.c.system == system
-                )
-            ).rowcount
-            left = conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(link_members)
-                .where(link_members.c.link_id == link_id)
+        )
+        removed = conn.execute(
+            sa.delete(link_members).where(
+                link_members.c.link_id == link_id, link_members.c.system == system
             )
-            if not left:
-                self._remember_first_link(conn, customer_id)  # a store from before the record
-                conn.execute(sa.delete(links).where(links.c.id == link_id))
+        ).rowcount
+        left = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(link_members)
+            .where(link_members.c.link_id == link_id)
+        )
+        if not left:
+            self._remember_first_link(conn, customer_id)  # a store from before the record
+            conn.execute(sa.delete(links).where(links.c.id == link_id))
         return removed > 0
 
     def find_member(self, customer_id: str, system: str, external_id: str) -> str | None:

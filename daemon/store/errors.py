@@ -7,6 +7,7 @@ Exception tree (database driver exceptions are translated here, at the boundary)
     ├── NotFound              the row named by an id is not there
     ├── DuplicateMember       a record is already a member of another link
     ├── WrongMasterKey        the master key does not open this store   (also a CryptoError)
+    ├── RekeyInterrupted      a master key change was started and not finished
     └── KeyDestroyed          the customer's key was shredded            (also a CryptoError)
 
 Messages name tables, ids and systems, never personal data.
@@ -49,6 +50,10 @@ class DuplicateMember(StoreError):
 
 class WrongMasterKey(StoreError, CryptoError):
     """The master key given does not open the keys in this store."""
+
+
+class RekeyInterrupted(StoreError):
+    """A change of master key was started and not finished: rerun `pdsync store rekey`."""
 
 
 class KeyDestroyed(StoreError, CryptoError):

@@ -8,15 +8,17 @@ change twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from daemon.domain import Operation
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import NotFound
-from daemon.store.rows import JournalRow, JournalStatus
+from daemon.store.rows import JournalIntent, JournalRow, JournalStatus
 from daemon.store.schema import op_journal
 
 
@@ -107,6 +109,63 @@ class JournalMixin(StoreBase):
             )
         return key
 
+    def journal_attempts(
+        self, intents: Sequence[JournalIntent], *, run_id: str, customer_id: str
+    ) -> list[str]:
+        """`journal_attempt` for each of `intents`, in one transaction; their keys in order.
+
+        A sync journals a chunk of operations this way before handing them to a system.
+        """
+        if not intents:
+            return []
+        now = utcnow()
+        with self._write() as conn:
+            status: dict[str, str] = {}
+            names = sorted({i.intent for i in intents})
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                for row in conn.execute(
+                    sa.select(op_journal.c.op_id, op_journal.c.status).where(
+                        op_journal.c.op_id.in_(chunk)
+                    )
+                ):
+                    status[row.op_id] = row.status
+            keys = []
+            for intent in intents:
+                if status.get(intent.intent) in (None, JournalStatus.PENDING.value):
+                    keys.append(intent.intent)
+                    continue
+                for attempt in range(1, 10_000):  # finished before: a new key, as above
+                    key = Operation.make_id(intent.intent, str(attempt))
+                    found = conn.scalar(
+                        sa.select(op_journal.c.status).where(op_journal.c.op_id == key)
+                    )
+                    if found is None or found == JournalStatus.PENDING.value:
+                        break
+                else:  # pragma: no cover - ten thousand finished attempts at one change
+                    raise RuntimeError("too many attempts at one change")
+                keys.append(key)
+            stmt = self._upsert(op_journal)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[op_journal.c.op_id], set_={"run_id": stmt.excluded.run_id}
+                ),
+                [
+                    {
+                        "op_id": key,
+                        "run_id": run_id,
+                        "customer_id": customer_id,
+                        "link_id": intent.link_id,
+                        "system": intent.system,
+                        "kind": intent.kind,
+                        "status": JournalStatus.PENDING.value,
+                        "created_at": now,
+                    }
+                    for key, intent in zip(keys, intents, strict=True)
+                ],
+            )
+        return keys
+
     def journal_finish(
         self, op_id: str, status: JournalStatus | str, external_id: str | None = None
     ) -> None:
@@ -151,3 +210,33 @@ class JournalMixin(StoreBase):
                 .order_by(op_journal.c.created_at, op_journal.c.op_id)
             ).all()
         return [_journal_row(row) for row in rows]
+
+
+def finish_entries(
+    conn: Connection, entries: Sequence[tuple[str, JournalStatus, str | None]]
+) -> None:
+    """`journal_finish` for many (op_id, status, external_id) on the caller's transaction
+    (a sync records a chunk's outcomes together); entries never begun are ignored."""
+    if not entries:
+        return
+    conn.execute(
+        sa.update(op_journal)
+        .where(op_journal.c.op_id == sa.bindparam("b_op_id"))
+        .values(
+            status=sa.bindparam("b_status"),
+            finished_at=sa.bindparam("b_at"),
+            external_id=sa.func.coalesce(
+                sa.bindparam("b_external_id", type_=op_journal.c.external_id.type),
+                op_journal.c.external_id,
+            ),
+        ),
+        [
+            {
+                "b_op_id": op_id,
+                "b_status": JournalStatus(status).value,
+                "b_at": utcnow(),
+                "b_external_id": external_id,
+            }
+            for op_id, status, external_id in entries
+        ],
+    )

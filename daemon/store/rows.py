@@ -61,6 +61,43 @@ class JournalStatus(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class JournalIntent:
+    """A change about to be attempted: `intent` is the plan's op id (see journal_attempts)."""
+
+    intent: str
+    link_id: str
+    system: str
+    kind: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EventRecord:
+    """A run event to be written with others in one transaction (see record_applied).
+    `detail` must already be scrubbed of personal data."""
+
+    event: str
+    level: EventLevel | str = EventLevel.INFO
+    system: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+# (link_id, system, external_id, version, fingerprints), as set_members takes them.
+MemberValues = tuple[str, str, str, str | None, Mapping[str, str]]
+
+
+@dataclass(kw_only=True, slots=True)
+class AppliedChunk:
+    """What the answers to one chunk of a sync's operations come to, written in one
+    transaction by record_applied: the links' members (set and removed), the journal
+    entries finished as (op_id, status, external_id), and the run's events."""
+
+    members: list[MemberValues] = field(default_factory=list)
+    removals: list[tuple[str, str]] = field(default_factory=list)  # (link_id, system)
+    finished: list[tuple[str, JournalStatus, str | None]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunRow:
     id: str
     kind: str

@@ -410,6 +410,24 @@ api_tokens = sa.Table(
     ),
 )
 
+# Dashboard sign-ins: the cookie holds a random session id, the store only its keyed
+# hash, the token it stands for (revoking the token ends it) and when it expires.
+api_sessions = sa.Table(
+    "api_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("session_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "token_id",
+        sa.Integer,
+        sa.ForeignKey("api_tokens.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 # Every call to the admin API: who (token name and role), what (method and the route's
 # path template, never the raw path or query, which may carry personal data), and the
 # status. Never bodies.

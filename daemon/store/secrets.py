@@ -11,16 +11,24 @@ holder at a time, across every instance, the token and the right to replace it:
 - SQLite (one daemon, though the CLI may run beside it): an exclusive flock on the
   account's file `<database>.secret-<digest>.lock`. Not SQLite's write lock: that would
   stop every other writer, in this process too, for as long as the HTTP call takes.
+
+Changing the master key (`rekey`) re-wraps every customer key, connector secret and the
+API token pepper, one row per transaction, and resumes where a crash left it: a row is
+always under the old key or the new one, and a marker in store_meta, encrypted with the
+new key, says a change is under way. Only the last step makes the new key the store's
+key; until then the store opens with neither (RekeyInterrupted), so no instance writes
+under the old key behind the change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,8 +39,10 @@ from sqlalchemy.engine import Connection
 from daemon import crypto
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
-from daemon.store.errors import StoreError, StoreUnavailable, WrongMasterKey
-from daemon.store.schema import connector_secrets
+from daemon.store.errors import RekeyInterrupted, StoreError, StoreUnavailable, WrongMasterKey
+from daemon.store.keys import _CHECK_CONTEXT, _CHECK_NAME, _CHECK_PLAINTEXT, _wrap_context
+from daemon.store.schema import connector_secrets, customer_keys, store_meta
+from daemon.store.tokens import _PEPPER_CONTEXT, _PEPPER_NAME
 
 # How long an exchange waits for another exchange of the same account (one HTTP call).
 LOCK_WAIT = timedelta(seconds=120)
@@ -42,6 +52,22 @@ LOCK_WAIT = timedelta(seconds=120)
 _LOCK_SPACE = 0x70647376
 _LOCK_TIMEOUT_SQLSTATE = "55P03"
 _POLL = 0.01
+
+
+# store_meta row marking a master key change under way (encrypted with the new key).
+_NEXT_NAME = "master_key_next"
+_NEXT_CONTEXT = "pdsync/store/master-key-next"
+_SELECT_NEXT = sa.select(store_meta.c.value).where(store_meta.c.name == _NEXT_NAME)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RekeyResult:
+    """What a master key change re-wrapped (rows already under the new key not counted)."""
+
+    customer_keys: int
+    connector_secrets: int
+    meta: int
+    resumed: bool
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -218,6 +244,175 @@ class SecretsMixin(StoreBase):
                 f"the master key does not open the secret of {system} {account} "
                 "(another master key, or a damaged row)"
             ) from None
+
+    def rekey(self, new_master_key: bytes) -> RekeyResult:
+        """Re-wrap everything under `new_master_key`; the store's key from then on.
+
+        The store must be open with the current master key (Store.open with
+        `finishing_rekey=True` when an earlier change was interrupted). Resumable: a
+        crash leaves every row under one of the two keys, and calling it again with the
+        same new key finishes the change. Stop the daemons first: they refuse to open
+        the store until it is done. Raises ValueError for a key of the wrong length or
+        the key in use, RekeyInterrupted when an interrupted change was to another key,
+        WrongMasterKey for a row neither key opens.
+        """
+        if len(new_master_key) != crypto.KEY_BYTES:
+            raise ValueError(f"the new master key must be {crypto.KEY_BYTES} bytes")
+        if new_master_key == self._master_key:
+            raise ValueError("the new master key is the one in use")
+        old, new = self._master_key, new_master_key
+        resumed = self._mark_rekey(new)
+        counts = {"customer_keys": 0, "connector_secrets": 0, "meta": 0}
+        with self._read() as conn:
+            customers = conn.scalars(
+                sa.select(customer_keys.c.customer_id)
+                .where(customer_keys.c.wrapped_key.is_not(None))
+                .order_by(customer_keys.c.customer_id)
+            ).all()
+            accounts = conn.execute(
+                sa.select(connector_secrets.c.system, connector_secrets.c.account).order_by(
+                    connector_secrets.c.system, connector_secrets.c.account
+                )
+            ).all()
+        for customer_id in customers:
+            counts["customer_keys"] += self._rewrap(
+                customer_keys,
+                customer_keys.c.customer_id == customer_id,
+                customer_keys.c.wrapped_key,
+                _wrap_context(customer_id),
+                f"the key of customer {customer_id!r}",
+                old,
+                new,
+            )
+        for system, account in accounts:
+            # Held as an exchange holds it, so a token rotating meanwhile is not lost.
+            rewrap = functools.partial(
+                self._rewrap,
+                connector_secrets,
+                (connector_secrets.c.system == system) & (connector_secrets.c.account == account),
+                connector_secrets.c.value,
+                _context(system, account),
+                f"the secret of {system} {account}",
+                old,
+                new,
+            )
+            if self._dialect == "postgresql":
+                counts["connector_secrets"] += rewrap(
+                    before=functools.partial(
+                        self._advisory_lock, system=system, account=account, wait=LOCK_WAIT
+                    )
+                )
+            else:
+                lock = self._secret_lock_path(system, account)
+                with _exclusive_file(lock, LOCK_WAIT, f"{system} {account}"):
+                    counts["connector_secrets"] += rewrap()
+        counts["meta"] += self._rewrap(
+            store_meta,
+            store_meta.c.name == _PEPPER_NAME,
+            store_meta.c.value,
+            _PEPPER_CONTEXT,
+            "the API token pepper",
+            old,
+            new,
+        )
+        with self._write() as conn:  # the last step: the new key becomes the store's
+            conn.execute(
+                sa.update(store_meta)
+                .where(store_meta.c.name == _CHECK_NAME)
+                .values(value=crypto.encrypt(new, _CHECK_PLAINTEXT, context=_CHECK_CONTEXT))
+            )
+            conn.execute(sa.delete(store_meta).where(store_meta.c.name == _NEXT_NAME))
+        self._master_key = new
+        return RekeyResult(resumed=resumed, **counts)
+
+    def _mark_rekey(self, new: bytes) -> bool:
+        """Record that a change to `new` is under way; True when it already was."""
+        with self._write() as conn:
+            marker = conn.scalar(
+                sa.select(store_meta.c.value).where(store_meta.c.name == _NEXT_NAME)
+            )
+            if marker is not None:
+                try:
+                    crypto.decrypt(new, marker, context=_NEXT_CONTEXT)
+                except crypto.CryptoError:
+                    raise RekeyInterrupted(
+                        "an earlier master key change to another key was interrupted: "
+                        "finish it with that key first"
+                    ) from None
+                return True
+            conn.execute(
+                sa.insert(store_meta).values(
+                    name=_NEXT_NAME,
+                    value=crypto.encrypt(new, _CHECK_PLAINTEXT, context=_NEXT_CONTEXT),
+                )
+            )
+            return False
+
+    def _rewrap(
+        self,
+        table: sa.Table,
+        where: sa.ColumnElement[bool],
+        column: sa.Column[bytes],
+        context: str,
+        what: str,
+        old: bytes,
+        new: bytes,
+        *,
+        before: Callable[[Connection], object] | None = None,
+    ) -> int:
+        """Re-wrap one row's blob under `new`, in its own transaction (`before` runs
+        first in it); 1 if it was, 0 if it was under `new` already."""
+        with self._write() as conn:
+            if before is not None:
+                before(conn)
+            blob = conn.scalar(sa.select(column).where(where))
+            if blob is None:
+                return 0
+            try:
+                plain = crypto.decrypt(old, blob, context=context)
+            except crypto.CryptoError:
+                try:
+                    crypto.decrypt(new, blob, context=context)
+                except crypto.CryptoError:
+                    raise WrongMasterKey(
+                        f"neither master key opens {what} (a damaged row?)"
+                    ) from None
+                return 0  # done before an interruption
+            conn.execute(
+                sa.update(table)
+                .where(where)
+                .values({column.name: crypto.encrypt(new, plain, context=context)})
+            )
+            return 1
+
+    def rekey_interrupted(self) -> bool:
+        """Whether a master key change was started and not finished."""
+        with self._read() as conn:
+            name = conn.scalar(sa.select(store_meta.c.name).where(store_meta.c.name == _NEXT_NAME))
+        return name is not None
+
+    def _refuse_interrupted_rekey(self, *, opened: bool) -> None:
+        """Raise RekeyInterrupted when a master key change is under way. `opened`: the
+        key given opened the store (the old key), else it may be the new one."""
+        with self._read() as conn:
+            marker = conn.scalar(
+                sa.select(store_meta.c.value).where(store_meta.c.name == _NEXT_NAME)
+            )
+        if marker is None:
+            return
+        if opened:
+            raise RekeyInterrupted(
+                "a master key change was interrupted: run `pdsync store rekey` again with "
+                "the same new key to finish it"
+            )
+        try:
+            crypto.decrypt(self._master_key, marker, context=_NEXT_CONTEXT)
+        except crypto.CryptoError:
+            return  # neither key: the caller's WrongMasterKey stands
+        raise RekeyInterrupted(
+            "the store is being moved to this master key, but the change was interrupted: "
+            "run `pdsync store rekey` with the old key in the config to finish it"
+        )
 
     def _secret_lock_path(self, system: str, account: str) -> Path:
         """SQLite: the account's lock file, next to the database (and its -wal, -shm)."""

@@ -2,7 +2,7 @@
 
 One class, assembled from one mixin per concern (keys.py, directory.py, runs.py,
 casework.py, decisions.py, journal.py, ledger.py, erasures.py, tokens.py, audit.py,
-work.py, secrets.py); each public method is one short transaction, but for
+work.py, secrets.py, history.py); each public method is one short transaction, but for
 `secret_exchange`, which spans one exchange with an outside system. It holds no
 plaintext personal data: links, versions, keyed fingerprints, ids, counts, the ledger,
 blobs encrypted with the customer's key (which itself is wrapped with the master key),
@@ -11,7 +11,9 @@ and connector secrets encrypted with the master key.
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from types import TracebackType
 
 import sqlalchemy as sa
@@ -23,6 +25,8 @@ from daemon.store.casework import CaseworkMixin
 from daemon.store.decisions import DecisionsMixin
 from daemon.store.directory import DirectoryMixin
 from daemon.store.erasures import ErasuresMixin
+from daemon.store.errors import StoreError, WrongMasterKey
+from daemon.store.history import HistoryMixin
 from daemon.store.journal import JournalMixin
 from daemon.store.ledger import LedgerMixin
 from daemon.store.rows import Counts, DisputeStatus, JournalStatus, TaskStatus
@@ -54,6 +58,7 @@ class Store(
     AuditMixin,
     WorkMixin,
     SecretsMixin,
+    HistoryMixin,
 ):
     """The daemon's durable state. Open with `Store.open(url, master_key=...)`.
 
@@ -62,22 +67,32 @@ class Store(
     """
 
     @classmethod
-    def open(cls, url: str, *, master_key: bytes) -> Store:
+    def open(cls, url: str, *, master_key: bytes, finishing_rekey: bool = False) -> Store:
         """Connect, migrate the database to the newest schema, and check the master key.
 
-        `url`: `sqlite:///path/to/file.db` (created if missing) or
-        `postgresql+psycopg://user@host/db` (the database must exist).
+        `url`: `sqlite:///path/to/file.db` (created if missing, readable by its owner
+        only, as are its -wal and -shm) or `postgresql+psycopg://user@host/db` (the
+        database must exist).
         Raises ValueError for a bad URL or key length, WrongMasterKey when the store
-        was created with another master key, StoreUnavailable when the database cannot
-        be reached, StoreError when its schema is newer than this code.
+        was created with another master key, RekeyInterrupted when a change of master
+        key was not finished (`finishing_rekey`: open anyway, to finish it with
+        `rekey`), StoreUnavailable when the database cannot be reached, StoreError when
+        its schema is newer than this code.
         """
         if len(master_key) != KEY_BYTES:
             raise ValueError(f"the master key must be {KEY_BYTES} bytes")
+        _create_private(url)
         engine = _db.make_engine(url)
         try:
             _db.migrate(engine)
             store = cls(engine, master_key=master_key, instance_id=str(uuid.uuid4()))
-            store._check_master_key()
+            try:
+                store._check_master_key()
+            except WrongMasterKey:
+                store._refuse_interrupted_rekey(opened=False)
+                raise
+            if not finishing_rekey:
+                store._refuse_interrupted_rekey(opened=True)
         except BaseException:
             engine.dispose()
             raise
@@ -86,6 +101,7 @@ class Store(
     def close(self) -> None:
         """Close all connections; the Store cannot be used afterwards. Idempotent."""
         if not self._closed:
+            self._close_audit()  # queued API audit records are written first
             self._closed = True
             self._engine.dispose()
 
@@ -102,6 +118,23 @@ class Store(
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
+
+    # Bumped whenever a credential stops being valid in this process (a token revoked,
+    # a session ended), so the API's credential cache drops what it verified earlier
+    # at once rather than after its TTL (daemon/api/auth.py).
+    credentials_version = 0
+
+    def revoke_token(self, name: str, *, by: str) -> bool:
+        try:
+            return super().revoke_token(name, by=by)
+        finally:
+            self.credentials_version += 1
+
+    def end_session(self, session: str) -> bool:
+        try:
+            return super().end_session(session)
+        finally:
+            self.credentials_version += 1
 
     @property
     def url(self) -> str:
@@ -178,6 +211,40 @@ class Store(
             quarantined=totals.quarantined,
             pending_ops=totals.pending,
         )
+
+
+def _create_private(url: str) -> None:
+    """Create a new SQLite database file readable by its owner only (0600), whatever the
+    umask: SQLite gives the -wal and -shm files it makes the mode of the database file."""
+    parsed = sa.make_url(url)
+    database = parsed.database or ""
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or parsed.query.get("uri")
+        or database
+        in (
+            "",
+            ":memory:",
+        )
+    ):
+        return
+    path = Path(database)  # as SQLite opens it
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return  # make_engine says what is wrong
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process was first
+    except OSError as exc:
+        raise StoreError(f"cannot create the store database {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _customer_rows(customer_id: str) -> list[tuple[sa.Table, sa.ColumnElement[bool]]]:

@@ -4,6 +4,10 @@ A token is `pds_` followed by 43 URL-safe characters (256 random bits). The stor
 HMAC-SHA256(pepper, token): the pepper is 32 random bytes made on first use, kept in
 store_meta encrypted with the master key, so a copy of the database alone cannot even
 test guesses. The plaintext token is returned once, by `create_token`, and never again.
+
+Dashboard sessions: signing in makes a session id (`pdss_` and 256 random bits) that the
+cookie carries instead of the token; the store keeps its keyed hash, the token it
+stands for and its expiry. It ends at sign-out, at expiry and with its token.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,13 +27,15 @@ from daemon import crypto
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import StoreError
-from daemon.store.schema import ACTIVE_ONLY, api_tokens, store_meta
+from daemon.store.schema import ACTIVE_ONLY, api_sessions, api_tokens, store_meta
 
 TOKEN_PREFIX = "pds_"
 # A lower-case letter first, then letters, digits, "_" and "-": never an e-mail address
 # or a phone number, so a token name may go into the ledger and the audit log.
 TOKEN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _TOKEN = re.compile(r"pds_[A-Za-z0-9_-]{43}")
+SESSION_PREFIX = "pdss_"
+_SESSION = re.compile(r"pdss_[A-Za-z0-9_-]{43}")
 _PEPPER_NAME = "api_token_pepper"
 _PEPPER_CONTEXT = "pdsync/store/api-token-pepper"
 
@@ -154,9 +160,58 @@ class TokensMixin(StoreBase):
         """Revoke the active token of this name; False when there is none. At once:
         the next request with it gets 401."""
         with self._write() as conn:
+            ids = sa.select(api_tokens.c.id).where(api_tokens.c.name == name, ACTIVE_ONLY)
+            conn.execute(sa.delete(api_sessions).where(api_sessions.c.token_id.in_(ids)))
             revoked = conn.execute(
                 sa.update(api_tokens)
                 .where(api_tokens.c.name == name, ACTIVE_ONLY)
                 .values(revoked_at=utcnow(), revoked_by=by)
             ).rowcount
         return bool(revoked)
+
+    def create_session(self, token_id: int, *, lifetime: timedelta) -> str:
+        """Start a dashboard session for a token; returns its id, the only time it is
+        shown (it goes into the cookie)."""
+        session = SESSION_PREFIX + secrets.token_urlsafe(32)
+        digest = self._token_hash(session)
+        now = utcnow()
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(api_sessions).values(
+                    session_hash=digest,
+                    token_id=token_id,
+                    created_at=now,
+                    expires_at=now + lifetime,
+                )
+            )
+        return session
+
+    def authenticate_session(self, session: str) -> TokenRow | None:
+        """The active token of a live session, or None (unknown, ended, expired, or its
+        token revoked)."""
+        if not _SESSION.fullmatch(session):
+            return None
+        digest = self._token_hash(session)
+        query = (
+            sa.select(api_tokens)
+            .join(api_sessions, api_sessions.c.token_id == api_tokens.c.id)
+            .where(
+                api_sessions.c.session_hash == digest,
+                api_sessions.c.expires_at > utcnow(),
+                ACTIVE_ONLY,
+            )
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _token_row(row)
+
+    def end_session(self, session: str) -> bool:
+        """End a session (sign-out); False when there was none."""
+        if not _SESSION.fullmatch(session):
+            return False
+        digest = self._token_hash(session)
+        with self._write() as conn:
+            ended = conn.execute(
+                sa.delete(api_sessions).where(api_sessions.c.session_hash == digest)
+            ).rowcount
+        return bool(ended)

@@ -9,21 +9,30 @@ trigger does nothing and no customer is synced twice at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import socket
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import IO, Any
 
+import psycopg
 import sqlalchemy as sa
+import structlog
 
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.rows import InstanceRow, WorkItem
 from daemon.store.schema import instances, work_items
 
+log = structlog.get_logger("pdsync.daemon")
+
 ACTIVE = ("queued", "running")
+# The PostgreSQL channel enqueue_work notifies (payload: the kind) and WorkSignal listens on.
+WORK_CHANNEL = "pdsync_work"
 
 
 def _item(row: sa.Row[Any]) -> WorkItem:
@@ -73,10 +82,22 @@ class WorkMixin(StoreBase):
                         )
                         .returning(work_items.c.id)
                     )
+                if self._dialect == "postgresql":
+                    # Delivered at commit to every instance LISTENing (WorkSignal).
+                    conn.execute(sa.select(sa.func.pg_notify(WORK_CHANNEL, kind)))
             except sa.exc.IntegrityError:
                 return None  # another instance queued it a moment ago
         assert item_id is not None
+        for wake in tuple(self.__dict__.get("_enqueue_listeners", ())):
+            wake()
         return int(item_id)
+
+    def on_work_enqueued(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (from the enqueuing thread) after this Store object queued
+        an item; returns a function that unsubscribes it."""
+        listeners: list[Callable[[], None]] = self.__dict__.setdefault("_enqueue_listeners", [])
+        listeners.append(callback)
+        return lambda: listeners.remove(callback)
 
     def withdraw_work(self, item_id: int, *, reason: str) -> bool:
         """Take back an item nobody has claimed yet (it ends failed, with `reason`);
@@ -313,3 +334,93 @@ class Leadership:
             with contextlib.suppress(sa.exc.DBAPIError):
                 self._conn.close()  # the session ends, and with it the lock
             self._conn = None
+
+
+class WorkSignal:
+    """Wakes an instance's idle workers when work is queued, so they need not poll.
+
+    Work queued through this Store object (the leader's schedules, the API's "sync
+    now") wakes them at once, on every backend. On PostgreSQL, enqueue_work also sends
+    NOTIFY on WORK_CHANNEL, which a thread of this instance LISTENs for on a connection
+    of its own, so work queued by another instance or the CLI wakes them too. Polling
+    stays as the fallback (`fallback_seconds`): it finds leases that ran out (a dead
+    instance's work, which nobody announces) and covers a lost listening connection,
+    and on SQLite it is how work queued by another process (the CLI) is found.
+    """
+
+    # How long the listening thread waits for a notification before it looks whether
+    # it should stop (at most this long at shutdown).
+    LISTEN_TIMEOUT = 1.0
+
+    def __init__(self, store: WorkMixin, *, fallback_seconds: float) -> None:
+        self._store = store
+        self.fallback_seconds = fallback_seconds
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
+        self.listening = threading.Event()  # set while LISTEN is in place
+
+    def start(self) -> None:
+        """Subscribe (call on the event loop the workers run on)."""
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self._store.on_work_enqueued(self._wake_threadsafe)
+        if self._store.dialect == "postgresql":
+            self._listener = threading.Thread(
+                target=self._listen, name="pdsync-work-listen", daemon=True
+            )
+            self._listener.start()
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(timeout=self.LISTEN_TIMEOUT * 3)
+            self._listener = None
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Return when work was announced, `stop` is set, or `fallback_seconds` passed."""
+        if not self._event.is_set():
+            woken = asyncio.ensure_future(self._event.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait(
+                    (woken, stopped),
+                    timeout=self.fallback_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                woken.cancel()
+                stopped.cancel()
+        self._event.clear()
+
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._event.set)
+
+    def _listen(self) -> None:
+        url = self._store._engine.url.set(drivername="postgresql")
+        conninfo = url.render_as_string(hide_password=False)
+        backoff = 1.0
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {WORK_CHANNEL}")
+                    self.listening.set()
+                    backoff = 1.0
+                    self._wake_threadsafe()  # anything queued before LISTEN: look once
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=self.LISTEN_TIMEOUT):
+                            self._wake_threadsafe()
+            except psycopg.Error as exc:
+                self.listening.clear()
+                log.warning("work_listen_failed", error=type(exc).__name__, retry_in=backoff)
+                self._wake_threadsafe()  # the workers poll meanwhile
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        self.listening.clear()

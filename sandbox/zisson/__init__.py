@@ -78,5 +78,6 @@ from __future__ import annotations
 
 from sandbox.zisson.faults import Faults
 from sandbox.zisson.simulator import ZissonSimulator
+from sandbox.zisson.store import JsonText
 
-__all__ = ["Faults", "ZissonSimulator"]
+__all__ = ["Faults", "JsonText", "ZissonSimulator"]

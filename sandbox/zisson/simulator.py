@@ -89,7 +89,10 @@ class ZissonSimulator(ServedSimulator):
 
         A dict (or any JSON value) is an entry of the JSON listing and is rendered into
         the XML listing as tolerantly as possible; a str is an XML `<Contact>` fragment
-        copied into the XML listing and shown by the JSON listing as a bare string.
+        copied into the XML listing and shown by the JSON listing as a bare string. A
+        `JsonText` is copied into the JSON listing as it is written (and left out of the
+        XML one). In the JSON listing a lone surrogate U+DC80..U+DCFF is written as the
+        byte it escapes, other lone surrogates as JSON `\\udXXX` escapes.
         """
         return self._state.put_raw(customer_guid, raw)
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import secrets
 import threading
 import time
@@ -59,8 +60,45 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+# A lone surrogate in a stored value: U+DC80..U+DCFF is written as the byte 0x80..0xFF it
+# escapes (Python's surrogateescape; bytes that are not UTF-8, as the XML side does), any
+# other as a `\udXXX` escape, which JSON's grammar allows although it names no character
+# (RFC 8259, section 8.2: https://www.rfc-editor.org/rfc/rfc8259#section-8.2).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return match.group() if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+@dataclass(frozen=True, slots=True)
+class JsonText:
+    """A raw entry given as JSON text, served verbatim in the JSON listing: nesting no
+    encoder would write (thousands of levels deep), or text that is not JSON at all."""
+
+    text: str
+
+
+def json_body(payload: Any) -> bytes:
+    verbatim: dict[str, str] = {}
+
+    def stand_in(value: Any) -> str:
+        if not isinstance(value, JsonText):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        key = f"\x00json-text-{len(verbatim)}"
+        verbatim[json.dumps(key, ensure_ascii=False)] = value.text
+        return key
+
+    text = json.dumps(payload, ensure_ascii=False, default=stand_in)
+    for key, raw in verbatim.items():
+        text = text.replace(key, raw, 1)
+    text = _LONE_SURROGATE.sub(_escaped, text)
+    return text.encode("utf-8", errors="surrogateescape")
+
+
 def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    body = json_body(payload)
     return Response(
         status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
     )

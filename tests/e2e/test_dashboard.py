@@ -10,6 +10,7 @@ test fails: it is not skipped.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,10 +141,61 @@ def test_the_dashboard_shows_customers_runs_and_erasures(
         pages["report"] = page.content()
         assert page.goto(f"{base}/dashboard/customers/nobody").status == 404
 
+        # The browser holds a session id, never the token; signing out ends the session,
+        # so a copy of the cookie taken before opens nothing after.
+        (session,) = [c for c in page.context.cookies() if c["name"] == "pdsync_session"]
+        assert session["httpOnly"] and session["sameSite"] == "Strict"
+        assert world.tokens["aud"] not in str(page.context.cookies())
         page.click("text=Sign out")
         page.wait_for_url(f"{base}/dashboard/login")
+        thief = browser.new_context()
+        thief.add_cookies([session])
+        stolen = thief.new_page()
+        stolen.goto(f"{base}/dashboard")
+        assert stolen.url == f"{base}/dashboard/login"
+        thief.close()
     for name, html in pages.items():
         for value in DEMO_PERSON.values():
             assert value not in html, name
     assert all(url.startswith(base) for url in requests)  # nothing leaves loopback
     assert (tmp_path / "overview.png").stat().st_size > 10_000
+
+
+NARROW = 400  # a phone held upright, or the dashboard in a side panel
+
+
+def test_every_page_fits_a_400_px_screen_and_reads_as_sentences(
+    browser: Browser, world: ApiWorld, tmp_path: Path
+) -> None:
+    """At 400 px nothing widens the page: the nav wraps inside the header, each table
+    scrolls in its own box. Counts agree with their nouns; sentences keep their spaces."""
+    requests: list[str] = []
+    with ServedInThread(world) as base:
+        page = signed_in(browser, base, world.tokens["aud"], requests)
+        page.set_viewport_size({"width": NARROW, "height": 800})
+        texts = {}
+        for path in (
+            "/dashboard",
+            "/dashboard/runs",
+            "/dashboard/casework",
+            "/dashboard/erasures",
+            "/dashboard/incidents",
+            "/dashboard/customers/acme",
+        ):
+            page.goto(base + path)
+            page.screenshot(path=tmp_path / f"narrow{path.replace('/', '_')}.png", full_page=True)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= NARROW, f"{path} is {width} px wide"
+            for link in page.locator("header nav a").all():
+                box = link.bounding_box()
+                assert box is not None and box["x"] + box["width"] <= NARROW, (path, box)
+            for table in page.locator("main table").all():
+                frame = table.locator("xpath=..").bounding_box()
+                assert frame is not None and frame["x"] + frame["width"] <= NARROW, path
+            texts[path] = page.locator("main").inner_text()
+    report = " ".join(texts["/dashboard/customers/acme"].split())
+    assert re.search(r"Processed since [\d: -]+\. Counts and rules only", report), report
+    for text in texts.values():
+        assert not re.search(r"\b1 (syncs|records|retention runs|customers|incidents)\b", text)
+    overview = " ".join(texts["/dashboard"].split())
+    assert re.search(r"\b2 customers\b", overview), overview

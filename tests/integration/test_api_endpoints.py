@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from daemon.api.app import create_app
 from daemon.api.testing import DEMO_PERSON, ApiWorld, api_world
 from daemon.certificate import verify_certificate
 from daemon.store import Store
-from daemon.store.schema import ledger_entries
+from daemon.store.schema import ledger_checkpoints, ledger_entries
 from tests.fixtures.zisson import ZissonBound
 
 Client = httpx.AsyncClient
@@ -290,6 +291,35 @@ async def test_ledger_verify_finds_a_changed_row(
     )
 
 
+async def test_ledger_verify_finds_the_newest_rows_gone_against_the_witness(
+    world: ApiWorld, store_url: str, tmp_path: Path
+) -> None:
+    from daemon.ledger import FileWitness
+
+    world.ledger.record("sync.completed", customer_id="acme", run="r-last", changed=1)
+    world.ledger.checkpoint()
+    witness = FileWitness(tmp_path / "witness.jsonl")
+    for checkpoint in world.store.checkpoints():
+        witness.publish(checkpoint)
+    ledger = world.settings.ledger.model_copy(update={"witness": str(witness.path)})
+    settings = world.settings.model_copy(update={"ledger": ledger})
+    app = create_app(settings, world.store, ledger=world.ledger)
+    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=transport, base_url="http://pdsync.test")
+    ok = await client.get("/api/v1/ledger/verify", headers=world.auth("aud"))
+    assert ok.json()["ok"] is True, ok.json()
+    newest = world.store.checkpoints()[-1].size
+    engine = sa.create_engine(store_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:  # the newest row and the checkpoint that signed it
+        conn.execute(sa.delete(ledger_entries).where(ledger_entries.c.seq == newest - 1))
+        conn.execute(sa.delete(ledger_checkpoints).where(ledger_checkpoints.c.size == newest))
+    engine.dispose()
+    cut = (await client.get("/api/v1/ledger/verify", headers=world.auth("aud"))).json()
+    assert cut["ok"] is False
+    assert "tail_missing" in {f["problem"] for f in cut["findings"]}
+    await client.aclose()
+
+
 async def test_runs_and_logs_filter(world: ApiWorld, client: Client) -> None:
     demo = world.demo
     aud = world.auth("aud")
@@ -400,9 +430,17 @@ async def test_the_docs_list_every_operation_and_its_roles(world: ApiWorld, clie
 
 
 async def test_the_login_form_sets_an_httponly_cookie(world: ApiWorld, client: Client) -> None:
-    bad = await client.post("/dashboard/login", data={"token": "pds_wrong"})
+    form = (await client.get("/dashboard/login")).text
+    found = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert found is not None
+    csrf = found.group(1)
+    bad = await client.post("/dashboard/login", data={"token": "pds_wrong", "csrf": csrf})
     assert bad.status_code == 401 and "Unknown or revoked token" in bad.text
-    good = await client.post("/dashboard/login", data={"token": world.tokens["aud"]})
+    found = re.search(r'name="csrf" value="([^"]+)"', bad.text)  # the form again, anew
+    assert found is not None
+    good = await client.post(
+        "/dashboard/login", data={"token": world.tokens["aud"], "csrf": found.group(1)}
+    )
     assert good.status_code == 303 and good.headers["location"] == "/dashboard"
     cookie = good.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie

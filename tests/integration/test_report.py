@@ -6,24 +6,30 @@ person."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pypdf
 import pytest
 import sqlalchemy as sa
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from daemon import config, normalize
 from daemon.api.app import create_app
+from daemon.certificate import ResidualWindow, issue_certificate, render_pdf
 from daemon.cli import app as cli
+from daemon.ledger import Ledger, MemoryLedgerStore, Signer
 from daemon.report import build_report, render_text
 from daemon.store import ErasureState, Store
 from daemon.store.schema import links, store_meta
 from tests.integration.sync_world import CUSTOMER, SyncWorld
 from tests.integration.test_sync import NAMES, person
+from tests.unit.test_certificate import make_facts
 
 pytestmark = [pytest.mark.emulator, pytest.mark.usefixtures("cli_logging_restored")]
 EXAMPLE = Path(__file__).parents[2] / "config" / "example.toml"
@@ -73,6 +79,18 @@ async def test_the_report_counts_what_is_held_where_and_names_no_person(
     assert "Underleverandør: Zisson AS" in norsk.output
     assert "Kontakter som holdes oppdatert: 6" in norsk.output
     assert names_no_person(norsk.output)
+    # Fully Norwegian: the built-in register, the deletion rules, what systems keep.
+    for phrase in (
+        "Brukes til: Telefonisystem: sentralbordets katalog",
+        "Personopplysninger: navn på kundens avdelinger og ansatte, telefonnumre",
+        "Slettes: en kontakt som fjernes fra kundekortet, slettes her ved neste synkronisering",
+        "Slettes: alt om kunden slettes her når den ber om sletting",
+        "Beholdes etter sletting: Gjenoppretting til et tidspunkt (PITR), opptil 7 dager",
+        "Åpne saker: tvister 0, manuelle oppgaver 0, oppføringer i karantene 0",
+    ):
+        assert phrase in norsk.output, norsk.output
+    for english in ("deleted", "Telephony", "Point-in-time", "contract", "disputes"):
+        assert english not in norsk.output, english
 
     unknown = await asyncio.to_thread(invoke, "report", "nobody")
     assert unknown.exit_code == 2 and "unknown customer 'nobody'" in unknown.output
@@ -265,3 +283,27 @@ async def test_processed_since_stays_when_the_first_contact_is_erased(world: Syn
     assert [s.contacts for s in report.systems] == [2, 2]
     assert report.since == since
     assert f"Processed since: {since:%Y-%m-%d %H:%M} UTC" in render_text(report)
+
+
+def test_the_pdf_names_what_each_system_keeps_in_norwegian_and_english() -> None:
+    facts = make_facts()
+    facts = dataclasses.replace(
+        facts,
+        residuals=(
+            ResidualWindow(
+                system="firestore",
+                what="Point-in-time recovery (PITR)",
+                retention="up to 7 days, where PITR is enabled on the database",
+                note="Deleted documents can be read from earlier versions until then.",
+            ),
+        ),
+    )
+    signer = Signer.generate()
+    cert = issue_certificate(facts, ledger=Ledger(MemoryLedgerStore(), signer), signer=signer)
+    reader = pypdf.PdfReader(io.BytesIO(render_pdf(cert)))
+    text = re.sub(r"\s+", " ", " ".join(page.extract_text() for page in reader.pages))
+    assert (
+        "firestore: Gjenoppretting til et tidspunkt (PITR), opptil 7 dager, der PITR er slått"
+        " på for databasen (Slettede dokumenter kan leses fra tidligere versjoner fram til da.)"
+    ) in text
+    assert "firestore: Point-in-time recovery (PITR), up to 7 days" in text

@@ -76,6 +76,7 @@ def test_purge_leaves_only_runs_events_and_the_shredded_key(store: Store) -> Non
         "erasure_items",  # belong to a request, not directly to a customer
         "api_tokens",  # people's access, not customers' data
         "api_audit",
+        "api_sessions",  # dashboard sign-ins: people's access, like api_tokens
         "work_items",  # the daemons' queue, keyed by customer id but holding nothing of it
         "instances",
         "connector_secrets",  # a Zisson account's token, keyed by account, not customer

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from daemon.api import access, api_config
 from daemon.api.app import ROUTERS
-from daemon.api.auth import presented_token
 from daemon.api.errors import _validation_detail
 from daemon.api.eventlog import LogLine
 from daemon.api.filters import parse_level, parse_since
@@ -117,23 +116,6 @@ def test_api_config() -> None:
         ApiConfig(listen="127.0.0.1:1", token="x")  # type: ignore[call-arg]
     assert api_config(SimpleNamespace()) == ApiConfig()  # Settings without [api] yet
     assert api_config(SimpleNamespace(api=config)) is config
-
-
-def scope(method: str, *headers: tuple[bytes, bytes]) -> dict[str, object]:
-    return {"type": "http", "method": method, "headers": list(headers)}
-
-
-def test_the_token_comes_from_the_header_or_for_reading_from_the_cookie() -> None:
-    header = (b"authorization", b"Bearer pds_abc")
-    cookie = (b"cookie", b"theme=dark; pdsync_token=pds_cookie")
-    assert presented_token(scope("POST", header)) == "pds_abc"
-    assert presented_token(scope("GET", cookie)) == "pds_cookie"
-    assert presented_token(scope("HEAD", cookie)) == "pds_cookie"
-    assert presented_token(scope("POST", cookie)) is None  # no CSRF through the cookie
-    assert presented_token(scope("GET", header, cookie)) == "pds_abc"
-    assert presented_token(scope("GET", (b"authorization", b"Basic dXNlcjpwdw=="))) is None
-    assert presented_token(scope("GET", (b"authorization", b"Bearer "))) is None
-    assert presented_token(scope("GET", (b"cookie", b"pdsync_token"))) is None
 
 
 def test_validation_errors_drop_the_input() -> None:

@@ -43,6 +43,9 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "pdsync.toml"
     path.write_text(text.format(tmp=tmp_path), encoding="utf-8")
     (tmp_path / "master.key").write_text("ab" * 32)
+    (tmp_path / "master.key").chmod(0o600)  # a secret others can read is refused
+    (tmp_path / "token").write_text("t")  # the Zisson refresh token file it names
+    (tmp_path / "token").chmod(0o600)
     return path
 
 
@@ -178,6 +181,7 @@ def test_every_unreachable_secret_and_missing_file_is_named_before_start(tmp_pat
     assert not (tmp_path / "pdsync.db").exists()
 
     (tmp_path / "gcp.json").write_text("{}")
+    (tmp_path / "gcp.json").chmod(0o600)
     env["PDSYNC_TEST_ABSENT_PASSWORD"] = "s3cret"
     again = cli("config", "check")
     assert again.returncode == 0, again.stderr
