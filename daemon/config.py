@@ -13,7 +13,7 @@ import binascii
 import os
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -396,34 +396,45 @@ class Settings(BaseSettings):
 _REQUIRED_FILES = frozenset({"credentials_file", "certificate_file", "ca_bundle"})
 
 
-def unreachable_secrets(settings: Settings) -> list[str]:
-    """Every secret reference that cannot be read and every named file that is missing,
-    as "key: reason" (values never shown). Empty when all is there."""
-    problems: list[str] = []
+def _places(
+    settings: Settings, file_fields: frozenset[str]
+) -> Iterator[tuple[str, SecretRef | Path]]:
+    """Every secret reference in the config, and every path field named in
+    `file_fields`, with its key ("customers[0].zisson.password")."""
 
-    def walk(value: Any, path: str) -> None:
+    def walk(value: Any, path: str) -> Iterator[tuple[str, SecretRef | Path]]:
         if isinstance(value, SecretRef):
-            try:
-                value.reveal()
-            except LookupError as exc:
-                problems.append(f"{path}: {exc}")
+            yield path, value
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 field_value = getattr(value, name)
                 key = f"{path}.{name}" if path else name
-                if name in _REQUIRED_FILES and isinstance(field_value, Path):
-                    if not os.access(field_value, os.R_OK):
-                        problems.append(f"{key}: file {field_value} cannot be read")
+                if name in file_fields and isinstance(field_value, Path):
+                    yield key, field_value
                 else:
-                    walk(field_value, key)
+                    yield from walk(field_value, key)
         elif isinstance(value, list | tuple):
             for i, item in enumerate(value):
-                walk(item, f"{path}[{i}]")
+                yield from walk(item, f"{path}[{i}]")
         elif isinstance(value, dict):
             for k, item in value.items():
-                walk(item, f"{path}.{k}")
+                yield from walk(item, f"{path}.{k}")
 
-    walk(settings, "")
+    return walk(settings, "")
+
+
+def unreachable_secrets(settings: Settings) -> list[str]:
+    """Every secret reference that cannot be read and every named file that is missing,
+    as "key: reason" (values never shown). Empty when all is there."""
+    problems: list[str] = []
+    for key, place in _places(settings, _REQUIRED_FILES):
+        if isinstance(place, SecretRef):
+            try:
+                place.reveal()
+            except LookupError as exc:
+                problems.append(f"{key}: {exc}")
+        elif not os.access(place, os.R_OK):
+            problems.append(f"{key}: file {place} cannot be read")
     return problems
 
 
@@ -435,38 +446,19 @@ def exposed_secret_files(settings: Settings) -> list[str]:
     """Every secret file (a `{ file = … }` reference, a credentials, certificate or token
     file) that its group or others may read or write, as "key: reason and fix"."""
     problems: list[str] = []
-
-    def check(path: Path, key: str) -> None:
+    for key, place in _places(settings, _SECRET_FILES):
+        path = place.file if isinstance(place, SecretRef) else place
+        if path is None:
+            continue
         try:
             mode = path.stat().st_mode
         except OSError:
-            return  # missing or unreadable: unreachable_secrets says so
+            continue  # missing or unreadable: unreachable_secrets says so
         if mode & 0o077:
             problems.append(
                 f"{key}: secret file {path} is open to others (mode {mode & 0o777:04o}); "
                 f"run `chmod 600 {path}`"
             )
-
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, SecretRef):
-            if value.file is not None:
-                check(value.file, path)
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                field_value = getattr(value, name)
-                key = f"{path}.{name}" if path else name
-                if name in _SECRET_FILES and isinstance(field_value, Path):
-                    check(field_value, key)
-                else:
-                    walk(field_value, key)
-        elif isinstance(value, list | tuple):
-            for i, item in enumerate(value):
-                walk(item, f"{path}[{i}]")
-        elif isinstance(value, dict):
-            for k, item in value.items():
-                walk(item, f"{path}.{k}")
-
-    walk(settings, "")
     return problems
 
 

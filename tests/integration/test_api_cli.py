@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from connectors.secrets import SecretRef
-from connectors.zisson.settings import ZissonBinding
 from daemon import cli, cli_ops
-from daemon.api.testing import DEMO_CUSTOMERS, ApiWorld, api_world
+from daemon.api.testing import ApiWorld, api_world
 from daemon.store import Store
-from sandbox.configfile import CustomerEntry, render
+from tests.fixtures.cli import demo_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,32 +32,7 @@ def world(store: Store, master_key: bytes, tmp_path: Path) -> ApiWorld:
 
 @pytest.fixture
 def config(world: ApiWorld, store_url: str, tmp_path: Path) -> Path:
-    """A config file for the seeded store (systems on a closed port: never reached)."""
-    path = tmp_path / "pdsync.toml"
-    path.write_text(
-        render(
-            store_url=store_url,
-            master_key_file=tmp_path / "master.key",
-            signing_key_file=tmp_path / "ledger.pem",
-            firestore_project="demo",
-            firestore_host="127.0.0.1:9",
-            zisson_url="http://127.0.0.1:9",
-            customers=[
-                CustomerEntry(
-                    id=c,
-                    name=f"{c.title()} AS",
-                    firestore_id=c,
-                    zisson=ZissonBinding(
-                        api="xml", username=c, password=SecretRef(env="PDSYNC_DEMO_PASSWORD")
-                    ),
-                )
-                for c in DEMO_CUSTOMERS
-            ],
-            log_format="json",
-        ),
-        encoding="utf-8",
-    )
-    return path
+    return demo_config(store_url, tmp_path)
 
 
 def pdsync(*args: str | Path) -> subprocess.CompletedProcess[str]:

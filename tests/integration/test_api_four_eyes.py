@@ -12,12 +12,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from connectors.secrets import SecretRef
-from connectors.zisson.settings import ZissonBinding
 from daemon import cli
-from daemon.api.testing import DEMO_CUSTOMERS, ApiWorld, api_world
+from daemon.api.testing import ApiWorld, api_world
 from daemon.store import ErasureState, Store
-from sandbox.configfile import CustomerEntry, render
+from tests.fixtures.cli import demo_config
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("cli_logging_restored")
@@ -30,32 +28,7 @@ def world(store: Store, master_key: bytes, tmp_path: Path) -> ApiWorld:
 
 @pytest.fixture
 def config(world: ApiWorld, store_url: str, tmp_path: Path) -> Path:
-    """A config file for the seeded store (systems on a closed port: never reached)."""
-    path = tmp_path / "pdsync.toml"
-    path.write_text(
-        render(
-            store_url=store_url,
-            master_key_file=tmp_path / "master.key",
-            signing_key_file=tmp_path / "ledger.pem",
-            firestore_project="demo",
-            firestore_host="127.0.0.1:9",
-            zisson_url="http://127.0.0.1:9",
-            customers=[
-                CustomerEntry(
-                    id=c,
-                    name=f"{c.title()} AS",
-                    firestore_id=c,
-                    zisson=ZissonBinding(
-                        api="xml", username=c, password=SecretRef(env="PDSYNC_DEMO_PASSWORD")
-                    ),
-                )
-                for c in DEMO_CUSTOMERS
-            ],
-            log_format="json",
-        ),
-        encoding="utf-8",
-    )
-    return path
+    return demo_config(store_url, tmp_path)
 
 
 def approve(config: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
