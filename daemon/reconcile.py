@@ -464,8 +464,9 @@ class _PlanBuilder:
         self._directory: identity.Directory | None = None
         self.fingerprinter = crypto.Fingerprinter(self.key)
         # By id of a record read this run (the views hold them for the whole plan).
-        self._digests: dict[int, str] = {}
-        self._ahead: dict[int, dict[str, str]] = {}  # taken by _current
+        self._judged: set[str] = set()  # links fingerprint_ahead looked at
+        self._settled: set[str] = set()  # ... and found unchanged since the last sync
+        self._ahead: dict[int, dict[str, str]] = {}  # by id of a record; taken by _current
         self._pairs: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def use_directory(self, only: set[str]) -> None:
@@ -494,39 +495,43 @@ class _PlanBuilder:
         return self.fingerprinter.record(record, self.sorted_fields[system])
 
     def fingerprint_ahead(self, groups: Sequence[_Group]) -> None:
-        """Every record's digest, and the field fingerprints of every contact the fast
-        path will not settle (a new link, a changed record), a system at a time: the
-        same fingerprints `_merge_fields` would take one by one, for less."""
-        present: dict[str, list[ContactRecord]] = defaultdict(list)
-        for group in groups:
-            for system, record in group.records.items():
-                present[system].append(record)
+        """Settle, contact by contact, whether every system still holds what it held
+        after the last sync (its record's digest is the stored one: the fast path); and
+        take the field fingerprints of every contact not settled (a new link, a changed
+        record) a system at a time, as `_merge_fields` would one by one, for less."""
         fp = self.fingerprinter
-        for system, records in present.items():
-            names = self.sorted_fields[system]
-            self._digests.update(zip(map(id, records), fp.digests(records, names), strict=True))
         changed: dict[str, list[ContactRecord]] = defaultdict(list)
+        digests: dict[str, list[str]] = defaultdict(list)
         for group in groups:
             if group.held or group.missed or not group.records:
-                continue
-            if group.link_id in self.dispute_links or any(
-                group.stored.get(s) is None
-                or group.stored[s].fingerprints.get(crypto.ALL) != self._digests[id(r)]
-                for s, r in group.records.items()
+                continue  # planned without its fingerprints, if at all
+            self._judged.add(group.link_id)
+            mine = {s: fp.digest(r, self.sorted_fields[s]) for s, r in group.records.items()}
+            if group.link_id not in self.dispute_links and all(
+                s in group.stored and group.stored[s].fingerprints.get(crypto.ALL) == digest
+                for s, digest in mine.items()
             ):
-                for system, record in group.records.items():
-                    changed[system].append(record)
+                self._settled.add(group.link_id)
+                continue
+            for system, record in group.records.items():
+                changed[system].append(record)
+                digests[system].append(mine[system])
         for system, records in changed.items():
-            digests = [self._digests[id(r)] for r in records]
-            rows = fp.many(records, self.sorted_fields[system], digests)
+            rows = fp.many(records, self.sorted_fields[system], digests.pop(system))
             self._ahead.update(zip(map(id, records), rows, strict=True))
         fp.forget_columns()
 
-    def _digest(self, system: str, record: ContactRecord) -> str:
-        found = self._digests.get(id(record))
-        if found is None:
-            found = self.fingerprinter.digest(record, self.sorted_fields[system])
-        return found
+    def _unchanged(self, group: _Group) -> bool:
+        """Whether every system still holds what it held after the last sync."""
+        if group.link_id in self._judged:
+            return group.link_id in self._settled
+        stored = group.stored
+        return group.link_id not in self.dispute_links and all(
+            s in stored
+            and stored[s].fingerprints.get(crypto.ALL)
+            == self.fingerprinter.digest(r, self.sorted_fields[s])
+            for s, r in group.records.items()
+        )
 
     def plan_group(self, group: _Group) -> None:
         for system, member in group.stored.items():
@@ -699,17 +704,10 @@ class _PlanBuilder:
     # -- the three-way merge -------------------------------------------------------------
 
     def _merge_fields(self, group: _Group) -> None:
+        if self._unchanged(group):
+            return  # the fast path
         present = group.records
         stored = {s: m.fingerprints for s, m in group.stored.items()}
-        # Fast path: every system still holds what it held after the last sync.
-        if (
-            all(
-                s in stored and stored[s].get(crypto.ALL) == self._digest(s, r)
-                for s, r in present.items()
-            )
-            and group.link_id not in self.dispute_links
-        ):
-            return
         current = self._current(present)
         if not stored and group.link_id not in self.dispute_links and self._agree(current):
             # Newly linked and holding the same values everywhere (the bulk of a first
