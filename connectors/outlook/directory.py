@@ -60,6 +60,7 @@ from connectors.outlook.wire import (
     ItemResponse,
     ResyncRequired,
     odata_string,
+    response_json,
     segment,
     user_path,
 )
@@ -268,7 +269,11 @@ class ContactDirectory:
                 params={"$select": SELECT},
                 accept_errors=True,
             )
-            item = from_contact(response.json()) if response.status_code == 200 else None
+            item = (
+                from_contact(response_json(response, "a contact"))
+                if response.status_code == 200
+                else None
+            )
             return contact_id, item if isinstance(item, ContactRecord) else None
 
         found = await run_all([functools.partial(one, contact_id) for contact_id in sorted(wanted)])
@@ -441,12 +446,16 @@ class ContactDirectory:
         )
         if response.status_code == 404:
             return _result(op, OpStatus.NOT_FOUND, error="ErrorItemNotFound")
-        current = from_contact(response.json()) if response.status_code == 200 else None
+        current = (
+            from_contact(response_json(response, "a contact"))
+            if response.status_code == 200
+            else None
+        )
         if not isinstance(current, ContactRecord):
             return _result(op, OpStatus.CONFLICT, error="the contact changed")
         wanted = project(current.with_values(op.values))
         if all(getattr(wanted, name) == getattr(current, name) for name in op.values):
-            return _applied(op, response.json())  # a replay of this very update
+            return _applied(op, response_json(response, "a contact"))  # a replay of it
         return OpResult(
             op_id=op.op_id,
             status=OpStatus.CONFLICT,

@@ -18,7 +18,7 @@ from connectors.base import FatalError, RetriableError
 from connectors.outlook.graph import GraphClient
 from connectors.outlook.settings import OutlookBinding
 from connectors.outlook.tasks import run_all
-from connectors.outlook.wire import SYSTEM, odata_string, segment, user_path
+from connectors.outlook.wire import SYSTEM, odata_string, response_json, segment, user_path
 
 
 class FolderNameError(FatalError):
@@ -77,7 +77,7 @@ class ContactFolders:
         except RetriableError:
             response = None  # the answer was lost: it may exist now
         if response is not None and response.status_code == 201:
-            return str(response.json()["id"])
+            return str(response_json(response, "a new folder")["id"])
         # 409 (made meanwhile by another instance) or no answer: look again.
         found = await self._find(binding)
         if found is not None:
@@ -149,7 +149,7 @@ class MailFolders:
                 accept_errors=True,
             )
             if response.status_code == 200:
-                found[name] = str(response.json()["id"])
+                found[name] = str(response_json(response, "a folder")["id"])
                 continue
             if tree is None:
                 tree = await self.tree(binding)
