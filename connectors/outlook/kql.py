@@ -10,7 +10,7 @@ general-development/keyword-query-language-kql-syntax-reference; [MS-SEARCH] 2.2
 So a query is kept within MAX_QUERY_CHARS: an identifier whose spellings would pass it
 (a name of very many words) gets several queries, each under the limit.
 
-e-mail  `participants:ola@x.no` (from, to, cc, bcc) and the bare phrase `"ola@x.no"`
+e-mail  `participants:"ola@x.no"` (from, to, cc, bcc) and the bare phrase `"ola@x.no"`
         (subject and body), plus the exact `from/emailAddress/address eq 'ola@x.no'`
         filter, which has no cap.
 name    the bare phrase of the name in order (`"Ola van der Berg"`) and, for every split
@@ -86,7 +86,10 @@ def _any(terms: list[str]) -> list[str]:
 
 
 def email_query(email: str) -> list[str]:
-    return _any([f"participants:{email}", _phrase(email)])
+    # Quoted as a phrase, as every term: an address is data, and one with a space, a
+    # quote, a colon or a word like OR in it must not change the query.
+    phrase = _phrase(email)
+    return _any([f"participants:{phrase}", phrase])
 
 
 def name_query(name: str) -> list[str]:

@@ -164,12 +164,17 @@ def test_queries_one_per_identifier_with_quoting() -> None:
     matcher = SubjectMatcher(Subject(emails=("ola@x.no",), names=('Åse "Bjørn" Lie',)))
     queries = kql.subject_queries(matcher.emails, matcher.phones, ('Åse "Bjørn" Lie',))
     assert queries == [
-        'participants:ola@x.no OR "ola@x.no"',
+        'participants:"ola@x.no" OR "ola@x.no"',
         '"Åse Bjørn Lie" OR "Bjørn Lie Åse" OR "Lie Åse Bjørn" OR participants:"Åse Bjørn Lie" '
         'OR participants:"Bjørn Lie Åse" OR participants:"Lie Åse Bjørn"',
     ]
     assert kql.search_value('"22 33 44 55"') == '"\\"22 33 44 55\\""'
     assert kql.sender_filter("o'hara@x.no") == "from/emailAddress/address eq 'o''hara@x.no'"
+    # An address is data: whatever it holds, it stays one quoted term.
+    hostile = 'x" OR participants:* OR "y@x.no'
+    assert kql.email_query(hostile) == [
+        'participants:"x OR participants:* OR y@x.no" OR "x OR participants:* OR y@x.no"'
+    ]
 
 
 def sim_message(subject: str, body: str, sender: str = "post@we4you.no") -> Message:
