@@ -72,6 +72,10 @@ async def test_work_queued_in_the_same_instance_wakes_its_workers_on_any_store(
         # Nothing announced: an idle worker waits out its fallback instead of polling.
         quiet = WorkSignal(store, fallback_seconds=0.5)
         quiet.start()
+        if store.dialect == "postgresql":  # it looks once as it starts listening
+            assert await asyncio.to_thread(quiet.listening.wait, 10)
+            await asyncio.sleep(0.1)
+            await asyncio.wait_for(quiet.wait(asyncio.Event()), 5)
         started = time.monotonic()
         await asyncio.wait_for(quiet.wait(asyncio.Event()), 5)
         quiet.close()
