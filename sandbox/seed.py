@@ -27,6 +27,7 @@ on a shared number, a role address or a name.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import string
@@ -353,8 +354,7 @@ class _CustomerBuilder:
         """A personal address: given.family@, then g.family@, given.family2@ for namesakes."""
         base = f"{_ascii(given)}.{_ascii(family)}"
         candidates = [base, f"{_ascii(given)[:1]}.{_ascii(family)}"]
-        candidates += [f"{base}{n}" for n in range(2, 100)]
-        for local in candidates:
+        for local in itertools.chain(candidates, (f"{base}{n}" for n in itertools.count(2))):
             address = f"{local}@{self.domain}"
             if local not in self.locals and not self.rules.is_role_address(address):
                 self.locals.add(local)
@@ -363,16 +363,21 @@ class _CustomerBuilder:
 
     def role_address(self, local: str) -> str:
         """A department's address: `kundeservice@`, `kundeservice.2@` for a second one."""
-        for candidate in [local, *(f"{local}.{n}" for n in range(2, 100))]:
+        for candidate in itertools.chain([local], (f"{local}.{n}" for n in itertools.count(2))):
             if candidate not in self.locals:
                 self.locals.add(candidate)
                 return f"{candidate}@{self.domain}"
-        raise AssertionError("no free address")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def extension(self, main: str) -> _Number:
         taken = self.extensions[main]
+        # Two digits while they last (80 of them), then three, then four: a large
+        # customer's switchboard has more extensions than two digits hold.
+        low, high = (
+            (10, 89) if len(taken) < 80 else (100, 999) if len(taken) < 980 else (1000, 9999)
+        )
         while True:
-            extension = str(self.rng.randint(10, 89))
+            extension = str(self.rng.randint(low, high))
             if extension not in taken:
                 taken.add(extension)
                 return _Number(main, PhoneType.WORK, extension)
