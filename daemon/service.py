@@ -3,11 +3,11 @@
 The leader (a PostgreSQL advisory lock; on SQLite the only instance) turns schedules
 into work items: a sync or retention run per customer, moving erasures on, ledger
 checkpoints, deadline checks, pruning the API's audit log and sessions and pdsync's
-own history. Every instance
-claims work items with a lease and carries them out, so a dead instance's work is taken
-over when its lease runs out, and a duplicate trigger does nothing (one item of a kind
-per customer at a time). The admin
-API's "sync now" queues work items too (QueuedSync).
+own history. Every instance claims work items with a lease and carries them out, so a
+dead instance's work is taken over when its lease runs out, and a duplicate trigger
+does nothing (one item of a kind per customer at a time). Idle workers wait to be told
+of new work (WorkSignal: in-process, and NOTIFY on PostgreSQL) rather than poll. The
+admin API's "sync now" queues work items too (QueuedSync).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from daemon.affinity import schedule_offset, share_mailboxes
 from daemon.api.server import start_api
 from daemon.config import (
     ConfigError,
@@ -239,10 +240,13 @@ def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> 
             enqueue("checkpoint", "ledger"),
         )
     interval = settings.sync.interval_seconds
-    for index, customer in enumerate(settings.customers):
-        # The first cycles start at once, a second apart; later ones keep the interval.
+    for customer in settings.customers:
+        # Spread over the interval at a stable point per customer (daemon/affinity.py).
         schedule.every(
-            f"sync:{customer.id}", interval, enqueue("sync", customer.id), first_in=index % interval
+            f"sync:{customer.id}",
+            interval,
+            enqueue("sync", customer.id),
+            first_in=schedule_offset(customer.id, interval, len(settings.customers)),
         )
         if retention_systems & set(customer.retention_rules()):
             schedule.every(
@@ -281,6 +285,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         if interrupted:
             log.warning("runs_interrupted_by_previous_stop", count=len(interrupted))
         connectors = await open_connectors(settings, stack, store=store)
+        if store.dialect == "postgresql":  # several instances: they take turns at a mailbox
+            share_mailboxes(connectors, store, stack)
         ledger = open_ledger(settings, store)
         if ledger is not None:
             digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()

@@ -12,6 +12,7 @@ from connectors.base import Capability, FatalError, RetryPolicy, customer_bindin
 from connectors.outlook.auth import TokenProvider
 from connectors.outlook.directory import ContactDirectory
 from connectors.outlook.graph import GraphClient
+from connectors.outlook.limits import MailboxLease, MailboxTurns, WeightedLimiter
 from connectors.outlook.mail import MailStore
 from connectors.outlook.mapping import FIELDS, project
 from connectors.outlook.matching import SubjectMatcher
@@ -69,6 +70,19 @@ class OutlookConnector(GraphClient):
         super().__init__(settings, transport=transport, retry_policy=retry_policy, tokens=tokens)
         self.contacts = ContactDirectory(self)
         self.mail = MailStore(self)
+
+    def share_mailboxes(self, lease: MailboxLease, **turns: float) -> MailboxTurns:
+        """Take turns at each mailbox with the other instances holding `lease`, so that
+        the mailbox's limits hold across all of them (limits.py); `turns`: MailboxTurns'
+        timings."""
+        assert isinstance(self.limiter, WeightedLimiter)
+        self.limiter.turns = MailboxTurns(lease, self.budget, **turns)
+        return self.limiter.turns
+
+    async def aclose(self) -> None:
+        if isinstance(self.limiter, WeightedLimiter) and self.limiter.turns is not None:
+            await self.limiter.turns.close()
+        await super().aclose()
 
     def project(self, record: ContactRecord) -> ContactRecord:
         return project(record)

@@ -17,6 +17,18 @@ time runs at the budget's full rate.
 
 A 429 pauses the whole mailbox until its Retry-After has passed, so the requests
 already queued do not each spend a throttled attempt.
+
+Across instances (`MailboxTurns`): both limits are the mailbox's, not a process's, so
+several daemons on one store take turns at a mailbox. An instance sends to a mailbox
+only while it holds the mailbox's lease (`MailboxLease`, daemon/affinity.py on
+PostgreSQL); it gives the lease back when it has nothing more to send or, when another
+instance is waiting, after a turn of `turn_seconds`, once its requests in flight are
+answered. The budget's window travels with the lease (`RequestBudget.handoff` and
+`take_over`), so the next holder counts what the last one spent. Why turns rather than
+shared slots: a $batch holds all four of a mailbox's slots (see above), so two instances
+could rarely overlap anyway, while slots kept in the store would cost a round trip to it
+per request and wake waiters only by polling; a turn costs one hand-over every few
+seconds and each holder runs the in-process limiter at full speed.
 """
 
 from __future__ import annotations
@@ -24,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from connectors.base import Limiter
 
@@ -51,12 +65,18 @@ class WeightedLimiter(Limiter):
         self._queues: dict[str, deque[tuple[int, asyncio.Future[None]]]] = {}
         self.max_in_use = 0  # the most slots ever held at once in one scope
 
+        self.turns: MailboxTurns | None = None  # set when instances share the mailbox
+
     @contextlib.asynccontextmanager
     async def slot(self, scope: str) -> AsyncIterator[None]:
         weight = max(1, min(slot_weight.get(), self.concurrency))
         await self._acquire(scope, weight)
         try:
-            yield
+            if self.turns is None:
+                yield
+            else:
+                async with self.turns.turn(scope):
+                    yield
         finally:
             self._release(scope, weight)
 
@@ -209,6 +229,46 @@ class RequestBudget:
     def paused_for(self, scope: str) -> float:
         return max(0.0, self._scope(scope).paused_until - self._clock())
 
+    def handoff(self, scope: str) -> str:
+        """The scope's window as it stands (what is spent in it, any pause), for the next
+        holder of the mailbox's lease: JSON with wall-clock times, rounded up to the
+        second (later leaves the window later: the safe side)."""
+        state = self._scope(scope)
+        now = self._clock()
+        self._expire(state, now)
+        offset = time.time() - now
+        spent: dict[int, int] = {}
+        for spending in state.spent:
+            settled = now if math.isinf(spending.settled_at) else spending.settled_at
+            second = math.ceil(settled + offset)
+            spent[second] = spent.get(second, 0) + spending.units
+        return json.dumps(
+            {
+                "spent": sorted(spent.items()),
+                "paused_until": state.paused_until + offset if state.paused_until else 0.0,
+            }
+        )
+
+    def take_over(self, scope: str, handoff: str) -> None:
+        """Replace the scope's window with the one the last holder handed over: it holds
+        this instance's earlier spending too (every holder took over the one before)."""
+        data = json.loads(handoff)
+        state = self._scope(scope)
+        now = self._clock()
+        offset = time.time() - now
+        state.spent.clear()
+        state.total = 0
+        for second, units in data["spent"]:
+            spending = Spending(int(units))
+            spending.settled_at = float(second) - offset
+            state.spent.append(spending)
+            state.total += spending.units
+        paused = float(data["paused_until"])
+        if paused:
+            state.paused_until = max(state.paused_until, paused - offset)
+        self._expire(state, now)
+        state.settled.set()
+
     def _expire(self, state: _Scope, now: float) -> None:
         # In answer order, roughly: one slow request holds back those behind it, which
         # errs on the safe side.
@@ -231,3 +291,162 @@ class RequestBudget:
         seconds = max(seconds, 0.0)
         self.waited += seconds
         await asyncio.sleep(seconds)
+
+
+class MailboxLease(Protocol):
+    """One holder at a time per mailbox, across instances (daemon/affinity.py).
+
+    Blocking calls (the caller runs them in a thread). A holder that dies loses the
+    lease at once (on PostgreSQL: with its session)."""
+
+    def try_take(self, scope: str) -> str | None:
+        """Take the lease if it is free: the last holder's budget hand-over ("" when there
+        was none), or None when another instance holds it (this one is then counted as
+        waiting until it takes it)."""
+        ...
+
+    def others_waiting(self, scope: str) -> bool:
+        """Whether another instance waits for the lease this one holds."""
+        ...
+
+    def give_back(self, scope: str, handoff: str) -> None:
+        """Store `handoff` for the next holder and let the lease go."""
+        ...
+
+    def stop_waiting(self, scope: str) -> None:
+        """This instance no longer wants the lease (its requests gave up)."""
+        ...
+
+
+@dataclass
+class _Turn:
+    held: bool = False
+    users: int = 0  # requests of this instance inside the turn
+    wanted: int = 0  # requests of this instance waiting for a turn
+    since: float = 0.0
+    ending: bool = False  # no new request enters; the lease goes once `users` is 0
+    opened: asyncio.Event = field(default_factory=asyncio.Event)  # held and not ending
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the keeper has news
+    keeper: asyncio.Task[None] | None = None
+
+
+class MailboxTurns:
+    """Instances take turns at each mailbox (see the module docstring).
+
+    A request enters a turn (the lease is taken first when this instance does not hold
+    it) and leaves it when answered. The lease is given back when no request of this
+    instance wanted the mailbox for `linger_seconds`, or when another instance waits
+    and this one has held it for `turn_seconds`.
+    """
+
+    def __init__(
+        self,
+        lease: MailboxLease,
+        budget: RequestBudget,
+        *,
+        turn_seconds: float = 1.0,
+        linger_seconds: float = 0.1,
+        poll_seconds: float = 0.01,
+    ) -> None:
+        self.lease = lease
+        self.budget = budget
+        self.turn_seconds = turn_seconds
+        self.linger_seconds = linger_seconds
+        self.poll_seconds = poll_seconds
+        self._turns: dict[str, _Turn] = {}
+        self.handovers = 0  # leases given back, for tests and metrics
+        self.lease_errors = 0  # calls to the lease that failed (the store away)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, scope: str) -> AsyncIterator[None]:
+        state = self._turns.setdefault(scope, _Turn())
+        state.wanted += 1
+        try:
+            while not state.opened.is_set():
+                if state.keeper is None or state.keeper.done():
+                    state.keeper = asyncio.create_task(self._keep(scope, state))
+                with contextlib.suppress(TimeoutError):  # a keeper that failed is replaced
+                    await asyncio.wait_for(state.opened.wait(), 1.0)
+        finally:
+            state.wanted -= 1
+        state.users += 1
+        try:
+            yield
+        finally:
+            state.users -= 1
+            state.wake.set()
+
+    async def close(self) -> None:
+        """Give back every lease held (the daemon stops)."""
+        for scope, state in self._turns.items():
+            if state.keeper is not None:
+                state.keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state.keeper
+            if state.held:
+                await self._give_back(scope, state)
+
+    async def _keep(self, scope: str, state: _Turn) -> None:
+        """Take the lease for this instance's waiting requests, hold it while they come,
+        give it back when they stop or another instance has waited out a turn."""
+        backoff = 0.0
+        while state.wanted:
+            await asyncio.sleep(backoff)
+            if not state.wanted:
+                break
+            try:
+                handoff = await asyncio.to_thread(self.lease.try_take, scope)
+            except Exception:  # the store is away: wait, as for a busy lease
+                self.lease_errors += 1
+                handoff = None
+            if handoff is None:
+                backoff = self.poll_seconds
+                continue
+            if handoff:
+                try:
+                    self.budget.take_over(scope, handoff)
+                except (ValueError, KeyError, TypeError):  # unreadable: 429s will tell
+                    self.lease_errors += 1
+            state.held, state.ending, state.since = True, False, time.monotonic()
+            state.opened.set()
+            await self._hold(scope, state)
+            # Let a waiting instance take it before this one's waiters try again.
+            backoff = self.poll_seconds * 5
+        if not state.held:
+            with contextlib.suppress(Exception):  # else others see a waiter that is gone
+                await asyncio.to_thread(self.lease.stop_waiting, scope)
+            if state.wanted:  # a request came meanwhile: it needs a keeper
+                state.keeper = asyncio.create_task(self._keep(scope, state))
+
+    async def _hold(self, scope: str, state: _Turn) -> None:
+        idle_since = time.monotonic()
+        while True:
+            others = False
+            if not state.ending and time.monotonic() - state.since >= self.turn_seconds:
+                try:
+                    others = await asyncio.to_thread(self.lease.others_waiting, scope)
+                except Exception:  # the store is away: end the turn, to be safe
+                    self.lease_errors += 1
+                    others = True
+            # From here to the wait nothing awaits, so no news is missed.
+            now = time.monotonic()
+            if state.users or state.wanted:
+                idle_since = now
+            if not state.ending and (others or now - idle_since >= self.linger_seconds):
+                state.ending = True
+                state.opened.clear()
+            if state.ending and not state.users:
+                await self._give_back(scope, state)
+                return
+            state.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), min(0.1, self.linger_seconds))
+
+    async def _give_back(self, scope: str, state: _Turn) -> None:
+        state.opened.clear()
+        try:
+            await asyncio.to_thread(self.lease.give_back, scope, self.budget.handoff(scope))
+        except Exception:  # a lease lost with its session is given back already
+            self.lease_errors += 1
+        state.held, state.ending = False, False
+        self.handovers += 1
