@@ -5,9 +5,7 @@ small HTTP server here and read through the connector's own httpx client and par
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +15,7 @@ from connectors.base import ContractError, HttpConnectorBase
 from connectors.outlook import wire
 from connectors.outlook.mapping import read_result
 from daemon.domain import Rejected
+from tests.fixtures.loopback import QuietHandler, serving
 from tests.integration import test_outlook_harness as harness
 from tests.integration.test_outlook_harness import OutlookWorld
 
@@ -70,7 +69,7 @@ async def test_hostile_contacts_are_rejected_one_by_one_and_the_rest_is_read(
 PAGE: dict[str, bytes] = {}
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     def do_GET(self) -> None:
         body = PAGE[self.path]
         self.send_response(200)
@@ -79,21 +78,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def graph_like() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(_Handler) as url:
+        yield url
 
 
 class _GraphLike(HttpConnectorBase):

@@ -5,10 +5,8 @@ checkpoints that signed them) is found by `ledger verify`."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from daemon.ledger.entry import leaf_data
 from daemon.proof import open_ledger, trusted_verifiers
 from daemon.store import Store
 from daemon.store.schema import ledger_checkpoints, ledger_entries
+from tests.fixtures.loopback import QuietHandler, serving
 from tests.integration import test_ledger
 from tests.integration.test_ledger import Sql
 from tests.integration.test_ledger_trust import certified_erasure, proof_world
@@ -124,7 +123,7 @@ def test_a_witness_signed_by_another_key_is_not_believed() -> None:
     assert Problem.WITNESS_UNTRUSTED in {f.problem for f in report.findings}
 
 
-class _WitnessServer(BaseHTTPRequestHandler):
+class _WitnessServer(QuietHandler):
     held: list[bytes]
 
     def do_POST(self) -> None:
@@ -143,20 +142,12 @@ class _WitnessServer(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def witness_url() -> Iterator[str]:
     """A tiny witness on loopback: keeps what is POSTed, returns it on GET."""
-    handler = type("Handler", (_WitnessServer,), {"held": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/witness"
-    server.shutdown()
-    server.server_close()
+    with serving(type("Handler", (_WitnessServer,), {"held": []})) as url:
+        yield f"{url}/witness"
 
 
 def test_the_cli_checks_an_http_witness_and_a_customers_checkpoint(
