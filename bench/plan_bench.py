@@ -3,7 +3,9 @@
 In memory, no I/O. The card and Zisson hold the same contacts, as a switchboard's
 directory is: every contact has its own e-mail and mobile, 10 % also hold a main number
 that 50 of them share (half of those without their e-mail in Zisson, so only the mobile
-links them), and 2 % are namesakes (1 % carry the name of another 1 %). The steady state:
+links them), and 2 % are namesakes (1 % carry the name of another 1 %). Each system
+lists them in its own order, and its records are made in that order, as a connector makes
+them from a listing (so they lie in memory in that order). The steady state:
 every pair linked and baselined, then 1 % of them change (titles on the card, phones in
 Zisson, some deleted, some new). The first plan: nothing linked yet, everything linked
 from scratch. Prints wall time and peak memory of the plan step for each size and the
@@ -42,8 +44,13 @@ NAMESAKE_SHARE = 0.02  # contacts of a name another contact has too
 def directory(n: int, system: str, rng: random.Random) -> list[ContactRecord]:
     shared = int(n * SHARED_SHARE)
     copies = int(n * NAMESAKE_SHARE) // 2  # the last `copies` are named as others
+    # Made in the order this system lists them, as a connector reading its listing makes
+    # them (so they lie in memory in that order); the two systems list in different
+    # orders.
+    order = list(range(n))
+    rng.shuffle(order)
     records = []
-    for i in range(n):
+    for i in order:
         mobile = f"9{i:07d}"
         phones = [
             normalize.phone(mobile if system == "zisson" else f"+47 {mobile}", PhoneType.MOBILE)
@@ -71,7 +78,6 @@ def directory(n: int, system: str, rng: random.Random) -> list[ContactRecord]:
                 version="1",
             )
         )
-    rng.shuffle(records)
     return records
 
 

@@ -202,19 +202,29 @@ class Fingerprinter:
         self,
         records: Sequence[ContactRecord],
         names: tuple[str, ...],
-        digests: Iterable[str] | None = None,
+        digests: Sequence[str | None] | None = None,
     ) -> list[dict[str, str]]:
-        """As `record` for each of `records` (with their `digests`, when known), a field
+        """As `record` for each of `records` (with their `digests`, where known), a field
         at a time: each distinct value of a field is fingerprinted once however many
         records hold it (a title thousands do, a name both systems hold), in tight loops.
         A first sync of a large customer spends most of its plan here."""
-        columns = [self._column(name, [getattr(r, name) for r in records]) for name in names]
-        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        if digests is None:
-            digests = self.digests(records, names)
-        for row, digest in zip(rows, digests, strict=True):
-            row[ALL] = digest
-        return rows
+        # The values are read in the order the records lie in memory (a large customer's
+        # fill more than the CPU caches: in another order every value is a cache miss,
+        # and that costs more than the hashing), and the rows are made in the caller's
+        # order, the order it reads them in.
+        order = sorted(range(len(records)), key=lambda i: id(records[i]))
+        in_memory = [records[i] for i in order]
+        columns = [self._column(name, [getattr(r, name) for r in in_memory]) for name in names]
+        given: Sequence[str | None] = [None] * len(records) if digests is None else digests
+        missing = [r for i, r in zip(order, in_memory, strict=True) if given[i] is None]
+        computed = iter(self.digests(missing, names))
+        columns.append([d if (d := given[i]) is not None else next(computed) for i in order])
+        at = [0] * len(order)
+        for j, i in enumerate(order):
+            at[i] = j
+        found = list(zip(*columns, strict=True))
+        keys = (*names, ALL)
+        return [dict(zip(keys, found[j], strict=True)) for j in at]
 
     def _column(self, name: str, values: list[Any]) -> list[str]:
         """The fingerprints of one field's values, each distinct value once."""
@@ -228,8 +238,9 @@ class Fingerprinter:
             known.update(zip(new, self._mac.fingerprints(_messages(name, new)), strict=True))
             return [known[text] for text in texts]
         unique = dict.fromkeys(values, "")
-        if memory.on:  # what single lookups met before
-            known.update((v, memory.by_value[v]) for v in unique if v in memory.by_value)
+        if memory.on and memory.by_value:  # what single lookups met before
+            met = memory.by_value
+            known.update((v, met[v]) for v in met.keys() & unique.keys())
         new = [value for value in unique if value not in known]
         texts = [canonical(name, value) for value in new]
         known.update(zip(new, self._mac.fingerprints(_messages(name, texts)), strict=True))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon import crypto, identity, incidents, normalize
-from daemon.domain import ContactRecord, Operation, OpKind, Situation
+from daemon.domain import ContactKind, ContactRecord, Operation, OpKind, Situation
 from daemon.policy import ForeignChange, SyncPolicy
 from daemon.state import PENDING, CustomerState, Member
 
@@ -152,7 +152,11 @@ class Reconciler:
         self, views: Mapping[str, SystemView], state: CustomerState, builder: _PlanBuilder
     ) -> tuple[list[_Group], dict[str, Counter[str]]]:
         situations: dict[str, Counter[str]] = {s: Counter() for s in views}
-        by_id = {s: {r.external_id: r for r in v.records} for s, v in views.items()}
+        by_id = (
+            {s: {r.external_id: r for r in v.records} for s, v in views.items()}
+            if state.links
+            else {}
+        )
         seen: dict[str, set[str]] = {s: set() for s in views}
         groups: list[_Group] = []
         for link in state.links.values():
@@ -241,7 +245,6 @@ class Reconciler:
         )
 
 
-_Key = tuple[str, str, str]  # (sort of identifier, kind of contact, normal form)
 # The list fields, and what makes two of their values the same value.
 _LIST_FIELDS: dict[str, Callable[[Any], Any]] = {
     "emails": normalize.email,
@@ -283,54 +286,48 @@ class _Linker:
         self.candidates = [
             i for i, g in enumerate(groups) if system not in g.records and not g.held
         ]
-        # Candidates by personal identifier: one each, almost always (a set where not).
-        self.by_id: dict[_Key, int | set[int]] = {}
+        # Candidates by kind, then personal identifier (an e-mail's or a phone's normal
+        # form: they cannot be alike, one holds "@" and the other is "+" and digits): one
+        # each, almost always (a set where not).
+        self.by_id: dict[ContactKind, dict[str, int | set[int]]] = defaultdict(dict)
+        personal_ids = self.directory.personal_ids
         for i in self.candidates:
             for record in groups[i].records.values():
-                for key in self._id_keys(record):
-                    held = self.by_id.setdefault(key, i)
+                emails, phones = personal_ids(record)
+                index = self.by_id[record.kind]
+                for key in (*emails, *phones):
+                    held = index.setdefault(key, i)
                     if held != i:
-                        self.by_id[key] = (held if isinstance(held, set) else {held}) | {i}
-        self._by_name: dict[_Key, set[int]] | None = None
+                        index[key] = (held if isinstance(held, set) else {held}) | {i}
+        self._by_name: dict[tuple[ContactKind, str], set[int]] | None = None
 
     @property
-    def by_name(self) -> dict[_Key, set[int]]:
-        """Candidates by name: built on first use (most records link by an identifier)."""
+    def by_name(self) -> dict[tuple[ContactKind, str], set[int]]:
+        """Candidates by kind and name: built on first use (most records link by an
+        identifier)."""
         if self._by_name is None:
             self._by_name = defaultdict(set)
             for i in self.candidates:
                 for record in self.groups[i].records.values():
-                    for key in self._name_keys(record):
-                        self._by_name[key].add(i)
+                    for name in identity.record_names(record):
+                        self._by_name[record.kind, name].add(i)
         return self._by_name
-
-    def _id_keys(self, record: ContactRecord) -> list[_Key]:
-        emails, phones = self.directory.personal_ids(record)
-        kind = str(record.kind)
-        return [("e", kind, e) for e in emails] + [("p", kind, p) for p in phones]
-
-    def _name_keys(self, record: ContactRecord) -> list[_Key]:
-        kind = str(record.kind)
-        return [("n", kind, n) for n in identity.record_names(record)]
 
     def _match(self, record: ContactRecord) -> tuple[set[int], str | None]:
         """The candidate groups for `record`, and the review it needs (or None)."""
-        emails, phones = self.directory.personal_ids(record)
-        kind = str(record.kind)
-        for tier in (
-            [("e", kind, e) for e in emails],
-            [("p", kind, p) for p in phones],
-        ):
-            found: set[int] = set()
-            for key in tier:
-                held = self.by_id.get(key)
-                if held is not None:
-                    found |= held if isinstance(held, set) else {held}
-            if found:
-                return found, (AMBIGUOUS_MATCH if len(found) > 1 else None)
+        index = self.by_id.get(record.kind)
+        if index:
+            for tier in self.directory.personal_ids(record):  # e-mails, then phones
+                found: set[int] = set()
+                for key in tier:
+                    held = index.get(key)
+                    if held is not None:
+                        found |= held if isinstance(held, set) else {held}
+                if found:
+                    return found, (AMBIGUOUS_MATCH if len(found) > 1 else None)
         found = set()
-        for key in self._name_keys(record):
-            found |= self.by_name.get(key, set())
+        for name in identity.record_names(record):
+            found |= self.by_name.get((record.kind, name), set())
         if len(found) > 1:
             return found, AMBIGUOUS_MATCH
         if found and any(
@@ -366,7 +363,8 @@ class _Linker:
     def _join(self, i: int, record: ContactRecord) -> None:
         group = self.groups[i]
         group.records[self.system] = record
-        group.missed -= {self.system}  # its record is found, under another id
+        if group.missed:
+            group.missed -= {self.system}  # its record is found, under another id
         self.situations[Situation.UNLINKED] += 1
 
     def _new_group(self, record: ContactRecord) -> _Group:
@@ -501,14 +499,20 @@ class _PlanBuilder:
         record) a system at a time, as `_merge_fields` would one by one, for less."""
         fp = self.fingerprinter
         changed: dict[str, list[ContactRecord]] = defaultdict(list)
-        digests: dict[str, list[str]] = defaultdict(list)
+        digests: dict[str, list[str | None]] = defaultdict(list)
         for group in groups:
             if group.held or group.missed or not group.records:
                 continue  # planned without its fingerprints, if at all
             self._judged.add(group.link_id)
+            stored = group.stored
+            if not stored:  # a new link: nothing to compare with, all to fingerprint
+                for system, record in group.records.items():
+                    changed[system].append(record)
+                    digests[system].append(None)
+                continue
             mine = {s: fp.digest(r, self.sorted_fields[s]) for s, r in group.records.items()}
             if group.link_id not in self.dispute_links and all(
-                s in group.stored and group.stored[s].fingerprints.get(crypto.ALL) == digest
+                s in stored and stored[s].fingerprints.get(crypto.ALL) == digest
                 for s, digest in mine.items()
             ):
                 self._settled.add(group.link_id)
@@ -923,7 +927,7 @@ class _PlanBuilder:
         group: _Group,
         writes: Mapping[str, Mapping[str, Any]],
         held: Iterable[str],
-        current: Mapping[str, Mapping[str, str]] | None = None,
+        current: Mapping[str, dict[str, str]] | None = None,
     ) -> None:
         """Record what each untouched system holds now as its synced baseline.
 
@@ -933,8 +937,13 @@ class _PlanBuilder:
         for system, record in group.records.items():
             if system in writes:
                 continue  # the executor stores the baseline once the write is applied
-            fps = dict(current[system]) if current else self._fingerprints(system, record)
             old = group.stored.get(system)
+            if not current:
+                fps = self._fingerprints(system, record)
+            elif held or old is not None:
+                fps = dict(current[system])  # changed below
+            else:  # a new link's baseline: the fingerprints as taken (no one else keeps them)
+                fps = current[system]
             for name in held:
                 if old is not None and name in old.fingerprints:
                     fps[name] = old.fingerprints[name]
