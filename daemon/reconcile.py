@@ -125,6 +125,10 @@ class _Group:
     # (Immutable and shared while empty: a plan holds a group per contact.)
     missed: frozenset[str] = frozenset()
     back: frozenset[str] = frozenset()
+    # Set by `fingerprint_ahead`: whether every system still holds what it held after the
+    # last sync (None: not looked at), and the field fingerprints it took, by system.
+    settled: bool | None = None
+    ahead: dict[str, dict[str, str]] | None = None
 
 
 @contextlib.contextmanager
@@ -461,10 +465,6 @@ class _PlanBuilder:
         }
         self._directory: identity.Directory | None = None
         self.fingerprinter = crypto.Fingerprinter(self.key)
-        # By id of a record read this run (the views hold them for the whole plan).
-        self._judged: set[str] = set()  # links fingerprint_ahead looked at
-        self._settled: set[str] = set()  # ... and found unchanged since the last sync
-        self._ahead: dict[int, dict[str, str]] = {}  # by id of a record; taken by _current
         self._pairs: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def use_directory(self, only: set[str]) -> None:
@@ -499,15 +499,17 @@ class _PlanBuilder:
         record) a system at a time, as `_merge_fields` would one by one, for less."""
         fp = self.fingerprinter
         changed: dict[str, list[ContactRecord]] = defaultdict(list)
+        owners: dict[str, list[_Group]] = defaultdict(list)
         digests: dict[str, list[str | None]] = defaultdict(list)
         for group in groups:
             if group.held or group.missed or not group.records:
                 continue  # planned without its fingerprints, if at all
-            self._judged.add(group.link_id)
+            group.settled = False
             stored = group.stored
             if not stored:  # a new link: nothing to compare with, all to fingerprint
                 for system, record in group.records.items():
                     changed[system].append(record)
+                    owners[system].append(group)
                     digests[system].append(None)
                 continue
             mine = {s: fp.digest(r, self.sorted_fields[s]) for s, r in group.records.items()}
@@ -515,20 +517,24 @@ class _PlanBuilder:
                 s in stored and stored[s].fingerprints.get(crypto.ALL) == digest
                 for s, digest in mine.items()
             ):
-                self._settled.add(group.link_id)
+                group.settled = True
                 continue
             for system, record in group.records.items():
                 changed[system].append(record)
+                owners[system].append(group)
                 digests[system].append(mine[system])
         for system, records in changed.items():
             rows = fp.many(records, self.sorted_fields[system], digests.pop(system))
-            self._ahead.update(zip(map(id, records), rows, strict=True))
+            for group, row in zip(owners.pop(system), rows, strict=True):
+                if group.ahead is None:
+                    group.ahead = {}
+                group.ahead[system] = row
         fp.forget_columns()
 
     def _unchanged(self, group: _Group) -> bool:
         """Whether every system still holds what it held after the last sync."""
-        if group.link_id in self._judged:
-            return group.link_id in self._settled
+        if group.settled is not None:
+            return group.settled
         stored = group.stored
         return group.link_id not in self.dispute_links and all(
             s in stored
@@ -712,7 +718,7 @@ class _PlanBuilder:
             return  # the fast path
         present = group.records
         stored = {s: m.fingerprints for s, m in group.stored.items()}
-        current = self._current(present)
+        current = self._current(group)
         if not stored and group.link_id not in self.dispute_links and self._agree(current):
             # Newly linked and holding the same values everywhere (the bulk of a first
             # sync): nothing to write, only baselines to record.
@@ -762,17 +768,19 @@ class _PlanBuilder:
         in_flight = {name for values in writes.values() for name in values}
         self._refresh_baselines(group, writes, disputed | in_flight, current)
 
-    def _current(self, present: Mapping[str, ContactRecord]) -> dict[str, dict[str, str]]:
-        """Each system's fingerprints of its record; a value held exactly as a system
-        before it holds it costs no new fingerprint."""
+    def _current(self, group: _Group) -> dict[str, dict[str, str]]:
+        """Each system's fingerprints of its record: as `fingerprint_ahead` took them
+        (each taken once: the caller may keep them), or now; a value held exactly as a
+        system before it holds it costs no new fingerprint."""
         current: dict[str, dict[str, str]] = {}
         first: tuple[ContactRecord, dict[str, str]] | None = None
-        for system, record in present.items():
+        ahead = group.ahead or {}
+        for system, record in group.records.items():
             names = self.sorted_fields[system]
-            ahead = self._ahead.pop(id(record), None)
-            if ahead is not None:
-                current[system] = ahead
-                first = first or (record, ahead)
+            taken = ahead.pop(system, None)
+            if taken is not None:
+                current[system] = taken
+                first = first or (record, taken)
             elif first is None:
                 current[system] = self.fingerprinter.record(record, names)
                 first = (record, current[system])
