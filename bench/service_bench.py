@@ -14,17 +14,21 @@ share of one core; peak memory is VmHWM from /proc/PID/status. The start-up and
 first-sync phase is shown for contrast. Per thread (/proc/PID/task/*/schedstat: exact
 CPU time and wake-ups), the event loop is told apart from the thread pools where the
 store calls run. The idle share is then set against what the daemon's own polling of
-the store costs: the same store calls (a claim per worker per second, a heartbeat per
-leader_poll_seconds) timed in this process after the daemon has stopped.
+the store costs: the same store calls (a claim per worker per fallback poll, a
+heartbeat per few leader polls, and on SQLite a look at its commit counter per second)
+timed in this process after the daemon has stopped.
 
 Admin API. The same daemon serves the API on a free loopback port; an auditor token is
 made with `pdsync tokens create` beforehand. `--extra-runs` runs (copies of the first
 syncs' summaries, trigger "bench") are added to the store, then `--clients` concurrent
-clients (an httpx.AsyncClient each, one keep-alive connection) make `--requests` requests
-each to GET /api/v1/runs (the API's default page: 50 runs, newest first), after one
-untimed warm-up request each. Latency is per request as the client sees it (request
-sent to body read); every request goes through token authentication, the run listing
-and an audit-log write. Errors (anything but 200 with a full page) must be 0.
+clients (one keep-alive connection each) make `--requests` requests each to GET
+/api/v1/runs (the API's default page: 50 runs, newest first), after one untimed warm-up
+request each. The clients write their requests and read the answers by hand
+(RawConnection), as the bench runs on the daemon's machine and an httpx.AsyncClient
+costs three times the daemon's CPU per request; `--api-client httpx` uses httpx
+instead, for comparison. Latency is per request as the client sees it (request sent to
+body read); every request goes through token authentication, the run listing and an
+audit-log write. Errors (anything but 200 with a full page) must be 0.
 
 The API line ends with the ratio to the figure of issue 15 (API_BASELINE_RPS req/s,
 p99 1.09 s, before credential caching and batched audit writes) and the targets there
@@ -35,6 +39,7 @@ At the end the daemon gets SIGTERM and must exit 0; nothing may be left running.
 
     python -m bench.service_bench [--customers 20] [--contacts 5] [--idle-seconds 60]
         [--clients 50] [--requests 40] [--extra-runs 200] [--sync-interval 300]
+        [--api-client raw|httpx]
         [--store sqlite|postgresql] [--pg-admin-url URL]
 """
 
@@ -56,7 +61,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,9 +71,9 @@ import sqlalchemy as sa
 
 from daemon import config, logs
 from daemon.config import Settings
-from daemon.service import IDLE_HEARTBEAT_POLLS, IDLE_POLL_PG_SECONDS, IDLE_POLL_SQLITE_SECONDS
+from daemon.service import IDLE_HEARTBEAT_POLLS, IDLE_POLL_SECONDS, IDLE_PROBE_SQLITE_SECONDS
 from daemon.store import Store
-from daemon.store.work import Leadership
+from daemon.store.work import Leadership, _CommitProbe
 from sandbox.up import running
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -277,9 +282,10 @@ def add_runs(store: Store, count: int) -> int:
 # -- the idle daemon's own polling, timed in this process ---------------------------------
 
 
-def polling_cost(settings: Settings, calls: int) -> tuple[float, float]:
-    """CPU seconds per claim_work (nothing queued) and per heartbeat + leadership check,
-    on the daemon's store after it stopped, in this thread (thread_time)."""
+def polling_cost(settings: Settings, calls: int) -> tuple[float, float, float]:
+    """CPU seconds per claim_work (nothing queued), per heartbeat + leadership check and
+    (SQLite) per look at the commit counter, on the daemon's store after it stopped, in
+    this thread (thread_time)."""
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
     try:
         lease = timedelta(seconds=settings.daemon.lease_seconds)
@@ -298,9 +304,19 @@ def polling_cost(settings: Settings, calls: int) -> tuple[float, float]:
             store.heartbeat(leader=True)
         beat = (time.thread_time() - started) / calls
         store.forget_instance()
+        probe_cpu = 0.0
+        if store.dialect == "sqlite":
+            probe = _CommitProbe(store._engine.url)
+            try:
+                started = time.thread_time()
+                for _ in range(calls):
+                    probe.changed()
+                probe_cpu = (time.thread_time() - started) / calls
+            finally:
+                probe.close()
     finally:
         store.close()
-    return claim, beat
+    return claim, beat, probe_cpu
 
 
 # -- the API load ------------------------------------------------------------------------
@@ -313,53 +329,115 @@ class Load:
     wall: float
     cpu: float  # the daemon's CPU seconds meanwhile
     page: int  # runs in one response
+    client_cpu: float = 0.0  # this process's CPU seconds meanwhile (the load generator)
 
 
-async def api_load(url: str, token: str, pid: int, clients: int, requests: int, page: int) -> Load:
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection with requests written and answers read by hand.
+
+    A load generator on the daemon's machine takes CPU from the daemon: an
+    httpx.AsyncClient costs about 2 ms of CPU per request here, three times what the
+    daemon spends answering it, so with it the bench measured mostly itself (one core
+    of the two at ~500 requests a second). This costs a tenth of that and checks as
+    much: the status, Content-Length, and a JSON list of the whole page.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes):
+        self.reader = reader
+        self.writer = writer
+        self.request = request
+
+    @classmethod
+    async def open(cls, url: str, path: str, headers: dict[str, str]) -> RawConnection:
+        parsed = httpx.URL(url)
+        host, port = parsed.host, parsed.port or 80
+        reader, writer = await asyncio.open_connection(host, port)
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: */*"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        return cls(reader, writer, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    async def get(self) -> tuple[int, bytes]:
+        """(status, body) of one request; ValueError for an answer it cannot read."""
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, _, fields = head.partition(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        length = None
+        for line in fields.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"transfer-encoding":
+                raise ValueError("chunked answer")  # uvicorn sends whole bodies here
+        if length is None:
+            raise ValueError("no Content-Length")
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with suppress(OSError):
+            await self.writer.wait_closed()
+
+
+async def api_load(
+    url: str, token: str, pid: int, clients: int, requests: int, page: int, *, client: str = "raw"
+) -> Load:
     latencies: list[float] = []
     errors: Counter[str] = Counter()
+    path = "/api/v1/runs"
+    headers = {"Authorization": f"Bearer {token}"}
 
-    async def get(client: httpx.AsyncClient) -> float:
+    async def get(connection: RawConnection | httpx.AsyncClient) -> float:
         started = time.perf_counter()
         try:
-            response = await client.get("/api/v1/runs")
-            body = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
+            if isinstance(connection, RawConnection):
+                status, raw = await connection.get()
+            else:
+                response = await connection.get(path)
+                status, raw = response.status_code, response.content
+            body = json.loads(raw) if status == 200 else None
+        except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             errors[f"{type(exc).__name__}: {exc}".rstrip(": ")[:100]] += 1
         else:
-            if response.status_code != 200:
-                errors[f"HTTP {response.status_code}"] += 1
+            if status != 200:
+                errors[f"HTTP {status}"] += 1
             elif not isinstance(body, list) or len(body) != page:
                 errors["short page"] += 1
         return time.perf_counter() - started
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(connection: RawConnection | httpx.AsyncClient) -> None:
         for _ in range(requests):
-            latencies.append(await get(client))
+            latencies.append(await get(connection))
 
     # One client, one connection each: a connection is reused as soon as its previous
     # response is read, never left idle near uvicorn's 5 s keep-alive timeout.
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    headers = {"Authorization": f"Bearer {token}"}
     async with AsyncExitStack() as stack:
-        pool = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60)
-            )
-            for _ in range(clients)
-        ]
-        await asyncio.gather(*(get(client) for client in pool))  # warm-up: connect
+        pool: list[RawConnection | httpx.AsyncClient] = []
+        for _ in range(clients):
+            if client == "raw":
+                connection = await RawConnection.open(url, path, headers)
+                stack.push_async_callback(connection.close)
+                pool.append(connection)
+            else:
+                pool.append(
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60)
+                    )
+                )
+        await asyncio.gather(*(get(connection) for connection in pool))  # warm-up: connect
         if errors:
             raise SystemExit(f"API warm-up failed: {dict(errors)}")
-        before = Sample.of(pid)
-        await asyncio.gather(*(client_loop(client) for client in pool))
-        after = Sample.of(pid)
+        before, client_before = Sample.of(pid), time.process_time()
+        await asyncio.gather(*(client_loop(connection) for connection in pool))
+        after, client_after = Sample.of(pid), time.process_time()
     return Load(
         latencies=latencies,
         errors=errors,
         wall=after.wall - before.wall,
         cpu=after.cpu - before.cpu,
         page=page,
+        client_cpu=client_after - client_before,
     )
 
 
@@ -384,6 +462,7 @@ class Result:
     settings: Settings
     claim_cpu: float = 0.0
     beat_cpu: float = 0.0
+    probe_cpu: float = 0.0
     command: str = ""
     started: dict[int, str] = field(default_factory=dict)  # processes seen under this one
 
@@ -458,7 +537,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
             load = asyncio.run(
                 api_load(
                     f"http://127.0.0.1:{settings.api.port}", token, pid,
-                    args.clients, args.requests, page,
+                    args.clients, args.requests, page, client=args.api_client,
                 )
             )  # fmt: skip
             load_phase = Phase.between(
@@ -480,7 +559,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
                 daemon.wait()
             log_file.close()
             store.close()
-        claim, beat = polling_cost(settings, args.polling_calls)
+        claim, beat, probe = polling_cost(settings, args.polling_calls)
     return Result(
         phases=[first, idle],
         idle_items=items,
@@ -493,6 +572,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
         settings=settings,
         claim_cpu=claim,
         beat_cpu=beat,
+        probe_cpu=probe,
         started=started,
         command=" ".join(Path(command[0]).name if i == 0 else c for i, c in enumerate(command)),
     )
@@ -573,21 +653,28 @@ def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> Non
         )
     workers, poll = settings.daemon.workers, settings.daemon.leader_poll_seconds
     # What an idle instance asks the store (daemon/service.py): a claim per worker each
-    # fallback poll (on PostgreSQL NOTIFY wakes it sooner), a heartbeat each few polls.
-    if settings.store.url.startswith("sqlite"):
-        every = IDLE_POLL_SQLITE_SECONDS
-    else:
-        every = min(IDLE_POLL_PG_SECONDS, settings.daemon.lease_seconds / 2)
+    # fallback poll (work queued elsewhere wakes it sooner: NOTIFY on PostgreSQL, on
+    # SQLite a look at the commit counter each second), a heartbeat each few polls.
+    sqlite = settings.store.url.startswith("sqlite")
+    every = min(IDLE_POLL_SECONDS, settings.daemon.lease_seconds / 2)
     beat_every = poll * IDLE_HEARTBEAT_POLLS
-    polling = workers * result.claim_cpu / every + result.beat_cpu / beat_every  # CPU s per s
+    probe_every = IDLE_PROBE_SQLITE_SECONDS if sqlite else math.inf
+    polling = (
+        workers * result.claim_cpu / every
+        + result.beat_cpu / beat_every
+        + result.probe_cpu / probe_every
+    )  # CPU s per s
+    probes = f" + a commit-counter look per {probe_every:g} s at {1e6 * result.probe_cpu:.0f} us"
     print(
         f"idle store polling: {workers / every:g} claims per s (every {every:g} s per worker) at"
         f" {1e6 * result.claim_cpu:.0f} us + a heartbeat per {beat_every:g} s at"
-        f" {1e6 * result.beat_cpu:.0f} us = {100 * polling:.2f} % of one core for the store"
-        f" calls alone (timed warm in this process; without the thread hand-offs), or"
+        f" {1e6 * result.beat_cpu:.0f} us{probes if sqlite else ''}"
+        f" = {100 * polling:.3f} % of one core for the store calls alone (timed warm in this"
+        f" process; without the thread hand-offs), or"
         f" {100 * (100 * polling) / max(idle.share, 1e-9):.0f} % of the idle figure;"
         f" {86400 * workers / every:,.0f} claims a day (read-only unless something is"
-        f" claimable) and {86400 / beat_every:,.0f} heartbeat writes"
+        f" claimable{'; more after commits: a heartbeat, a run' if sqlite else ''}) and"
+        f" {86400 / beat_every:,.0f} heartbeat writes"
     )
 
     load = result.load
@@ -597,7 +684,7 @@ def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> Non
     print(
         f"admin API: {args.clients} concurrent clients x {args.requests} requests,"
         f" GET /api/v1/runs ({load.page} of {result.runs_in_store} runs per response),"
-        f" auditor token, loopback"
+        f" auditor token, loopback, {args.api_client} client"
     )
     print(
         f"{'requests':>9} {'errors':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
@@ -610,6 +697,11 @@ def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> Non
         f" {1000 * load.cpu / done:>11.2f}"
     )
     rps, p99 = done / load.wall, 1000 * percentile(ordered, 99)
+    print(
+        f"the load generator (this process, {args.api_client} client):"
+        f" {1000 * load.client_cpu / done:.2f} ms CPU per request; machine load"
+        f" {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs"
+    )
     print(
         f"{rps / API_BASELINE_RPS:.1f}x the {API_BASELINE_RPS:g} req/s of issue 15; target"
         f" >= 500 req/s with p99 < 200 ms: {'met' if rps >= 500 and p99 < 200 else 'NOT met'}"
@@ -635,6 +727,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent API clients")
     parser.add_argument("--requests", type=int, default=40, help="requests per client")
     parser.add_argument("--extra-runs", type=int, default=200, help="runs added to the store")
+    parser.add_argument(
+        "--api-client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="the load's HTTP client: requests written by hand (default), or httpx",
+    )
     parser.add_argument(
         "--polling-calls", type=int, default=500, help="store calls timed for the idle estimate"
     )

@@ -530,10 +530,10 @@ def runs_show(run_id: str, config: ConfigOption = DEFAULT_CONFIG) -> None:
     settings = load_settings(config)
     store = open_store(settings)
     try:
-        runs = [r for r in store.list_runs(limit=10_000) if r.id.startswith(run_id)]
-        if len(runs) != 1:
+        matches = store.find_runs(run_id, limit=2) if run_id else []
+        row = store.get_run(matches[0]) if len(matches) == 1 else None
+        if row is None:
             raise fail(f"no single run matches {run_id!r} (`pdsync runs` lists them)")
-        row = runs[0]
         events = store.run_events(run_id=row.id)
     finally:
         store.close()

@@ -55,7 +55,7 @@ def _record(settings: Settings, store: Store, kind: str, customer_id: str, **pay
 
 
 def _run_id(store: Store, prefix: str) -> str:
-    matches = [r.id for r in store.list_runs(limit=100_000) if r.id.startswith(prefix)]
+    matches = store.find_runs(prefix, limit=2)
     if len(matches) != 1:
         raise fail(f"no single run matches {prefix!r} (`pdsync runs` lists them)")
     return matches[0]

@@ -193,14 +193,19 @@ def _retention(
 
 
 def _activity(store: Store, customer_id: str, now: datetime) -> Activity:
-    runs = store.list_runs(
-        customer_id=customer_id, since=now - timedelta(days=ACTIVITY_DAYS), limit=100_000
+    since = now - timedelta(days=ACTIVITY_DAYS)
+    # A month of syncs is tens of thousands of runs: counted in the store, and only
+    # those that changed something (and the retention runs) read.
+    tally = store.tally_runs(customer_id=customer_id, since=since)
+    changed = store.list_runs(
+        customer_id=customer_id, since=since, kind="sync", applied_only=True, limit=100_000
     )
-    syncs = [r for r in runs if r.kind == "sync"]
-    retention = [r for r in runs if r.kind == "retention"]
+    retention = store.list_runs(
+        customer_id=customer_id, since=since, kind="retention", limit=100_000
+    )
     changes = sum(
         int(n)
-        for r in syncs
+        for r in changed
         for key, n in dict(r.summary.get("applied") or {}).items()
         if str(key).endswith(".applied")
     )
@@ -211,14 +216,14 @@ def _activity(store: Store, customer_id: str, now: datetime) -> Activity:
                 n = int(dict(part.get("results") or {}).get("applied", 0))
                 if n:
                     deleted[str(system)] = deleted.get(str(system), 0) + n
-    finished = [r.finished_at for r in syncs if r.status == "completed" and r.finished_at]
+    completed = tally.get(("sync", "completed"))
     return Activity(
-        syncs=len(syncs),
-        syncs_failed=sum(1 for r in syncs if r.status == "failed"),
+        syncs=sum(t.runs for (kind, _), t in tally.items() if kind == "sync"),
+        syncs_failed=tally["sync", "failed"].runs if ("sync", "failed") in tally else 0,
         changes=changes,
         retention_runs=len(retention),
         deleted_by_retention=sum(deleted.values()),
-        last_sync=max(finished, default=None),
+        last_sync=completed.last_finished if completed else None,
         deleted_by_system=dict(sorted(deleted.items())),
     )
 

@@ -53,11 +53,13 @@ from daemon.wiring import erasers_for, open_connectors
 log = structlog.get_logger("pdsync.daemon")
 
 DRAIN_SECONDS = 120
-# Idle workers look for work this often on SQLite (another process, the CLI, may have
-# queued some); on PostgreSQL they are woken by NOTIFY and only look every
-# min(IDLE_POLL_PG_SECONDS, lease / 2), for leases that ran out (see WorkSignal).
-IDLE_POLL_SQLITE_SECONDS = 1.0
-IDLE_POLL_PG_SECONDS = 30.0
+# Idle workers do not poll for work (WorkSignal): work queued in this process wakes
+# them at once; work queued by another (the CLI, another instance) through NOTIFY on
+# PostgreSQL, and on SQLite through a look at SQLite's commit counter every
+# IDLE_PROBE_SQLITE_SECONDS on the event loop. They look for work themselves only every
+# min(IDLE_POLL_SECONDS, lease / 2), for leases that ran out (nobody announces those).
+IDLE_PROBE_SQLITE_SECONDS = 1.0
+IDLE_POLL_SECONDS = 30.0
 # An idle instance heartbeats every this many leader polls (a busy one, or one whose
 # leadership changed, at once). It stays within the window in which the CLI counts a
 # daemon alive (3 x leader_poll_seconds + 5 s, daemon/cli.py); work items are kept by
@@ -329,11 +331,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         stack.callback(leadership.release)
         signal_ = WorkSignal(
             store,
-            fallback_seconds=(
-                IDLE_POLL_SQLITE_SECONDS
-                if store.dialect == "sqlite"
-                else min(IDLE_POLL_PG_SECONDS, lease.total_seconds() / 2)
-            ),
+            fallback_seconds=min(IDLE_POLL_SECONDS, lease.total_seconds() / 2),
+            probe_seconds=IDLE_PROBE_SQLITE_SECONDS,
         )
         signal_.start()
         stack.callback(signal_.close)
@@ -395,11 +394,11 @@ async def _lead(
     try:
         while not stop.is_set():
             try:
-                if schedule is not None and not await asyncio.to_thread(leadership.still_leading):
+                if schedule is not None and not await _ask(leadership, leadership.still_leading):
                     log.error("leadership_lost", instance=store.instance_id)
                     schedule.shutdown()
                     schedule = None
-                if schedule is None and await asyncio.to_thread(leadership.try_acquire):
+                if schedule is None and await _ask(leadership, leadership.try_acquire):
                     log.info("became_leader", instance=store.instance_id)
                     schedule = make_schedule()
                     schedule.start()
@@ -416,6 +415,14 @@ async def _lead(
     finally:
         if schedule is not None:
             schedule.shutdown()
+
+
+async def _ask(leadership: Leadership, question: Callable[[], bool]) -> bool:
+    """A leadership question: in a worker thread when it asks the database, else here
+    (SQLite's single instance always leads: no thread hand-off every poll)."""
+    if leadership.asks_database:
+        return await asyncio.to_thread(question)
+    return question()
 
 
 async def _work(

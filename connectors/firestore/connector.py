@@ -36,6 +36,7 @@ import dataclasses
 import enum
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -471,6 +472,11 @@ class FirestoreConnector(RetryingConnectorBase):
     page_size: int = 1000
     # Tries per write inside one BulkWriter for transient errors (1 s, 2 s, 3 s apart).
     bulk_attempts: int = 4
+    # A client nobody used for this long is closed; the next call makes a new one. An
+    # open gRPC channel keeps gRPC's threads (timer, event engine, lifeguard) waking
+    # about 15 times a second, which is most of what an idle daemon would otherwise do
+    # between syncs; with its last channel closed gRPC stops them.
+    idle_close_seconds: float = 30.0
 
     def __init__(
         self, settings: FirestoreSettings, *, retry_policy: RetryPolicy | None = None
@@ -479,8 +485,14 @@ class FirestoreConnector(RetryingConnectorBase):
         self.settings = settings
         self.requests = 0  # RPCs sent, for metrics and the no-change benchmark
         self._client: firestore.Client | None = None
-        self._client_lock = threading.Lock()
+        self._client_lock = threading.RLock()  # run() holds it around _client_for_thread
         self._count_lock = threading.Lock()
+        self._in_use = 0  # calls running on the client (under _client_lock)
+        self._last_used = 0.0  # time.monotonic() when the last one ended
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_loop: asyncio.AbstractEventLoop | None = None  # the timer's loop
+        self._closing: set[asyncio.Future[None]] = set()  # idle clients being closed
+        self._credentials: Credentials | None = None  # the first client's, for the next
 
     # --- plumbing ----------------------------------------------------------------
 
@@ -496,20 +508,11 @@ class FirestoreConnector(RetryingConnectorBase):
 
     def _make_client(self) -> firestore.Client:
         settings = self.settings
-        credentials: Credentials | None = None
-        if settings.emulator_host is not None:
-            credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        elif settings.credentials_file is not None:
-            try:
-                credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-                    str(settings.credentials_file), scopes=firestore.Client.SCOPE
-                )
-            except (OSError, ValueError, KeyError) as exc:
-                raise AuthError(
-                    f"{SYSTEM}: service-account file {settings.credentials_file} cannot be "
-                    f"used ({type(exc).__name__})",
-                    system=SYSTEM,
-                ) from None
+        # A client made after an idle one was closed keeps the credentials (and so the
+        # access token) of the first, rather than fetching a token anew.
+        credentials = self._credentials
+        if credentials is None:
+            credentials = self._load_credentials()
         client = firestore.Client(
             project=settings.project, database=settings.database, credentials=credentials
         )
@@ -519,7 +522,27 @@ class FirestoreConnector(RetryingConnectorBase):
             # (and every other client) untouched. Read before the first RPC builds the
             # channel; tests/unit/test_firestore_connector.py pins this.
             client._emulator_host = settings.emulator_host
+        self._credentials = client._credentials
         return client
+
+    def _load_credentials(self) -> Credentials | None:
+        """None: the library finds them (Application Default Credentials)."""
+        settings = self.settings
+        if settings.emulator_host is not None:
+            return AnonymousCredentials()  # type: ignore[no-untyped-call]
+        if settings.credentials_file is None:
+            return None
+        try:
+            credentials: Credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                str(settings.credentials_file), scopes=firestore.Client.SCOPE
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise AuthError(
+                f"{SYSTEM}: service-account file {settings.credentials_file} cannot be "
+                f"used ({type(exc).__name__})",
+                system=SYSTEM,
+            ) from None
+        return credentials
 
     def _binding(self, customer: Customer) -> FirestoreBinding:
         return customer_binding(customer, SYSTEM, FirestoreBinding)
@@ -554,7 +577,15 @@ class FirestoreConnector(RetryingConnectorBase):
         """Run `call(client)` in a worker thread with retries; errors translated."""
 
         def run() -> T:
-            return call(self._client_for_thread())
+            with self._client_lock:
+                client = self._client_for_thread()
+                self._in_use += 1
+            try:
+                return call(client)
+            finally:
+                with self._client_lock:
+                    self._in_use -= 1
+                    self._last_used = time.monotonic()
 
         async def attempt() -> T:
             try:
@@ -564,7 +595,37 @@ class FirestoreConnector(RetryingConnectorBase):
             except Exception as exc:
                 raise translate_error(exc, what) from None
 
-        return await self.with_retry(self.settings.scope, attempt)
+        try:
+            return await self.with_retry(self.settings.scope, attempt)
+        finally:
+            self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        """Make sure a timer on this loop closes the client once it has been idle for
+        `idle_close_seconds` (one timer, re-armed while calls keep coming)."""
+        loop = asyncio.get_running_loop()
+        timer = self._idle_timer
+        if timer is not None and not timer.cancelled() and self._idle_loop is loop:
+            return
+        self._idle_loop = loop
+        self._idle_timer = loop.call_later(self.idle_close_seconds, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = None
+        with self._client_lock:
+            client = self._client
+            if client is None:
+                return
+            quiet = time.monotonic() - self._last_used
+            if self._in_use or quiet < self.idle_close_seconds:
+                wait = self.idle_close_seconds - (0.0 if self._in_use else quiet)
+                self._idle_timer = loop.call_later(wait, self._close_if_idle)
+                return
+            self._client = None
+        closing = asyncio.ensure_future(asyncio.to_thread(_close_client, client))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _recursive(
         self, binding: FirestoreBinding, collection: str
@@ -610,10 +671,16 @@ class FirestoreConnector(RetryingConnectorBase):
             last = snapshots[-1]
 
     async def aclose(self) -> None:
+        if self._idle_timer is not None and self._idle_loop is asyncio.get_running_loop():
+            self._idle_timer.cancel()
+            self._idle_timer = None
         with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
             await asyncio.to_thread(_close_client, client)
+        loop = asyncio.get_running_loop()
+        mine = [closing for closing in self._closing if closing.get_loop() is loop]
+        await asyncio.gather(*mine, return_exceptions=True)
 
     # --- reading -----------------------------------------------------------------
 

@@ -23,12 +23,18 @@ several daemons on one store take turns at a mailbox. An instance sends to a mai
 only while it holds the mailbox's lease (`MailboxLease`, daemon/affinity.py on
 PostgreSQL); it gives the lease back when it has nothing more to send or, when another
 instance is waiting, after a turn of `turn_seconds`, once its requests in flight are
-answered. The budget's window travels with the lease (`RequestBudget.handoff` and
-`take_over`), so the next holder counts what the last one spent. Why turns rather than
-shared slots: a $batch holds all four of a mailbox's slots (see above), so two instances
-could rarely overlap anyway, while slots kept in the store would cost a round trip to it
-per request and wake waiters only by polling; a turn costs one hand-over every few
-seconds and each holder runs the in-process limiter at full speed.
+answered. An instance waits for the lease in the lease itself (on PostgreSQL, in line
+for the lock in the server), so the next instance has it as soon as it is given back,
+and waiting costs no polling. The budget's window travels with the lease
+(`RequestBudget.handoff` and `take_over`), so the next holder counts what the last one
+spent. Why turns rather than shared slots: a $batch holds all four of a mailbox's slots
+(see above), so two instances could rarely overlap anyway, while slots kept in the
+store would cost a round trip to it per request and wake waiters only by polling; a
+turn costs one hand-over (a few milliseconds: two commits and the server waking the
+next in line) and each holder runs the in-process limiter at full speed. Turns are
+short (a quarter of a second while others wait): a sync's every step on the mailbox
+waits for the turns of the instances in line before it, so long turns make every sync
+slow while the mailbox sits idle between one holder's requests.
 """
 
 from __future__ import annotations
@@ -36,15 +42,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from connectors.base import Limiter
+
+T = TypeVar("T")
 
 # How many slots the request about to be sent needs; set around `with_retry` by the
 # Graph client, read by WeightedLimiter.slot (with_retry cannot pass it through).
@@ -126,11 +136,14 @@ class WeightedLimiter(Limiter):
 class Spending:
     """Units reserved for one request; stamped when its answer is in."""
 
-    __slots__ = ("settled_at", "units")
+    __slots__ = ("settled_at", "units", "wall_second")
 
     def __init__(self, units: int) -> None:
         self.units = units
         self.settled_at = math.inf  # in flight: cannot leave the window yet
+        # Its answer's time on the wall clock, rounded up to the second, once handed over
+        # (see RequestBudget.handoff).
+        self.wall_second: int | None = None
 
 
 @dataclass
@@ -232,15 +245,25 @@ class RequestBudget:
     def handoff(self, scope: str) -> str:
         """The scope's window as it stands (what is spent in it, any pause), for the next
         holder of the mailbox's lease: JSON with wall-clock times, rounded up to the
-        second (later leaves the window later: the safe side)."""
+        second (later leaves the window later: the safe side).
+
+        Each answer's second is worked out once and then handed on as it is: worked out
+        again from the monotonic clock at every hand-over, the rounding up (and the
+        microseconds by which the two clocks' offset differs between readings) would
+        move it a second later at almost every hand-over, and after some hundred turns
+        the whole window would lie minutes in the future and hold the mailbox back."""
         state = self._scope(scope)
         now = self._clock()
         self._expire(state, now)
         offset = time.time() - now
         spent: dict[int, int] = {}
         for spending in state.spent:
-            settled = now if math.isinf(spending.settled_at) else spending.settled_at
-            second = math.ceil(settled + offset)
+            if spending.wall_second is not None:
+                second = spending.wall_second
+            elif math.isinf(spending.settled_at):  # in flight: counted from now
+                second = math.ceil(now + offset)
+            else:
+                second = spending.wall_second = math.ceil(spending.settled_at + offset)
             spent[second] = spent.get(second, 0) + spending.units
         return json.dumps(
             {
@@ -260,6 +283,7 @@ class RequestBudget:
         state.total = 0
         for second, units in data["spent"]:
             spending = Spending(int(units))
+            spending.wall_second = int(second)
             spending.settled_at = float(second) - offset
             state.spent.append(spending)
             state.total += spending.units
@@ -296,13 +320,14 @@ class RequestBudget:
 class MailboxLease(Protocol):
     """One holder at a time per mailbox, across instances (daemon/affinity.py).
 
-    Blocking calls (the caller runs them in a thread). A holder that dies loses the
-    lease at once (on PostgreSQL: with its session)."""
+    Blocking calls (the caller runs them in a thread of its own). A holder that dies
+    loses the lease at once (on PostgreSQL: with its session)."""
 
-    def try_take(self, scope: str) -> str | None:
-        """Take the lease if it is free: the last holder's budget hand-over ("" when there
-        was none), or None when another instance holds it (this one is then counted as
-        waiting until it takes it)."""
+    def take(self, scope: str, wait: float = 0.0) -> str | None:
+        """Take the lease, waiting for it up to `wait` seconds (in line behind the other
+        instances that wait, and seen by the holder as waiting meanwhile): the last
+        holder's budget hand-over ("" when there was none), or None when another
+        instance still holds it. Not called while this instance holds it."""
         ...
 
     def others_waiting(self, scope: str) -> bool:
@@ -311,10 +336,6 @@ class MailboxLease(Protocol):
 
     def give_back(self, scope: str, handoff: str) -> None:
         """Store `handoff` for the next holder and let the lease go."""
-        ...
-
-    def stop_waiting(self, scope: str) -> None:
-        """This instance no longer wants the lease (its requests gave up)."""
         ...
 
 
@@ -336,7 +357,12 @@ class MailboxTurns:
     A request enters a turn (the lease is taken first when this instance does not hold
     it) and leaves it when answered. The lease is given back when no request of this
     instance wanted the mailbox for `linger_seconds`, or when another instance waits
-    and this one has held it for `turn_seconds`.
+    and this one has held it for `turn_seconds` (looked at as the turn is up, then
+    after `check_seconds`, less and less often while nobody waits).
+    Waiting for the lease is done by the lease itself, `wait_seconds` at a time, so a
+    turn passes to the next instance as soon as it ends, without polling. That wait is
+    long (many turns): a waiter that gave up and asked again would join the line at its
+    end, behind instances that had their turn already, and could wait for ever.
     """
 
     def __init__(
@@ -344,18 +370,29 @@ class MailboxTurns:
         lease: MailboxLease,
         budget: RequestBudget,
         *,
-        turn_seconds: float = 1.0,
+        turn_seconds: float = 0.25,
         linger_seconds: float = 0.1,
-        poll_seconds: float = 0.01,
+        check_seconds: float = 0.02,
+        wait_seconds: float = 30.0,
+        retry_seconds: float = 1.0,
     ) -> None:
         self.lease = lease
         self.budget = budget
         self.turn_seconds = turn_seconds
         self.linger_seconds = linger_seconds
-        self.poll_seconds = poll_seconds
+        self.check_seconds = check_seconds
+        self.wait_seconds = wait_seconds
+        self.retry_seconds = retry_seconds  # after the lease failed (the store away)
         self._turns: dict[str, _Turn] = {}
+        # The lease's calls block (a wait for the lease up to wait_seconds): threads of
+        # their own, so they never hold up the store calls in the default executor.
+        self._threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mailbox-turns")
         self.handovers = 0  # leases given back, for tests and metrics
         self.lease_errors = 0  # calls to the lease that failed (the store away)
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(function, *args))
 
     @contextlib.asynccontextmanager
     async def turn(self, scope: str) -> AsyncIterator[None]:
@@ -385,23 +422,22 @@ class MailboxTurns:
                     await state.keeper
             if state.held:
                 await self._give_back(scope, state)
+        # A wait for a lease still under way ends within wait_seconds; a lease it took
+        # then goes with the lease's sessions, which their owner closes.
+        self._threads.shutdown(wait=False)
 
     async def _keep(self, scope: str, state: _Turn) -> None:
         """Take the lease for this instance's waiting requests, hold it while they come,
         give it back when they stop or another instance has waited out a turn."""
-        backoff = 0.0
         while state.wanted:
-            await asyncio.sleep(backoff)
-            if not state.wanted:
-                break
             try:
-                handoff = await asyncio.to_thread(self.lease.try_take, scope)
+                handoff = await self._call(self.lease.take, scope, self.wait_seconds)
             except Exception:  # the store is away: wait, as for a busy lease
                 self.lease_errors += 1
-                handoff = None
-            if handoff is None:
-                backoff = self.poll_seconds
+                await asyncio.sleep(self.retry_seconds)
                 continue
+            if handoff is None:
+                continue  # another instance holds it still: wait again, if still wanted
             if handoff:
                 try:
                     self.budget.take_over(scope, handoff)
@@ -410,24 +446,26 @@ class MailboxTurns:
             state.held, state.ending, state.since = True, False, time.monotonic()
             state.opened.set()
             await self._hold(scope, state)
-            # Let a waiting instance take it before this one's waiters try again.
-            backoff = self.poll_seconds * 5
-        if not state.held:
-            with contextlib.suppress(Exception):  # else others see a waiter that is gone
-                await asyncio.to_thread(self.lease.stop_waiting, scope)
-            if state.wanted:  # a request came meanwhile: it needs a keeper
-                state.keeper = asyncio.create_task(self._keep(scope, state))
+            # Round again if requests still want the mailbox: an instance that waited
+            # meanwhile was first in line at the lock and has it now.
 
     async def _hold(self, scope: str, state: _Turn) -> None:
         idle_since = time.monotonic()
+        check_at = state.since + self.turn_seconds
+        every = self.check_seconds
         while True:
             others = False
-            if not state.ending and time.monotonic() - state.since >= self.turn_seconds:
+            now = time.monotonic()
+            if not state.ending and now >= check_at:
                 try:
-                    others = await asyncio.to_thread(self.lease.others_waiting, scope)
+                    others = await self._call(self.lease.others_waiting, scope)
                 except Exception:  # the store is away: end the turn, to be safe
                     self.lease_errors += 1
                     others = True
+                # Nobody waiting: look less often (up to 12 times check_seconds), as an
+                # instance alone at the mailbox would otherwise ask many times a second.
+                every = min(every * 2, self.check_seconds * 12)
+                check_at = time.monotonic() + every
             # From here to the wait nothing awaits, so no news is missed.
             now = time.monotonic()
             if state.users or state.wanted:
@@ -440,12 +478,15 @@ class MailboxTurns:
                 return
             state.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.wake.wait(), min(0.1, self.linger_seconds))
+                await asyncio.wait_for(
+                    state.wake.wait(),
+                    min(self.linger_seconds, max(self.check_seconds, check_at - now)),
+                )
 
     async def _give_back(self, scope: str, state: _Turn) -> None:
         state.opened.clear()
         try:
-            await asyncio.to_thread(self.lease.give_back, scope, self.budget.handoff(scope))
+            await self._call(self.lease.give_back, scope, self.budget.handoff(scope))
         except Exception:  # a lease lost with its session is given back already
             self.lease_errors += 1
         state.held, state.ending = False, False

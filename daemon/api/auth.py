@@ -24,6 +24,7 @@ Neither waits for the store's write lock on a read request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -58,13 +59,21 @@ CREDENTIAL_TTL_SECONDS = 5.0
 CREDENTIAL_CACHE_SIZE = 1024
 
 
+class _Failed:
+    """A shared lookup that raised: each request that waited for it looks up itself."""
+
+
+_FAILED = _Failed()
+
+
 class CredentialCache:
     """Credentials verified lately, by a digest of their value (never the value).
 
     An entry is believed for `ttl` seconds and only while the Store's
     `credentials_version` is what it was when the entry was made (see Store.revoke_token).
     Only successful verifications are kept: a wrong credential always asks the store
-    (and counts against the client's limit).
+    (and counts against the client's limit); requests that come while the store is
+    asked about the same credential share that answer (AccessControl).
     """
 
     def __init__(self, *, ttl: float = CREDENTIAL_TTL_SECONDS, size: int = CREDENTIAL_CACHE_SIZE):
@@ -77,7 +86,9 @@ class CredentialCache:
         return hashlib.sha256(f"{kind}\x00{value}".encode()).digest()
 
     def get(self, kind: Kind, value: str, version: int) -> Principal | None:
-        key = self._key(kind, value)
+        return self.get_by_key(self._key(kind, value), version)
+
+    def get_by_key(self, key: bytes, version: int) -> Principal | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -88,7 +99,9 @@ class CredentialCache:
         return principal
 
     def put(self, kind: Kind, value: str, version: int, principal: Principal) -> None:
-        key = self._key(kind, value)
+        self.put_by_key(self._key(kind, value), version, principal)
+
+    def put_by_key(self, key: bytes, version: int, principal: Principal) -> None:
         self._entries[key] = (time.monotonic() + self.ttl, version, principal)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
@@ -142,6 +155,8 @@ class AccessControl:
         self.app = app
         self.ctx = ctx
         self.credentials = CredentialCache()
+        # Lookups under way, by credential digest and credentials_version.
+        self._verifying: dict[tuple[bytes, int], asyncio.Future[Principal | _Failed | None]] = {}
 
     def _match(self, scope: Scope) -> tuple[str, bool]:
         """The path template the request goes to (from the access table, which create_app
@@ -163,17 +178,41 @@ class AccessControl:
         if credential is None:
             return None
         kind, value = credential
-        store = self.ctx.store
-        version = store.credentials_version
-        known = self.credentials.get(kind, value, version)
+        version = self.ctx.store.credentials_version
+        key = CredentialCache._key(kind, value)
+        known = self.credentials.get_by_key(key, version)
         if known is not None:
             return known
+        # Requests with one credential share one lookup: a busy client's requests all
+        # miss together when its entry expires, and would each take a thread and a
+        # store connection. The version is in the key: a lookup that started before a
+        # revocation through this Store answers nobody who came after it.
+        flight = (key, version)
+        pending = self._verifying.get(flight)
+        if pending is not None:
+            shared = await asyncio.shield(pending)
+            if not isinstance(shared, _Failed):
+                return shared
+            return await self._look_up(kind, value, key, version)  # it failed: try ourselves
+        pending = asyncio.get_running_loop().create_future()
+        self._verifying[flight] = pending
+        try:
+            principal = await self._look_up(kind, value, key, version)
+            pending.set_result(principal)
+        finally:
+            del self._verifying[flight]
+            if not pending.done():
+                pending.set_result(_FAILED)
+        return principal
+
+    async def _look_up(self, kind: Kind, value: str, key: bytes, version: int) -> Principal | None:
+        store = self.ctx.store
         check = store.authenticate_session if kind == "session" else store.authenticate_token
         row = await run_in_threadpool(check, value)
         if row is None:
             return None
         principal = Principal(token_id=row.id, name=row.name, role=row.role)
-        self.credentials.put(kind, value, version, principal)
+        self.credentials.put_by_key(key, version, principal)
         return principal
 
     def _allowed(self, method: str, template: str, full: bool) -> access.Allowed:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from fastapi import Request
 
+from daemon.api.changes import CachedReads
 from daemon.api.errors import ApiError
 from daemon.api.ratelimit import FailureLimiter
 from daemon.api.settings import ApiConfig
@@ -47,8 +48,13 @@ class ApiContext:
     ledger: Ledger | None = None
     # The daemon's connectors, for their request, retry and 429 counters in /metrics.
     connectors: Mapping[str, object] = field(default_factory=dict)
+    # Responses of read endpoints kept while the store is unchanged (create_app makes it).
+    reads: CachedReads = field(init=False)
     # Syncs started by POST /api/v1/sync: referenced until done (asyncio keeps only weak refs).
     background: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.reads = CachedReads(self.store)
 
     def customer(self, customer_id: str) -> CustomerConfig:
         """A configured customer; 422 otherwise (it is a value the caller sent)."""
@@ -58,12 +64,14 @@ class ApiContext:
         raise ApiError(422, "unknown_customer", "no such customer is configured")
 
 
-def context(request: Request) -> ApiContext:
+# The dependencies are coroutines although they never wait: FastAPI runs a plain
+# function dependency in a worker thread, a hand-off (and a GIL switch) per request each.
+async def context(request: Request) -> ApiContext:
     """FastAPI dependency: the app's ApiContext."""
     return cast(ApiContext, request.app.state.ctx)
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     """FastAPI dependency: the authenticated caller (set by the AccessControl middleware)."""
     found = request.scope.get("state", {}).get("principal")
     if not isinstance(found, Principal):

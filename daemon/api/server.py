@@ -39,9 +39,26 @@ SHUTDOWN_SECONDS = 10.0
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stopping = asyncio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # the daemon handles SIGTERM and SIGINT and tells us to stop
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop, ticking once a second instead of ten times: its tick only
+        refreshes the Date header (at every tenth count) and asks whether to exit, and
+        ten wake-ups a second were the idle daemon's largest cost. `stop()` wakes it at
+        once."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000  # a count of tenths, as uvicorn's
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 1.0)
+            should_exit = await self.on_tick(counter)
 
 
 class ApiServer:
@@ -62,6 +79,9 @@ class ApiServer:
         config = uvicorn.Config(
             app,
             lifespan="off",
+            # httptools when installed (a fifth less CPU per request than h11 under the
+            # service bench's load), else h11.
+            http="auto",
             log_config=None,  # our structlog set-up, with its redaction
             access_log=False,  # raw paths and queries may hold personal data; see the audit log
             server_header=False,
@@ -91,6 +111,7 @@ class ApiServer:
         """Finish the requests in flight (bounded), stop the syncs the API started (they
         record themselves as interrupted while the store is still open), close the socket."""
         self._server.should_exit = True
+        self._server.stopping.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, SHUTDOWN_SECONDS + 5)
@@ -100,6 +121,7 @@ class ApiServer:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await self.app.state.ctx.reads.close()
         self.socket.close()
 
 

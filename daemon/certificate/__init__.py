@@ -8,6 +8,9 @@
 Modules: masking (identifiers), evidence (what a subject erasure left alone, and why),
 model (the certificate and its JSON), issue (ledger, checkpoint, sign), verify (the
 offline check), pdf (the document for people).
+
+The PDF module (fpdf, fontTools, PIL: tens of MB) is imported on the first render, not
+with this package, so a daemon that never renders a PDF does not carry it.
 """
 
 from __future__ import annotations
@@ -28,8 +31,15 @@ from daemon.certificate.model import (
     Scope,
     SystemResult,
 )
-from daemon.certificate.pdf import render_pdf
 from daemon.certificate.verify import verify_certificate
+
+
+def render_pdf(cert: Certificate) -> bytes:
+    """The certificate as one PDF document (A4), Norwegian and English side by side."""
+    from daemon.certificate.pdf import render_pdf as render
+
+    return render(cert)
+
 
 __all__ = [
     "CERTIFICATE_KIND",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,9 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -151,7 +150,19 @@ def upsert(dialect: Dialect, table: sa.Table) -> postgresql.Insert | sqlite.Inse
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the database to the newest revision; a no-op when it is there already."""
+    """Bring the database to the newest revision; a no-op when it is there already.
+
+    A database at the newest revision is told apart with one read, without importing
+    alembic (and mako, ~10 MB that a long-running daemon would keep for nothing); only
+    a database that needs migrating, or whose revision we cannot tell, goes to alembic.
+    """
+    head = head_revision()
+    if head is not None and current_revisions(engine) == (head,):
+        return
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util.exc import CommandError
+
     config = Config()
     # ConfigParser interpolation would read a % in the path as a variable.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -164,6 +175,43 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
     except CommandError as exc:
         raise StoreError(f"cannot migrate the store (is it from a newer pdsync?): {exc}") from exc
+
+
+_REVISION = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*[\"']([^\"']+)[\"']\s*$", re.M)
+_DOWN_REVISION = re.compile(
+    r"^down_revision(?:\s*:[^=]*)?=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.M
+)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration's revision, read from versions/*.py as alembic would find it
+    (the one revision nobody names as its down_revision); None when the files are not
+    that plain one-line chain (a merge, a tuple), and alembic must decide."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.findall(text), _DOWN_REVISION.search(text)
+        if not revision and down is None:
+            continue  # __init__.py and the like
+        if len(revision) != 1 or down is None:
+            return None
+        revisions.add(revision[0])
+        if down.group(1) is not None:
+            parents.add(down.group(1))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
+def current_revisions(engine: Engine) -> tuple[str, ...] | None:
+    """The revisions alembic recorded in the database; None when it cannot be read (a
+    new database, or one that is unreachable: alembic then says what is wrong)."""
+    try:
+        with engine.connect() as conn:
+            return tuple(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+    except sa.exc.DBAPIError:
+        return None
 
 
 def scrub_sqlite(engine: Engine) -> None:

@@ -7,7 +7,8 @@ Neither holds personal data: callers put ids, counts, field names and error code
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,6 +46,28 @@ def _event_row(row: sa.Row[Any]) -> EventRow:
         event=row.event,
         detail=row.detail,
     )
+
+
+_HEX = "0123456789abcdef"
+_ID_CHARS = _HEX + "-"
+
+
+def _next_hex(prefix: str) -> str | None:
+    """The least string of hex digits above every id starting with `prefix`; None when
+    there is none (a prefix of f's and dashes)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        digit = prefix[i]
+        if digit in _HEX and digit != "f":
+            return prefix[:i] + _HEX[_HEX.index(digit) + 1]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunTally:
+    """Runs of one kind and status (see RunsMixin.tally_runs)."""
+
+    runs: int
+    last_finished: datetime | None
 
 
 class RunsMixin(StoreBase):
@@ -126,17 +149,90 @@ class RunsMixin(StoreBase):
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
         return None if row is None else _run_row(row)
 
+    def find_runs(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Ids of runs that start with `prefix` (a run id, whole or its first
+        characters, as `pdsync runs` shows them), at most `limit`, in id order."""
+        if not prefix:
+            raise ValueError("a run id prefix must not be empty")
+        if prefix.strip(_ID_CHARS):
+            return []  # run ids are lowercase hex digits and dashes
+        # A range on the primary key: LIKE is case-insensitive in SQLite and needs a
+        # pattern index in PostgreSQL, either way a walk through every run. The bounds
+        # are made of hex digits only, so that a collation that sorts dashes apart (or
+        # not at all) keeps every id with the prefix inside them.
+        conditions = [
+            runs.c.id >= prefix,
+            sa.func.substr(runs.c.id, 1, len(prefix)) == prefix,
+        ]
+        above = _next_hex(prefix)
+        if above is not None:
+            conditions.append(runs.c.id < above)
+        query = sa.select(runs.c.id).where(*conditions).order_by(runs.c.id).limit(limit)
+        with self._read() as conn:
+            return list(conn.scalars(query))
+
     def list_runs(
-        self, *, customer_id: str | None = None, since: datetime | None = None, limit: int = 50
+        self,
+        *,
+        customer_id: str | None = None,
+        since: datetime | None = None,
+        kind: str | None = None,
+        applied_only: bool = False,
+        limit: int = 50,
     ) -> list[RunRow]:
-        """Runs, newest first; filtered by customer and by start time (>= since)."""
+        """Runs, newest first; filtered by customer, by start time (>= since), by kind,
+        and with `applied_only` to those whose summary names changes applied (a sync's
+        `applied` not empty: most syncs change nothing)."""
         query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id).limit(limit)
         if customer_id is not None:
             query = query.where(runs.c.customer_id == customer_id)
         if since is not None:
             query = query.where(runs.c.started_at >= since)
+        if kind is not None:
+            query = query.where(runs.c.kind == kind)
+        if applied_only:
+            query = query.where(runs.c.summary["applied"].as_string() != "{}")
         with self._read() as conn:
             return [_run_row(row) for row in conn.execute(query)]
+
+    def tally_runs(self, *, customer_id: str, since: datetime) -> dict[tuple[str, str], RunTally]:
+        """The customer's runs started at or after `since`, counted per (kind, status),
+        with the last one's end: what a report says of a month of runs (at a sync a
+        minute, tens of thousands), without reading them."""
+        query = (
+            sa.select(runs.c.kind, runs.c.status, sa.func.count(), sa.func.max(runs.c.finished_at))
+            .where(runs.c.customer_id == customer_id, runs.c.started_at >= since)
+            .group_by(runs.c.kind, runs.c.status)
+        )
+        with self._read() as conn:
+            return {
+                (kind, status): RunTally(runs=int(n), last_finished=last)
+                for kind, status, n, last in conn.execute(query)
+            }
+
+    def latest_runs(self, customer_ids: Sequence[str], *, kind: str) -> dict[str, RunRow]:
+        """Each customer's newest run of `kind` (customers without one are left out), in
+        a statement or two however many customers: the dashboard lists hundreds."""
+        found: dict[str, RunRow] = {}
+        wanted = list(dict.fromkeys(customer_ids))
+        with self._read(snapshot=True) as conn:
+            # A compound SELECT takes 500 parts at most in SQLite.
+            for start in range(0, len(wanted), 250):
+                # One step down the (customer_id, started_at) index per customer.
+                newest = [
+                    sa.select(runs.c.id)
+                    .where(runs.c.customer_id == customer_id, runs.c.kind == kind)
+                    .order_by(runs.c.started_at.desc(), runs.c.id)
+                    .limit(1)
+                    .subquery()
+                    .select()
+                    for customer_id in wanted[start : start + 250]
+                ]
+                ids = list(conn.scalars(sa.union_all(*newest)))
+                if ids:
+                    for row in conn.execute(sa.select(runs).where(runs.c.id.in_(ids))):
+                        found[row.customer_id] = _run_row(row)
+        return found
 
     def run_events(
         self,
@@ -154,7 +250,19 @@ class RunsMixin(StoreBase):
         if customer_id is not None:
             query = query.where(run_events.c.customer_id == customer_id)
         if since is not None:
-            query = query.where(run_events.c.ts >= since)
+            # The newest first, by id: a scan back from the end stops at `limit`, but
+            # when fewer match (quiet days, a level filter) it would read every event
+            # kept. No event at or after `since` has an id below the smallest among
+            # those the ts index finds, so the scan stops there. `id + 0`: for a bare
+            # min(id) both SQLite and PostgreSQL walk the primary key from the oldest
+            # event until one is recent enough, the very scan this avoids.
+            first = (
+                sa.select(sa.func.min(run_events.c.id + 0))
+                .where(run_events.c.ts >= since)
+                .correlate(None)
+                .scalar_subquery()
+            )
+            query = query.where(run_events.c.ts >= since, run_events.c.id >= first)
         if min_level is not None:
             query = query.where(
                 run_events.c.level.in_([lv.value for lv in EventLevel(min_level).and_above()])

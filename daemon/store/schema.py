@@ -189,6 +189,7 @@ run_events = sa.Table(
     sa.CheckConstraint("level IN ('debug', 'info', 'warning', 'error')", name="level"),
     sa.Index(None, "run_id", "id"),
     sa.Index(None, "customer_id", "ts"),
+    sa.Index(None, "ts"),
 )
 
 quarantine = sa.Table(

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import select
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import IO, Any
 
-import psycopg
 import sqlalchemy as sa
 import structlog
 
@@ -298,6 +299,11 @@ class Leadership:
         self._conn: sa.Connection | None = None
 
     @property
+    def asks_database(self) -> bool:
+        """Whether try_acquire and still_leading do I/O (else they answer at once)."""
+        return self._dialect == "postgresql"
+
+    @property
     def is_leader(self) -> bool:
         return self._dialect != "postgresql" or self._conn is not None
 
@@ -332,7 +338,15 @@ class Leadership:
     def release(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(sa.exc.DBAPIError):
-                self._conn.close()  # the session ends, and with it the lock
+                # Unlocked at once where the session still answers (ending it frees the
+                # lock only once the server has noticed)...
+                self._conn.scalar(sa.select(sa.func.pg_advisory_unlock(LEADER_LOCK)))
+                self._conn.commit()
+            with contextlib.suppress(sa.exc.DBAPIError):
+                # ...and not back into the pool, where the session (and the lock, were
+                # the unlock lost) would live on and no other instance could lead.
+                self._conn.invalidate()
+                self._conn.close()
             self._conn = None
 
 
@@ -340,26 +354,41 @@ class WorkSignal:
     """Wakes an instance's idle workers when work is queued, so they need not poll.
 
     Work queued through this Store object (the leader's schedules, the API's "sync
-    now") wakes them at once, on every backend. On PostgreSQL, enqueue_work also sends
-    NOTIFY on WORK_CHANNEL, which a thread of this instance LISTENs for on a connection
-    of its own, so work queued by another instance or the CLI wakes them too. Polling
-    stays as the fallback (`fallback_seconds`): it finds leases that ran out (a dead
-    instance's work, which nobody announces) and covers a lost listening connection,
-    and on SQLite it is how work queued by another process (the CLI) is found.
+    now") wakes them at once, on every backend. Work queued by another process is
+    noticed without asking for work:
+
+    - on PostgreSQL, enqueue_work also sends NOTIFY on WORK_CHANNEL, which a thread of
+      this instance LISTENs for on a connection of its own (blocked in select() until a
+      notification arrives or the signal closes, never woken by a timer);
+    - on SQLite (one daemon; the CLI and the API of another process may queue work),
+      every `probe_seconds` the event loop asks SQLite whether any other connection
+      committed since it last asked (PRAGMA data_version on a connection of its own:
+      a few microseconds, no thread, no query of the work table). Only then do the
+      workers look for work, so work queued by the CLI is picked up within
+      `probe_seconds`, as it was when the workers polled every second.
+
+    Polling stays as the fallback (`fallback_seconds`): it finds leases that ran out (a
+    dead instance's work, which nobody announces and no commit shows) and covers a lost
+    listening connection.
     """
 
-    # How long the listening thread waits for a notification before it looks whether
-    # it should stop (at most this long at shutdown).
-    LISTEN_TIMEOUT = 1.0
+    # How long closing waits for the listening thread (it is woken at once).
+    LISTEN_TIMEOUT = 3.0
 
-    def __init__(self, store: WorkMixin, *, fallback_seconds: float) -> None:
+    def __init__(
+        self, store: WorkMixin, *, fallback_seconds: float, probe_seconds: float = 1.0
+    ) -> None:
         self._store = store
         self.fallback_seconds = fallback_seconds
+        self.probe_seconds = probe_seconds
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
+        self._wake_pipe: tuple[int, int] | None = None  # (read, write): interrupts select()
+        self._probe: _CommitProbe | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
         self.listening = threading.Event()  # set while LISTEN is in place
 
     def start(self) -> None:
@@ -367,19 +396,37 @@ class WorkSignal:
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = self._store.on_work_enqueued(self._wake_threadsafe)
         if self._store.dialect == "postgresql":
+            self._wake_pipe = os.pipe()
             self._listener = threading.Thread(
                 target=self._listen, name="pdsync-work-listen", daemon=True
             )
             self._listener.start()
+        elif self._store.dialect == "sqlite":
+            self._probe = _CommitProbe(self._store._engine.url)
+            self._probe_timer = self._loop.call_later(self.probe_seconds, self._look)
 
     def close(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         self._stopping.set()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        if self._wake_pipe is not None:
+            os.write(self._wake_pipe[1], b"x")
         if self._listener is not None:
-            self._listener.join(timeout=self.LISTEN_TIMEOUT * 3)
+            self._listener.join(timeout=self.LISTEN_TIMEOUT)
+            if self._listener.is_alive():
+                return  # still connecting: it stops on its own, and may use the pipe
             self._listener = None
+        if self._wake_pipe is not None:
+            for fd in self._wake_pipe:
+                os.close(fd)
+            self._wake_pipe = None
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Return when work was announced, `stop` is set, or `fallback_seconds` passed."""
@@ -397,6 +444,15 @@ class WorkSignal:
                 stopped.cancel()
         self._event.clear()
 
+    def _look(self) -> None:
+        """On the loop, every probe_seconds (SQLite): wake the workers after a commit."""
+        probe, loop = self._probe, self._loop
+        if probe is None or loop is None or self._stopping.is_set():
+            return
+        if probe.changed():
+            self._event.set()
+        self._probe_timer = loop.call_later(self.probe_seconds, self._look)
+
     def _wake_threadsafe(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -404,6 +460,10 @@ class WorkSignal:
                 loop.call_soon_threadsafe(self._event.set)
 
     def _listen(self) -> None:
+        import psycopg  # PostgreSQL only: a SQLite daemon does not load the driver
+
+        assert self._wake_pipe is not None
+        wake_fd = self._wake_pipe[0]
         url = self._store._engine.url.set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
         backoff = 1.0
@@ -414,9 +474,17 @@ class WorkSignal:
                     self.listening.set()
                     backoff = 1.0
                     self._wake_threadsafe()  # anything queued before LISTEN: look once
+                    # Blocked in poll() until the server sends something (a
+                    # notification, or the end of the connection) or close() writes to
+                    # the pipe: psycopg's own notifies(timeout) wakes every 0.1 s.
+                    poller = select.poll()
+                    poller.register(conn.fileno(), select.POLLIN)
+                    poller.register(wake_fd, select.POLLIN)
                     while not self._stopping.is_set():
-                        for _ in conn.notifies(timeout=self.LISTEN_TIMEOUT):
-                            self._wake_threadsafe()
+                        ready = {fd for fd, _ in poller.poll()}
+                        if conn.fileno() in ready:
+                            for _ in conn.notifies(timeout=0):
+                                self._wake_threadsafe()
             except psycopg.Error as exc:
                 self.listening.clear()
                 log.warning("work_listen_failed", error=type(exc).__name__, retry_in=backoff)
@@ -424,3 +492,48 @@ class WorkSignal:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
         self.listening.clear()
+
+
+class _CommitProbe:
+    """Whether any other connection committed to a SQLite database since the last look:
+    PRAGMA data_version on a connection of its own, which changes exactly then. Never
+    waits for a lock (timeout 0); when it cannot tell, it says "changed", so the
+    workers look (as they would have by polling)."""
+
+    def __init__(self, url: sa.URL) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self._version: int | None = None
+        try:
+            self._conn = sqlite3.connect(
+                url.database or "",
+                timeout=0,
+                isolation_level=None,
+                uri=bool(url.query.get("uri")),
+                check_same_thread=False,  # made on the loop's thread; closed on any
+            )
+            self._version = self._read()
+        except sqlite3.Error:
+            self._version = None
+
+    def _read(self) -> int | None:
+        if self._conn is None:
+            return None
+        # fetchall: the statement runs to its end, so no read transaction stays open
+        # (an open one would keep checkpoints from emptying the WAL).
+        rows = self._conn.execute("PRAGMA data_version").fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def changed(self) -> bool:
+        try:
+            version = self._read()
+        except sqlite3.Error:
+            return True
+        if version is None or version != self._version:
+            self._version = version
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from typing import Any
 
 from sandbox.graph.delta import Seen
@@ -62,8 +63,19 @@ def get_user(ctx: Ctx) -> Response:
 
 def list_folders(ctx: Ctx) -> Response:
     with ctx.state.lock:
-        parent = _folder(ctx) if "folder" in ctx.params else ctx.mailbox.folder("msgfolderroot")
-        documents = [mail_folder_json(ctx.mailbox, f) for f in ctx.mailbox.child_folders(parent.id)]
+        mailbox = ctx.mailbox
+        parent = _folder(ctx) if "folder" in ctx.params else mailbox.folder("msgfolderroot")
+        # One pass over the mailbox for every folder's counts, not one per folder.
+        messages: dict[str, list[Message]] = {}
+        for message in mailbox.messages.values():
+            messages.setdefault(message.folder_id, []).append(message)
+        children: Counter[str | None] = Counter(
+            f.parent_id for f in mailbox.folders.values() if f.visible
+        )
+        documents = [
+            mail_folder_json(mailbox, f, messages.get(f.id, []), children[f.id])
+            for f in mailbox.child_folders(parent.id)
+        ]
     return paged(ctx, documents, properties=FOLDER_PROPERTIES, entity="mailFolder")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import html
 from typing import Any
 
@@ -85,7 +86,10 @@ CONTACT_PROPERTIES = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def iso(moment: dt.datetime) -> str:
+    # Cached: a listing renders every message of a folder (a service mailbox holds
+    # hundreds of customers' mail), and formatting was most of its time.
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -174,13 +178,23 @@ def contact_json(mailbox: Mailbox, contact: Contact) -> dict[str, Any]:
     }
 
 
-def mail_folder_json(mailbox: Mailbox, folder: Folder) -> dict[str, Any]:
-    messages = mailbox.messages_in(folder.id)
+def mail_folder_json(
+    mailbox: Mailbox,
+    folder: Folder,
+    messages: list[Message] | None = None,
+    children: int | None = None,
+) -> dict[str, Any]:
+    """`messages` and `children`: the folder's, when the caller has them already (a
+    listing of many folders gathers them in one pass over the mailbox)."""
+    if messages is None:
+        messages = mailbox.messages_in(folder.id)
+    if children is None:
+        children = len(mailbox.child_folders(folder.id))
     return {
         "id": folder.id,
         "displayName": folder.display_name,
         "parentFolderId": folder.parent_id,
-        "childFolderCount": len(mailbox.child_folders(folder.id)),
+        "childFolderCount": children,
         "unreadItemCount": len(messages),
         "totalItemCount": len(messages),
         "sizeInBytes": sum(len(m.body) + len(m.subject) for m in messages),

@@ -324,6 +324,17 @@ class GraphSimulator(ServedSimulator):
 
     def reset_counters(self) -> None:
         self._state.reset_counters()
+        self._throttle.reset()
+
+    def occupancy(self) -> dict[tuple[str, str], dict[int, float]]:
+        """Per (app id, mailbox id): seconds with 0, 1, 2, ... requests in flight since the
+        mailbox's first request after `reset_counters` (Throttle.occupancy)."""
+        return self._throttle.occupancy()
+
+    def timeline(self) -> list[tuple[tuple[str, str], float, float]]:
+        """Per admitted request: ((app id, mailbox id), admitted, answered), monotonic
+        seconds, since `reset_counters` (Throttle.timeline)."""
+        return self._throttle.timeline()
 
     def state(self) -> dict[str, Any]:
         """Everything /_sim/state shows."""

@@ -7,6 +7,11 @@ against the budget, so a client that honours Retry-After gets through when it sa
 
 Both refusals are 429 with code "ApplicationThrottled", as real Graph sends them; the
 message tells them apart ("...over its MailboxConcurrency limit." for concurrency).
+
+For benchmarks, the throttle also keeps how long each (app, mailbox) had 0, 1, 2, ...
+requests in flight (`occupancy`) and when each admitted request held its slot
+(`timeline`, the last TIMELINE_LIMIT), so a run can tell a mailbox kept busy from one
+left idle between requests.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sandbox.graph.errors import GraphError
 from sandbox.graph.store import GraphState
 
 Key = tuple[str, str]  # (client id, mailbox id)
+TIMELINE_LIMIT = 200_000  # admitted requests kept in the timeline (about 10 MB)
 
 
 def retry_after_header(seconds: float) -> str:
@@ -50,6 +56,10 @@ class Throttle:
         self.time_scale = time_scale
         self._in_flight: dict[Key, int] = defaultdict(int)
         self._admitted: dict[Key, deque[float]] = defaultdict(deque)
+        # Seconds spent at each in-flight level, and since when the level is as it is.
+        self._occupancy: dict[Key, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        self._level_since: dict[Key, float] = {}
+        self._timeline: deque[tuple[Key, float, float]] = deque(maxlen=TIMELINE_LIMIT)
 
     @property
     def time_scale(self) -> float:
@@ -97,13 +107,49 @@ class Throttle:
                 )
             admitted.append(now)
             self._state.count("admitted")  # what the budget counted (benchmarks' bound)
-            self._in_flight[key] += 1
+            self._change_level(key, now, +1)
             self._state.observe_max("max_in_flight", self._in_flight[key])
         try:
             yield
         finally:
             with self._lock:
-                self._in_flight[key] -= 1
+                ended = time.monotonic()
+                self._change_level(key, ended, -1)
+                self._timeline.append((key, now, ended))
+
+    def _change_level(self, key: Key, now: float, by: int) -> None:
+        level = self._in_flight[key]
+        since = self._level_since.get(key)
+        if since is not None:
+            self._occupancy[key][level] += now - since
+        self._level_since[key] = now
+        self._in_flight[key] = level + by
+
+    def occupancy(self) -> dict[Key, dict[int, float]]:
+        """Per (app, mailbox): seconds spent with 0, 1, 2, ... requests in flight, from its
+        first request since the last `reset` until now."""
+        with self._lock:
+            now = time.monotonic()
+            result: dict[Key, dict[int, float]] = {}
+            for key, since in self._level_since.items():
+                levels = dict(self._occupancy[key])
+                level = self._in_flight[key]
+                levels[level] = levels.get(level, 0.0) + now - since
+                result[key] = levels
+            return result
+
+    def timeline(self) -> list[tuple[Key, float, float]]:
+        """(key, admitted, answered) per request since the last `reset`, in monotonic
+        seconds, in the order they were answered (the last TIMELINE_LIMIT)."""
+        with self._lock:
+            return list(self._timeline)
+
+    def reset(self) -> None:
+        """Start occupancy and the timeline afresh (the counters' reset)."""
+        with self._lock:
+            self._occupancy.clear()
+            self._level_since.clear()
+            self._timeline.clear()
 
     def describe(self) -> dict[str, float | int]:
         with self._lock:

@@ -16,10 +16,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from daemon.api import changes, routes_ops
 from daemon.api.auth import CREDENTIAL_TTL_SECONDS, CredentialCache
 from daemon.api.context import Principal
-from daemon.api.testing import ApiWorld, api_world
-from daemon.store import Role, Store
+from daemon.api.testing import REVOKED, ApiWorld, api_world
+from daemon.store import Role, RunRow, RunStatus, Store
 from tests.fixtures.store import OpenStore
 
 
@@ -141,3 +142,177 @@ def test_queued_audit_records_are_written_in_batches_and_none_lost_on_a_clean_st
         assert used.last_used_at is not None
     finally:
         again.close()
+
+
+async def test_the_run_listing_is_kept_only_while_nothing_was_committed_anywhere(
+    world: ApiWorld,
+    client: httpx.AsyncClient,
+    open_store: OpenStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    headers = world.auth("aud")
+    rendered = 0
+    list_runs = world.store.list_runs
+
+    def counted(**kwargs: object) -> list[RunRow]:
+        nonlocal rendered
+        rendered += 1
+        return list_runs(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(world.store, "list_runs", counted)
+
+    async def ids(**params: str) -> list[str]:
+        response = await client.get("/api/v1/runs", headers=headers, params=params)
+        assert response.status_code == 200
+        return [run["id"] for run in response.json()]
+
+    first = await ids()
+    # Kept while the store is unchanged. Commits elsewhere change the marker too (the
+    # audit writer's batches; on PostgreSQL any transaction of the cluster), so of a
+    # few repeats at least one must be served without the store.
+    repeats = []
+    for _ in range(50):
+        before = rendered
+        assert await ids() == first
+        repeats.append(rendered - before)
+        if repeats[-1] == 0:
+            break
+    assert 0 in repeats, repeats
+    before = rendered
+    await ids(customer="acme")  # another query, kept apart
+    assert rendered == before + 1
+
+    # Another process starts a run, then finishes it: each shows in the very next request.
+    other = open_store()
+    run_id = other.start_run("sync", customer_id="fjord", trigger="elsewhere")
+    assert (await ids())[0] == run_id
+    other.finish_run(run_id, RunStatus.FAILED, {"applied": {}, "error": "zisson: 401"})
+    response = await client.get("/api/v1/runs", headers=headers)
+    assert response.json()[0]["status"] == "failed"
+    # So does one written through this process's own Store.
+    mine = world.store.start_run("retention", customer_id="acme", trigger="here")
+    assert (await ids())[0] == mine
+    # `since` is relative to now: never kept.
+    before = rendered
+    await ids(since="1h")
+    await ids(since="1h")
+    assert rendered == before + 2
+
+
+async def test_the_run_listing_is_what_the_response_model_makes_of_the_store(
+    world: ApiWorld, client: httpx.AsyncClient
+) -> None:
+    for params in ({}, {"customer": "acme", "limit": "1"}, {"status": "failed"}):
+        response = await client.get("/api/v1/runs", headers=world.auth("aud"), params=params)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        expected = routes_ops.runs_page(
+            world.store,
+            customer=params.get("customer"),
+            status=RunStatus(params["status"]) if "status" in params else None,
+            limit=int(params.get("limit", 50)),
+        )
+        assert response.json() == [run.model_dump(mode="json") for run in expected]
+        assert expected  # the seeded store has runs of each kind asked for
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_the_run_listing_answers_uncached_when_the_store_cannot_say_it_is_unchanged(
+    world: ApiWorld, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = world.auth("aud")
+    assert (await client.get("/api/v1/runs", headers=headers)).status_code == 200
+    rendered = 0
+    list_runs = world.store.list_runs
+
+    def counted(**kwargs: object) -> list[RunRow]:
+        nonlocal rendered
+        rendered += 1
+        return list_runs(**kwargs)  # type: ignore[arg-type]
+
+    def busy(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(world.store, "list_runs", counted)
+    await world.app.state.ctx.reads.close()  # its marker connection must be opened again
+    monkeypatch.setattr(changes.sqlite3, "connect", busy)
+    for _ in range(3):
+        response = await client.get("/api/v1/runs", headers=headers)
+        assert response.status_code == 200 and len(response.json()) == 3
+    assert rendered == 3
+    monkeypatch.undo()
+    mine = world.store.start_run("sync", customer_id="acme", trigger="after")
+    response = await client.get("/api/v1/runs", headers=headers)
+    assert response.json()[0]["id"] == mine
+
+
+async def test_concurrent_readers_all_see_a_run_written_before_they_asked(
+    world: ApiWorld, client: httpx.AsyncClient, open_store: OpenStore
+) -> None:
+    headers = world.auth("aud")
+    other = open_store()
+    for round_ in range(3):
+        assert (await client.get("/api/v1/runs", headers=headers)).status_code == 200
+        run_id = other.start_run("sync", customer_id="acme", trigger=f"round-{round_}")
+        answers = await asyncio.gather(
+            *(client.get("/api/v1/runs", headers=headers) for _ in range(20))
+        )
+        assert {a.status_code for a in answers} == {200}
+        assert {a.json()[0]["id"] for a in answers} == {run_id}
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_the_run_listing_stays_right_when_the_marker_connection_is_cut(
+    world: ApiWorld, client: httpx.AsyncClient, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = world.auth("aud")
+    monkeypatch.setattr(changes, "RECONNECT_SECONDS", 0.2)
+    assert (await client.get("/api/v1/runs", headers=headers)).status_code == 200
+    admin = sa.create_engine(store_url, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as conn:
+            cut = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'pdsync-api' AND datname = current_database()"
+                )
+            ).all()
+        assert cut == [(True,)]
+    finally:
+        admin.dispose()
+    for trigger in ("while-cut", "after-reconnect"):
+        run_id = world.store.start_run("sync", customer_id="acme", trigger=trigger)
+        response = await client.get("/api/v1/runs", headers=headers)
+        assert response.status_code == 200 and response.json()[0]["id"] == run_id
+        await asyncio.sleep(0.3)
+    response = await client.get("/api/v1/runs", headers=headers)
+    assert response.json()[0]["id"] == run_id
+
+
+async def test_concurrent_requests_with_one_credential_share_one_lookup(
+    world: ApiWorld, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up: list[str] = []
+    authenticate = world.store.authenticate_token
+
+    def counted(token: str) -> object:
+        looked_up.append(token)
+        time.sleep(0.05)  # long enough for the others to come while it is asked
+        return authenticate(token)
+
+    monkeypatch.setattr(world.store, "authenticate_token", counted)
+    answers = await asyncio.gather(
+        *(client.get("/api/v1/runs", headers=world.auth("aud")) for _ in range(20)),
+        *(client.get("/api/v1/runs", headers=world.auth(REVOKED)) for _ in range(3)),
+    )
+    assert [a.status_code for a in answers] == [200] * 20 + [401] * 3
+    assert sorted(looked_up) == sorted([world.tokens["aud"], world.tokens[REVOKED]])
+    # Revoked through this process while a lookup is under way: nobody after the
+    # revocation gets that lookup's answer.
+    looked_up.clear()
+    world.store.revoke_token("aud", by="test")
+    answers = await asyncio.gather(
+        *(client.get("/api/v1/runs", headers=world.auth("aud")) for _ in range(5))
+    )
+    assert {a.status_code for a in answers} == {401}
+    assert looked_up == [world.tokens["aud"]]

@@ -59,6 +59,38 @@ def test_a_fifth_concurrent_request_on_a_mailbox_gets_mailbox_concurrency(
     assert counters["max_in_flight"] == 4
 
 
+def test_occupancy_and_timeline_show_how_busy_a_mailbox_was(
+    graph_sim: GraphSimulator,
+) -> None:
+    graph_sim.add_app(GRAPH_APP, secret=GRAPH_SECRET)
+    graph_sim.add_mailbox(UPN)
+    clients = [_client(graph_sim) for _ in range(2)]
+    for client in clients:
+        client.get(f"/users/{UPN}/mailFolders/inbox")
+    graph_sim.reset_counters()
+    assert graph_sim.timeline() == [] and graph_sim.occupancy() == {}
+    graph_sim.set_faults(latency_ms=100)
+    start = threading.Barrier(2)
+
+    def call(client: httpx.Client) -> int:
+        start.wait()
+        return client.get(f"/users/{UPN}/mailFolders/inbox").status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(call, clients)) == [200, 200]
+    time.sleep(0.2)  # idle afterwards
+    for client in clients:
+        client.close()
+
+    timeline = graph_sim.timeline()
+    assert len(timeline) == 2
+    assert all(answered - admitted >= 0.1 for _, admitted, answered in timeline)
+    [levels] = graph_sim.occupancy().values()
+    assert levels.get(3, 0.0) == levels.get(4, 0.0) == 0.0
+    assert levels[0] >= 0.15  # the idle time after the two requests
+    assert levels[1] + levels[2] >= 0.1
+
+
 def test_the_request_budget_frees_up_as_the_scaled_window_passes() -> None:
     # 600 s windows at time scale 600: a 1 s window, so Retry-After is 1.
     with GraphSimulator(request_budget=3, budget_window_seconds=600, time_scale=600) as sim:

@@ -6,16 +6,19 @@ with the lease, and a dead holder's mailbox is taken over at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 
 from connectors.outlook import OutlookConnector, OutlookSettings
-from daemon.affinity import PostgresMailboxLease, schedule_offset
+from daemon.affinity import HOLD, PostgresMailboxLease, _key, schedule_offset
 from daemon.store import Store
 from sandbox.graph_sim import GraphSimulator
 from tests.e2e.cluster import ON_POSTGRES
@@ -123,22 +126,56 @@ async def test_the_budget_spent_by_one_instance_holds_back_the_next(
 def test_a_dead_holders_mailbox_is_taken_over_at_once(store: Store) -> None:
     first, second = PostgresMailboxLease(store._engine), PostgresMailboxLease(store._engine)
     try:
-        assert first.try_take("mbx") == ""
-        assert second.try_take("mbx") is None
-        assert first.others_waiting("mbx")
+        assert first.take("mbx") == ""
+        assert second.take("mbx") is None
+        assert second.take("mbx", wait=0.05) is None  # waited in line, and gave up
         first.close()  # its session ends, as when the process dies
-        taken = None
-        deadline = time.monotonic() + 5  # the server ends the backend a moment later
-        while taken is None and time.monotonic() < deadline:
-            taken = second.try_take("mbx")
-            time.sleep(0.01)
+        started = time.monotonic()
+        taken = second.take("mbx", wait=5)  # the server ends the backend a moment later
         assert taken == ""  # no hand-over was stored: an empty window
+        assert time.monotonic() - started < 4
         assert not second.others_waiting("mbx")
         second.give_back("mbx", '{"spent": [], "paused_until": 0.0}')
-        assert first.try_take("mbx") == '{"spent": [], "paused_until": 0.0}'
+        restarted = PostgresMailboxLease(store._engine)  # the dead instance, started again
+        try:
+            assert restarted.take("mbx") == '{"spent": [], "paused_until": 0.0}'
+        finally:
+            restarted.close()
+        with pytest.raises(RuntimeError):
+            first.take("mbx")  # closed: a stopping daemon asks for no mailbox
     finally:
         first.close()
         second.close()
+
+
+@ON_POSTGRES
+def test_a_waiting_instance_is_seen_and_gets_the_mailbox_as_it_is_given_back(
+    store: Store,
+) -> None:
+    holder, waiter = PostgresMailboxLease(store._engine), PostgresMailboxLease(store._engine)
+    got: list[tuple[str | None, float]] = []
+    try:
+        assert holder.take("mbx") == ""
+        assert not holder.others_waiting("mbx")
+        thread = threading.Thread(
+            target=lambda: got.append((waiter.take("mbx", wait=10), time.monotonic()))
+        )
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not holder.others_waiting("mbx") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert holder.others_waiting("mbx")  # waiting in the server, not polling
+        given_back = time.monotonic()
+        holder.give_back("mbx", '{"spent": [[1, 2]], "paused_until": 0.0}')
+        thread.join(10)
+        [(handoff, taken_at)] = got
+        assert handoff == '{"spent": [[1, 2]], "paused_until": 0.0}'
+        assert taken_at - given_back < 2  # at once, not when its wait ran out (10 s)
+        assert holder.take("mbx", wait=0.05) is None  # in line behind the new holder
+        assert not waiter.others_waiting("mbx")
+    finally:
+        holder.close()
+        waiter.close()
 
 
 def test_customers_are_spread_over_the_interval_at_stable_points() -> None:
@@ -148,3 +185,86 @@ def test_customers_are_spread_over_the_interval_at_stable_points() -> None:
     per_ten_seconds = [sum(1 for o in offsets if s <= o < s + 10) for s in range(0, 60, 10)]
     assert min(per_ten_seconds) >= 30  # about 50 each, never all at once
     assert all(0 <= schedule_offset(f"k{n}", 60, 3) < 3 for n in range(20))  # few: soon
+
+
+@ON_POSTGRES
+async def test_a_busy_holder_hands_the_mailbox_to_a_waiting_instance_after_its_turn(
+    instances: Callable[[GraphSimulator], tuple[OutlookConnector, OutlookConnector]],
+) -> None:
+    with GraphSimulator(seed=5) as sim:
+        a, b = instances(sim)
+        await asyncio.gather(_inbox(a), _inbox(b))  # tokens and connections first
+        sim.set_faults(latency_ms=20)
+        stop = asyncio.Event()
+
+        async def keep_busy() -> int:
+            sent = 0
+            while not stop.is_set():
+                await _inbox(a)
+                sent += 1
+            return sent
+
+        busy = [asyncio.create_task(keep_busy()) for _ in range(4)]
+        await asyncio.sleep(0.5)  # a holds the mailbox, and never lets it idle
+        started = time.monotonic()
+        assert await asyncio.wait_for(_inbox(b), 30) == 200
+        waited = time.monotonic() - started
+        stop.set()
+        sent = sum(await asyncio.gather(*busy))
+        counters = sim.counters
+    assert waited < 0.3 + 2.0  # a's turn (0.3 s here), not a's whole run; a busy machine
+    assert sent > 0
+    assert counters["max_in_flight"] <= 4
+    assert counters.get("429", 0) == 0
+
+
+@ON_POSTGRES
+def test_instances_get_the_mailbox_in_the_order_they_asked_and_a_wait_ends_on_close(
+    store: Store,
+) -> None:
+    a, b, c = (PostgresMailboxLease(store._engine) for _ in range(3))
+    order: list[str] = []
+
+    def wait_for(lease: PostgresMailboxLease, name: str) -> threading.Thread:
+        def run() -> None:
+            with contextlib.suppress(Exception):  # cut short by close()
+                if lease.take("mbx", wait=30) is not None:
+                    order.append(name)
+
+        before = _waiters(store)
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while _waiters(store) == before and time.monotonic() < deadline:
+            time.sleep(0.01)  # until it is in line
+        return thread
+
+    try:
+        assert a.take("mbx") == ""
+        waiting_b = wait_for(b, "b")
+        waiting_c = wait_for(c, "c")
+        a.give_back("mbx", "")
+        waiting_b.join(10)
+        waiting_a = wait_for(a, "a")  # asks again: behind c, who asked before it
+        b.give_back("mbx", "")
+        waiting_c.join(10)
+        assert order == ["b", "c"]
+        started = time.monotonic()
+        a.close()  # a waits still; the daemon stops: no waiting out its 30 s
+        waiting_a.join(10)
+        assert not waiting_a.is_alive() and time.monotonic() - started < 5
+        assert order == ["b", "c"]
+    finally:
+        for lease in (a, b, c):
+            lease.close()
+
+
+def _waiters(store: Store) -> int:
+    """Instances in line for the test's mailbox (pg_locks is the whole server's)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND classid = :hold AND objid = :key AND database = ("
+        "SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    with store._engine.connect() as conn:
+        return int(conn.scalar(query, {"hold": HOLD, "key": _key("mbx")}) or 0)

@@ -3,7 +3,10 @@ real gRPC failures against a loopback port where nothing listens."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -106,6 +109,19 @@ def test_the_emulator_host_from_settings_reaches_the_client_without_the_environm
 
     assert client._target == "127.0.0.1:1"
     assert ("authorization", "Bearer owner") in client._rpc_metadata
+
+
+def test_a_client_made_after_an_idle_one_was_closed_keeps_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The access token goes with the credentials: a new client does not fetch another.
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    connector = FirestoreConnector(FirestoreSettings(project="p", emulator_host="127.0.0.1:1"))
+
+    first, second = connector._make_client(), connector._make_client()
+
+    assert first is not second and second._credentials is first._credentials
+    assert second._target == "127.0.0.1:1"
 
 
 def test_a_missing_service_account_file_is_an_auth_error_naming_the_file(tmp_path: Any) -> None:
@@ -334,3 +350,65 @@ async def test_a_binding_given_as_a_mapping_is_validated() -> None:
     assert connector._binding(
         Customer(id="c", name="X", bindings={"firestore": {"customer_id": "c"}})
     ) == FirestoreBinding(customer_id="c")
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_client_nobody_uses_is_closed_and_the_next_call_opens_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An open gRPC channel keeps gRPC's threads waking ~15 times a second: an idle
+    # daemon closes it between syncs.
+    connector = FirestoreConnector(FirestoreSettings(project="p"), retry_policy=FAST)
+    connector.idle_close_seconds = 0.1
+    made: list[object] = []
+    closed: list[object] = []
+
+    def make() -> object:
+        made.append(object())
+        return made[-1]
+
+    monkeypatch.setattr(connector, "_make_client", make)
+    monkeypatch.setattr("connectors.firestore.connector._close_client", closed.append)
+
+    async def call() -> object:
+        return await connector._call("read contacts", lambda client: client)
+
+    assert await call() is made[0]
+    await wait_for(lambda: bool(closed))
+    assert closed == [made[0]] and connector._client is None
+    assert await call() is made[1]
+    await connector.aclose()
+    assert closed == [made[0], made[1]]
+
+
+async def test_a_client_in_use_or_used_lately_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    connector = FirestoreConnector(FirestoreSettings(project="p"), retry_policy=FAST)
+    connector.idle_close_seconds = 0.05
+    client = object()
+    closed: list[object] = []
+    monkeypatch.setattr(connector, "_make_client", lambda: client)
+    monkeypatch.setattr("connectors.firestore.connector._close_client", closed.append)
+    await connector._call("read card", lambda c: c)  # arms the idle timer
+
+    def slow(c: object) -> object:
+        time.sleep(0.3)  # the timer fires meanwhile, and finds the client in use
+        assert closed == []
+        return c
+
+    assert await connector._call("read contacts", slow) is client
+    # Used a moment ago (a long idle time): the timer looks again later.
+    connector.idle_close_seconds = 60.0
+    connector._close_if_idle()
+    assert closed == [] and connector._idle_timer is not None
+    connector._last_used -= 61  # as if a minute had passed
+    connector._close_if_idle()
+    await wait_for(lambda: bool(closed))
+    assert closed == [client] and connector._client is None
+    await connector.aclose()
+    assert closed == [client]

@@ -1,13 +1,15 @@
-"""The per-mailbox limits on their own: weighted slots and the request budget."""
+"""The per-mailbox limits on their own: weighted slots, the request budget, turns."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 
 import pytest
 
-from connectors.outlook.limits import RequestBudget, WeightedLimiter, slot_weight
+from connectors.outlook.limits import MailboxTurns, RequestBudget, WeightedLimiter, slot_weight
 
 
 async def hold(limiter: WeightedLimiter, weight: int, order: list[str], name: str) -> None:
@@ -70,3 +72,61 @@ async def test_a_pause_holds_every_request_of_the_mailbox_only() -> None:
     await budget.reserve("mbx")
     assert time.monotonic() - started >= 0.1
     assert budget.spent("mbx") == budget.spent("other") == 1
+
+
+class _Lease:
+    """A MailboxLease held by "another instance" until `free` is set; counts the calls."""
+
+    def __init__(self) -> None:
+        self.free = threading.Event()
+        self.takes = 0
+        self.given_back: list[str] = []
+
+    def take(self, scope: str, wait: float = 0.0) -> str | None:
+        self.takes += 1
+        return "" if self.free.wait(wait) else None
+
+    def others_waiting(self, scope: str) -> bool:
+        return False
+
+    def give_back(self, scope: str, handoff: str) -> None:
+        self.given_back.append(handoff)
+
+
+async def test_a_turn_is_waited_for_in_the_lease_not_by_polling() -> None:
+    lease = _Lease()
+    turns = MailboxTurns(lease, RequestBudget(100, 60.0), wait_seconds=0.2, linger_seconds=0.05)
+    entered = asyncio.Event()
+
+    async def request() -> None:
+        async with turns.turn("mbx"):
+            entered.set()
+
+    task = asyncio.create_task(request())
+    await asyncio.sleep(1.0)  # the other instance holds the mailbox meanwhile
+    assert not entered.is_set()
+    lease.free.set()
+    await asyncio.wait_for(task, 5)
+    assert lease.takes <= 10  # a wait of 0.2 s at a time: about 6, not one per 10 ms
+    deadline = time.monotonic() + 5
+    while not lease.given_back and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert len(lease.given_back) == 1  # given back once idle (linger)
+    await turns.close()
+
+
+async def test_the_window_does_not_creep_later_as_it_is_handed_over_and_back() -> None:
+    # Two instances taking turns a thousand times (hours of turns): what was spent must
+    # leave the window when it is due, not seconds or minutes later.
+    first, second = RequestBudget(1000, 600.0), RequestBudget(1000, 600.0)
+    async with first.spending("mbx", 10):
+        pass
+    handoff = first.handoff("mbx")
+    [[spent_at, units]] = json.loads(handoff)["spent"]
+    assert units == 10
+    for _ in range(500):
+        second.take_over("mbx", handoff)
+        handoff = second.handoff("mbx")
+        first.take_over("mbx", handoff)
+        handoff = first.handoff("mbx")
+    assert json.loads(handoff)["spent"] == [[spent_at, 10]]
