@@ -240,28 +240,37 @@ class Directory:
         wanted = None if only is None else set(only)
         # Hot (every record of every system, when a run links or checks tombstones):
         # count (system, identifier) pairs; more than one is several records.
+        # Hot (every record of every system, when a run links or checks tombstones): an
+        # identifier a second record of one system holds is shared (the same person in
+        # three systems counts once per system).
         held: dict[str, list[str]] = defaultdict(list)  # by system, once per record
         shared: set[str] = set()
         email = normalize.email
-        # Each record's identifiers as counted (by id: the caller keeps the records).
-        self._keys: dict[int, frozenset[str]] = {}
+        # Each record's e-mails and phones as counted (by id: the caller keeps the records).
+        self._keys: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
         if wanted is None:
             # Every record counts (a first sync links them all): taken in the order they
             # lie in memory, as a large customer's fill more than the CPU caches and in
             # another order each would be a cache miss (the counts do not depend on it).
             records = sorted(records, key=id)
         for record in records:
-            keys = {email(e) for e in record.emails} if record.emails else set()
-            keys.update([p.e164 for p in record.phones if p.e164])
-            keys.discard("")
+            mails = frozenset([email(e) for e in record.emails]) if record.emails else _NONE
+            if "" in mails:
+                mails -= _BLANK
+            phones = (
+                frozenset([p.e164 for p in record.phones if p.e164]) if record.phones else _NONE
+            )
             if wanted is not None:
-                keys &= wanted
-            if not keys:
+                mails &= wanted
+                phones &= wanted
+            if not (mails or phones):
                 continue
             if record.kind is ContactKind.DEPARTMENT:
-                shared |= keys
-            held[record.system] += keys
-            self._keys[id(record)] = frozenset(keys)
+                shared |= mails | phones
+            keys = held[record.system]
+            keys += mails
+            keys += phones
+            self._keys[id(record)] = (mails, phones)
         is_role = self.rules.is_role_address
         for keys_held in held.values():
             counts = Counter(keys_held)
@@ -284,14 +293,13 @@ class Directory:
         counted = self._keys.get(id(record))
         if counted is not None:
             # Counted: its role addresses are among the shared already.
-            if counted.isdisjoint(self._shared):
-                personal = counted
-            else:
-                personal = counted - self._shared
-                if not personal:
-                    return _NOTHING
-            emails = frozenset([k for k in personal if "@" in k])
-            return emails, (personal - emails) if emails else personal
+            mails, phones = counted
+            shared = self._shared
+            if not mails.isdisjoint(shared):
+                mails = mails - shared
+            if not phones.isdisjoint(shared):
+                phones = phones - shared
+            return (mails, phones) if mails or phones else _NOTHING
         # A record this directory was not built from.
         personal = frozenset(record_keys(record)) - self._shared
         if not personal:
@@ -416,7 +424,9 @@ class Directory:
         return bool(found & tombstones)
 
 
-_NOTHING: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+_NONE: frozenset[str] = frozenset()
+_BLANK = frozenset({""})
+_NOTHING: tuple[frozenset[str], frozenset[str]] = (_NONE, _NONE)
 
 
 def tombstone(key: bytes, kind: IdKind, normal: str) -> str:

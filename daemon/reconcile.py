@@ -228,9 +228,13 @@ class Reconciler:
         builder.settled += [
             key for key in state.disputes if key[1] in REVIEWS and key not in reviewed
         ]
-        builder.fingerprint_ahead(groups)
-        for group in groups:
-            builder.plan_group(group)
+        for start in range(0, len(groups), _CHUNK):
+            # A chunk of contacts at a time: fingerprinted together, then planned while
+            # what that took is still in the CPU caches.
+            chunk = groups[start : start + _CHUNK]
+            builder.fingerprint_ahead(chunk)
+            for group in chunk:
+                builder.plan_group(group)
         visited = {group.link_id for group in groups}
         builder.decided += [d.id for d in state.decisions.values() if d.link_id not in visited]
         authority = self.policy.authority
@@ -317,49 +321,56 @@ class _Linker:
                         self._by_name[record.kind, name].add(i)
         return self._by_name
 
-    def _match(self, record: ContactRecord) -> tuple[set[int], str | None]:
-        """The candidate groups for `record`, and the review it needs (or None)."""
+    def _match(self, record: ContactRecord) -> tuple[int | set[int] | None, str | None]:
+        """The candidate groups for `record` (one as its index, several as a set, or
+        None), and the review it needs (or None)."""
         index = self.by_id.get(record.kind)
         if index:
             for tier in self.directory.personal_ids(record):  # e-mails, then phones
-                found: set[int] = set()
+                found: int | set[int] | None = None
                 for key in tier:
                     held = index.get(key)
-                    if held is not None:
-                        found |= held if isinstance(held, set) else {held}
-                if found:
-                    return found, (AMBIGUOUS_MATCH if len(found) > 1 else None)
-        found = set()
+                    if held is None or held == found:
+                        continue
+                    # Several candidates: a set (one in the index holds two or more).
+                    found = held if found is None else _candidates(found) | _candidates(held)
+                if found is not None:
+                    return found, (AMBIGUOUS_MATCH if isinstance(found, set) else None)
+        named: set[int] = set()
         for name in identity.record_names(record):
-            found |= self.by_name.get((record.kind, name), set())
-        if len(found) > 1:
-            return found, AMBIGUOUS_MATCH
-        if found and any(
-            self.directory.conflict(record, other)
-            for other in self.groups[next(iter(found))].records.values()
-        ):
-            return found, POSSIBLE_DUPLICATE
-        return found, None
+            named |= self.by_name.get((record.kind, name), set())
+        if len(named) > 1:
+            return named, AMBIGUOUS_MATCH
+        if not named:
+            return None, None
+        (i,) = named
+        if any(self.directory.conflict(record, other) for other in self.groups[i].records.values()):
+            return named, POSSIBLE_DUPLICATE
+        return i, None
 
     def link(self, unlinked: Sequence[ContactRecord]) -> None:
-        claims: dict[int, list[ContactRecord]] = defaultdict(list)
+        # The record each contact is claimed by (a list when several claim it).
+        claims: dict[int, ContactRecord | list[ContactRecord]] = {}
         unmatched: list[ContactRecord] = []
         reviews: list[tuple[ContactRecord, set[int], str]] = []
+        match = self._match if self.candidates else None
         for record in unlinked:
-            found, review = self._match(record) if self.candidates else (set(), None)
-            if review is not None:
-                reviews.append((record, found, review))
-            elif found:
-                claims[found.pop()].append(record)
-            else:
+            found, review = match(record) if match else (None, None)
+            if found is None:
                 unmatched.append(record)
-        for i, records in claims.items():
-            if len(records) == 1:
-                self._join(i, records[0])
-            else:  # several records of this system claim one contact
-                reviews += [(record, {i}, AMBIGUOUS_MATCH) for record in records]
-        for record, found, review in reviews:
-            self._review(record, found, review)
+            elif review is not None:
+                reviews.append((record, _candidates(found), review))
+            elif isinstance(found, int):
+                held = claims.setdefault(found, record)
+                if held is not record:
+                    claims[found] = [*held, record] if isinstance(held, list) else [held, record]
+        for i, claim in claims.items():
+            if isinstance(claim, list):  # several records of this system claim one contact
+                reviews += [(record, {i}, AMBIGUOUS_MATCH) for record in claim]
+            else:
+                self._join(i, claim)
+        for record, candidates, review in reviews:
+            self._review(record, candidates, review)
         for record in unmatched:
             self.situations[Situation.UNMATCHED] += 1
             self.groups.append(self._new_group(record))
@@ -416,6 +427,10 @@ class _Linker:
         )
 
 
+def _candidates(found: int | set[int]) -> set[int]:
+    return found if isinstance(found, set) else {found}
+
+
 def same_as(link_id: str) -> str:
     """A review's answer that a held record is the contact `link_id` (short to type)."""
     return "same:" + link_id[:8]
@@ -436,6 +451,12 @@ def new_link_id(customer_id: str, system: str, external_id: str) -> str:
 
 
 _URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+
+
+# Contacts planned at a time: what `Fingerprinter.many` keeps of a chunk (the values of
+# every system, their fingerprints) stays in the CPU caches until the chunk is planned,
+# where a large customer's all at once would not (each value would be a cache miss).
+_CHUNK = 2048
 
 
 class _PlanBuilder:
