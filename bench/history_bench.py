@@ -104,6 +104,7 @@ SYSTEMS = ("outlook", "zisson")  # where a change made on the card (Firestore) g
 LEASE = timedelta(seconds=300)
 HISTORY_TABLES = (
     "runs",
+    "run_tallies",
     "run_events",
     "op_journal",
     "work_items",
@@ -381,13 +382,18 @@ class Year:
         store = self.store
         item = self.work("sync", customer.id, scale=self.fleet.sync_scale)
         run = store.start_run("sync", customer_id=customer.id, trigger="schedule")
-        self._count("runs", scale=self.fleet.sync_scale)
         self.clock.advance(0.3)
         applied: Counter[str] = Counter()
         for link in self.random.sample(customer.links, min(changes, len(customer.links))):
             self._change(customer, run, link, applied)
-        self._quarantine(customer, run)
+        held = self._quarantine(customer, run)
         self.clock.advance(0.1)
+        # This run stands for `sync_scale` runs of the daemon: the one that carried the
+        # changes or the quarantined record (at its real rate), and quiet runs.
+        quiet = not applied and not held
+        self.result.written["runs"] += 1
+        self.result.real["runs"] += 0 if quiet else 1
+        self.result.real["quiet_runs"] += self.fleet.sync_scale - (0 if quiet else 1)
         n = self.fleet.contacts
         store.finish_run(
             run,
@@ -400,6 +406,7 @@ class Year:
                 "deleted_contacts": 0,
                 "total_contacts": n,
             },
+            quiet=quiet,
         )
         store.finish_work(item)
 
@@ -455,7 +462,8 @@ class Year:
         self._count("run_events", 2)
         self._count("ledger_entries", 2)
 
-    def _quarantine(self, customer: _Customer, run: str) -> None:
+    def _quarantine(self, customer: _Customer, run: str) -> bool:
+        """Release what is due; now and then quarantine a record (True: one was)."""
         now = self.clock.now
         due = [q for q in customer.quarantined if q[1] <= now]
         if due:
@@ -477,6 +485,8 @@ class Year:
             customer.quarantined.append((external, now + timedelta(days=2)))
             self._count("quarantine")
             self._count("run_events")
+            return True
+        return False
 
     def retention(self, customer: _Customer) -> None:
         """A retention run (daemon/retention.py): mail past the rule found and deleted."""
@@ -964,7 +974,13 @@ def projection_rows(
         if table == "ledger_checkpoints":  # every checkpoint_every entries, and each tick
             entries = result.real["ledger_entries"] / fleet.days
             daily = entries / settings.ledger.checkpoint_every + REAL_TICKS_PER_DAY["checkpoint"]
-        if table in keep:
+        if table == "runs":  # quiet runs are kept briefly, then counted per day
+            quiet = result.real["quiet_runs"] / fleet.days
+            projected = per_row * (daily * keep[table] + quiet * settings.history.quiet_runs_days)
+            daily += quiet
+            total += projected
+            kept = f"{keep[table]}/{settings.history.quiet_runs_days} d"
+        elif table in keep:
             projected = per_row * daily * keep[table]
             total += projected
             kept = f"{keep[table]} d"
@@ -975,6 +991,16 @@ def projection_rows(
         lines.append(
             f"{table:<16} {rows:>10,} {per_row:>10.0f} {daily:>14,.0f} {kept:>6} "
             f"{projected / 1e9:>9.2f} GB"
+        )
+    # The daily tallies of quiet runs: a row a customer a day, kept as long as runs.
+    tallies = counts.get("run_tallies", 0)
+    if tallies and "run_tallies" in sizes:
+        per_row = sizes["run_tallies"] / tallies
+        projected = per_row * fleet.customers * keep["runs"]
+        total += projected
+        lines.append(
+            f"{'run_tallies':<16} {tallies:>10,} {per_row:>10.0f} {fleet.customers:>14,} "
+            f"{str(keep['runs']) + ' d':>6} {projected / 1e9:>9.2f} GB"
         )
     directory = sum(sizes.get(t, 0) for t in ("links", "link_members", "fingerprints"))
     measured = store_size(store)

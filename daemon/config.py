@@ -191,6 +191,13 @@ class HistoryConfig(_Model):
     # Runs and their events (`pdsync log`, the dashboard, the processing report): half a
     # year covers a customer's complaint window and two quarterly reviews.
     runs_days: int = Field(default=180, ge=1)
+    # Quiet runs: syncs that completed with nothing to plan, apply, review or warn
+    # about. At a sync a minute they are nearly every run (300 customers: ~430,000 a
+    # day, tens of gigabytes in half a year) and say only that all was well, so they
+    # are kept two days (`pdsync log` shows the last ones), then counted per customer
+    # and day (the processing report reads the counts) until `runs_days`. At most
+    # `runs_days`.
+    quiet_runs_days: int = Field(default=2, ge=1)
     # Finished (done or failed) op-journal entries: they only stop a change from being
     # applied twice after a crash, which the vendors' idempotency windows (hours) bound;
     # a month leaves time to investigate an incident. Pending entries are never pruned.

@@ -136,6 +136,7 @@ def build_report(
         },
         own_records_days={
             "runs": settings.history.runs_days,
+            "quiet_runs": min(settings.history.quiet_runs_days, settings.history.runs_days),
             "journal": settings.history.journal_days,
             "work_items": settings.history.work_days,
             "quarantine": settings.history.quarantine_days,
@@ -280,6 +281,10 @@ _WORDS: dict[str, dict[Language, str]] = {
         "no": "pdsyncs registreringer om eget arbeid lagres (dager)",
     },
     "runs": {"en": "runs and their events", "no": "kjøringer og hendelser"},
+    "quiet_runs": {
+        "en": "runs without changes (then counted per day)",
+        "no": "kjøringer uten endringer (deretter talt per dag)",
+    },
     "journal": {"en": "operation journal", "no": "operasjonsjournal"},
     "work_items": {"en": "work queue", "no": "arbeidskø"},
     "quarantine": {"en": "quarantine", "no": "karantene"},

@@ -189,6 +189,7 @@ async def prune_history(store: Store, settings: Settings, ledger: Ledger | None)
         store.prune_history,
         HistoryCutoffs(
             runs=now - timedelta(days=keep.runs_days),
+            quiet_runs=now - timedelta(days=min(keep.quiet_runs_days, keep.runs_days)),
             journal=now - timedelta(days=keep.journal_days),
             work=now - timedelta(days=keep.work_days),
             quarantine=now - timedelta(days=keep.quarantine_days),
@@ -200,6 +201,7 @@ async def prune_history(store: Store, settings: Settings, ledger: Ledger | None)
     if ledger is not None and any(counts.values()):
         days = {
             "runs": keep.runs_days,
+            "quiet_runs": keep.quiet_runs_days,
             "journal": keep.journal_days,
             "work_items": keep.work_days,
             "quarantine": keep.quarantine_days,
@@ -210,6 +212,7 @@ async def prune_history(store: Store, settings: Settings, ledger: Ledger | None)
                 "history.pruned",
                 runs=pruned.runs,
                 run_events=pruned.run_events,
+                quiet_runs=pruned.quiet_runs,
                 journal=pruned.journal,
                 work_items=pruned.work_items,
                 quarantine=pruned.quarantine,

@@ -47,6 +47,23 @@ class SyncReport:
     error: str | None = None
     deleted_links: Counter[str] = field(default_factory=Counter)  # link -> deletes applied
     held: dict[str, Any] | None = None  # why the run waits for an approval
+    events: int = 0  # written to the run's log
+
+    @property
+    def quiet(self) -> bool:
+        """Completed with nothing to plan, apply or review and nothing logged: a run
+        that says only that all was well (kept briefly, then counted; see
+        `history.quiet_runs_days`)."""
+        return (
+            self.status == RunStatus.COMPLETED
+            and self.plan is not None
+            and self.plan.is_empty
+            and not self.plan.notes
+            and not any(self.applied.values())
+            and not self.error
+            and not self.held
+            and not self.events
+        )
 
     def summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {"applied": dict(self.applied)}
@@ -127,7 +144,9 @@ class SyncService:
                 log.exception("sync_crashed")
                 self._event(report, "sync_failed", level="error", detail={"error": report.error})
             finally:
-                self.store.finish_run(run_id, report.status, report.summary())
+                # A plan asked for is looked at: never quiet.
+                quiet = report.quiet and not plan_only
+                self.store.finish_run(run_id, report.status, report.summary(), quiet=quiet)
                 log.info("sync_finished", status=report.status, **_flat(report.summary()))
                 logs.unbind("run_id", "customer")
             return report
@@ -141,6 +160,7 @@ class SyncService:
         system: str | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> None:
+        report.events += 1
         self.store.add_event(
             report.run_id,
             event,

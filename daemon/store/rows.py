@@ -108,6 +108,7 @@ class RunRow:
     started_at: datetime
     finished_at: datetime | None
     summary: Mapping[str, Any] = field(default_factory=dict)
+    quiet: bool = False  # completed with nothing to do or say (see finish_run)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

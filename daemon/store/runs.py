@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.errors import NotFound
 from daemon.store.rows import EventLevel, EventRow, RunRow, RunStatus
-from daemon.store.schema import run_events, runs
+from daemon.store.schema import run_events, run_tallies, runs
 
 
 def _run_row(row: sa.Row[Any]) -> RunRow:
@@ -32,6 +32,7 @@ def _run_row(row: sa.Row[Any]) -> RunRow:
         started_at=row.started_at,
         finished_at=row.finished_at,
         summary=row.summary,
+        quiet=row.quiet,
     )
 
 
@@ -89,8 +90,17 @@ class RunsMixin(StoreBase):
             )
         return run_id
 
-    def finish_run(self, run_id: str, status: RunStatus | str, summary: Mapping[str, Any]) -> None:
-        """Record how the run ended (any status but running) and its summary.
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus | str,
+        summary: Mapping[str, Any],
+        *,
+        quiet: bool = False,
+    ) -> None:
+        """Record how the run ended (any status but running) and its summary; `quiet`:
+        it completed with nothing to do and nothing to say (kept only for
+        `history.quiet_runs_days`, then counted per day).
 
         Also accepted for a run already marked interrupted: its process was alive after
         all, and what it reports is the truth. Raises NotFound for an unknown run.
@@ -98,11 +108,15 @@ class RunsMixin(StoreBase):
         final = RunStatus(status)
         if final is RunStatus.RUNNING:
             raise ValueError("finish_run needs a final status, not 'running'")
+        if quiet and final is not RunStatus.COMPLETED:
+            raise ValueError(f"a {final.value} run is not quiet")
         with self._write() as conn:
             updated = conn.execute(
                 sa.update(runs)
                 .where(runs.c.id == run_id)
-                .values(status=final.value, finished_at=utcnow(), summary=dict(summary))
+                .values(
+                    status=final.value, finished_at=utcnow(), summary=dict(summary), quiet=quiet
+                )
             ).rowcount
         if not updated:
             raise NotFound(f"no run {run_id}")
@@ -198,17 +212,35 @@ class RunsMixin(StoreBase):
     def tally_runs(self, *, customer_id: str, since: datetime) -> dict[tuple[str, str], RunTally]:
         """The customer's runs started at or after `since`, counted per (kind, status),
         with the last one's end: what a report says of a month of runs (at a sync a
-        minute, tens of thousands), without reading them."""
-        query = (
+        minute, tens of thousands), without reading them. Quiet runs already pruned
+        count from their daily tallies, by whole days (UTC) from `since`'s day."""
+        kept = (
             sa.select(runs.c.kind, runs.c.status, sa.func.count(), sa.func.max(runs.c.finished_at))
             .where(runs.c.customer_id == customer_id, runs.c.started_at >= since)
             .group_by(runs.c.kind, runs.c.status)
         )
-        with self._read() as conn:
-            return {
-                (kind, status): RunTally(runs=int(n), last_finished=last)
-                for kind, status, n, last in conn.execute(query)
-            }
+        counted = (
+            sa.select(
+                run_tallies.c.kind,
+                run_tallies.c.status,
+                sa.func.sum(run_tallies.c.runs),
+                sa.func.max(run_tallies.c.last_finished),
+            )
+            .where(
+                run_tallies.c.customer_id == customer_id,
+                run_tallies.c.day >= since.astimezone(UTC).date(),
+            )
+            .group_by(run_tallies.c.kind, run_tallies.c.status)
+        )
+        found: dict[tuple[str, str], RunTally] = {}
+        with self._read(snapshot=True) as conn:
+            for kind, status, n, last in [*conn.execute(kept), *conn.execute(counted)]:
+                had = found.get((kind, status))
+                if had is not None:
+                    n += had.runs
+                    last = max((t for t in (last, had.last_finished) if t), default=None)
+                found[kind, status] = RunTally(runs=int(n), last_finished=last)
+        return found
 
     def latest_runs(self, customer_ids: Sequence[str], *, kind: str) -> dict[str, RunRow]:
         """Each customer's newest run of `kind` (customers without one are left out), in

@@ -168,11 +168,28 @@ runs = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False, index=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("summary", JSON, nullable=False),
+    # A sync that found nothing to do and had nothing to say (issue 15): at a sync a
+    # minute nearly every run; kept for `history.quiet_runs_days`, then only counted.
+    sa.Column("quiet", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(
         "status IN ('running', 'completed', 'failed', 'awaiting_approval', 'interrupted')",
         name="status",
     ),
     sa.Index(None, "customer_id", "started_at"),
+    sa.Index(None, "quiet", "started_at"),
+)
+
+# Quiet runs pruned, counted per customer, day (UTC, of the start), kind and status: what
+# the processing report says of a month of runs after the runs themselves are gone.
+run_tallies = sa.Table(
+    "run_tallies",
+    metadata,
+    sa.Column("customer_id", CUSTOMER_ID, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("status", sa.String(32), primary_key=True),
+    sa.Column("runs", sa.Integer, nullable=False),
+    sa.Column("last_finished", UTCDateTime, nullable=True),
 )
 
 run_events = sa.Table(

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from daemon import config
@@ -72,6 +73,7 @@ def test_finished_records_older_than_the_cutoff_go_in_chunks_and_the_rest_stay(
     assert pruned.as_dict() == {
         "runs": 3,
         "run_events": 9,
+        "quiet_runs": 0,
         "journal": 3,
         "work_items": 3,
         "quarantine": 3,
@@ -94,6 +96,66 @@ def test_finished_records_older_than_the_cutoff_go_in_chunks_and_the_rest_stay(
     assert [i.id for i in store.instances()] == [store.instance_id]
     # Nothing left to do: a second pass deletes nothing.
     assert not any(store.prune_history(cutoffs(cutoff), chunk=2).as_dict().values())
+
+
+def age(store: Store, run_id: str, moment: datetime) -> None:
+    with store._engine.begin() as conn:
+        conn.execute(sa.update(runs).where(runs.c.id == run_id).values(started_at=moment))
+
+
+def test_quiet_runs_go_sooner_and_are_still_counted_per_day(store: Store) -> None:
+    now = datetime.now(UTC)
+    days_ago = [now - timedelta(days=d, hours=1) for d in (5, 5, 4)]
+    quiet = []
+    for moment in days_ago:
+        run = store.start_run("sync", customer_id="acme", trigger="schedule")
+        store.finish_run(run, "completed", {"applied": {}}, quiet=True)
+        age(store, run, moment)
+        quiet.append(run)
+    # Kept whatever their age: a run that changed something, one that failed, one with
+    # something to say (an event), a quiet one of another customer within the window.
+    changed = store.start_run("sync", customer_id="acme", trigger="schedule")
+    store.finish_run(changed, "completed", {"applied": {"zisson.update.applied": 1}})
+    failed = store.start_run("sync", customer_id="acme", trigger="schedule")
+    store.add_event(failed, "sync_failed", level="error", detail={"error": "timeout"})
+    store.finish_run(failed, "failed", {"error": "timeout"})
+    for run in (changed, failed):
+        age(store, run, days_ago[0])
+    recent = store.start_run("sync", customer_id="other", trigger="schedule")
+    store.finish_run(recent, "completed", {}, quiet=True)
+    since = now - timedelta(days=30)
+    before = store.tally_runs(customer_id="acme", since=since)
+    assert before["sync", "completed"].runs == 4 and before["sync", "failed"].runs == 1
+
+    pruned = store.prune_history(
+        HistoryCutoffs(
+            runs=now - timedelta(days=180),
+            quiet_runs=now - timedelta(days=2),
+            journal=now - timedelta(days=180),
+            work=now - timedelta(days=180),
+            quarantine=now - timedelta(days=180),
+            instances=now - timedelta(days=180),
+        ),
+        chunk=2,  # the two runs of one day land in two chunks: the tally adds up
+    )
+
+    assert (pruned.runs, pruned.quiet_runs) == (3, 3)
+    assert {r.id for r in store.list_runs(limit=100)} == {changed, failed, recent}
+    assert store.tally_runs(customer_id="acme", since=since) == before  # the report's counts
+    later = store.tally_runs(customer_id="acme", since=now - timedelta(days=4, hours=12))
+    assert later["sync", "completed"].runs == 1  # the day four days ago: its one quiet run
+    # The tallies go when the runs they stand for would have.
+    pruned = store.prune_history(cutoffs(now - timedelta(days=3)), chunk=2)
+    assert pruned.runs == 2  # the changed and the failed run, five days old
+    assert store.tally_runs(customer_id="acme", since=since) == {}
+
+
+def test_only_a_completed_run_can_be_quiet(store: Store) -> None:
+    run = store.start_run("sync", customer_id="acme", trigger="schedule")
+    with pytest.raises(ValueError, match="a failed run is not quiet"):
+        store.finish_run(run, "failed", {}, quiet=True)
+    store.finish_run(run, "completed", {}, quiet=True)
+    assert store.get_run(run).quiet
 
 
 def test_released_quarantine_goes_after_its_time_and_an_open_one_seen_again_stays(
@@ -145,6 +207,7 @@ async def test_the_daily_job_prunes_by_the_stated_defaults_and_the_ledger_keeps_
         assert entries[-1].kind == "history.pruned"
         assert entries[-1].payload["runs"] == 1 and entries[-1].payload["run_events"] == 1
         assert entries[-1].payload["retention_days"]["runs"] == 1
+        assert entries[-1].payload["quiet_runs"] == 0  # neither run was quiet
 
         text = render_text(build_report(settings, store, "acme"))
         assert "pdsync's records of its own work are kept (days): runs and their events 1," in text

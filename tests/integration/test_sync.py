@@ -144,6 +144,21 @@ async def test_a_title_changed_on_the_card_reaches_zisson_and_nothing_else_chang
     assert await world.settle() <= 2
 
 
+async def test_a_sync_with_nothing_to_do_is_quiet_and_one_that_changed_something_is_not(
+    world: SyncWorld,
+) -> None:
+    await world.put_card([person(0)])
+    first = await world.sync()
+    assert first.applied and not world.store.get_run(first.run_id).quiet  # type: ignore[union-attr]
+    await world.settle()
+    nothing = await world.sync()
+    assert not any(nothing.applied.values())
+    assert world.store.get_run(nothing.run_id).quiet  # type: ignore[union-attr]
+    # A plan asked for is looked at: never quiet.
+    planned = await world.service.sync(world.customer, trigger="test", plan_only=True)
+    assert not world.store.get_run(planned.run_id).quiet  # type: ignore[union-attr]
+
+
 async def test_a_phone_changed_in_zisson_is_put_back_when_the_card_is_authority(
     world: SyncWorld,
 ) -> None:
@@ -309,6 +324,10 @@ async def test_a_malformed_zisson_record_is_quarantined_and_the_rest_of_the_run_
     report = await world.sync()
     assert report.status == "completed"
     assert report.applied["zisson.create.applied"] == 3
+    await world.settle()
+    again = await world.sync()  # nothing to change, but a record still held: not quiet
+    assert not any(again.applied.values())
+    assert not world.store.get_run(again.run_id).quiet  # type: ignore[union-attr]
     [row] = world.store.list_quarantine(customer_id="kunde-01")
     assert (row.system, row.external_id) == ("zisson", "bad-1")
     assert "@" not in row.reason and "2233" not in row.reason
