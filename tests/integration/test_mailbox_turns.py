@@ -11,6 +11,8 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +20,15 @@ import pytest_asyncio
 import sqlalchemy as sa
 
 from connectors.outlook import OutlookConnector, OutlookSettings
+from daemon import config
 from daemon.affinity import HOLD, PostgresMailboxLease, _key, schedule_offset
+from daemon.service import _schedule
 from daemon.store import Store
 from sandbox.graph_sim import GraphSimulator
 from tests.e2e.cluster import ON_POSTGRES
 from tests.integration.test_outlook_harness import FAST_RETRIES
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "example.toml"
 
 APP = "00000000-0000-4000-8000-0000000000b7"
 MAILBOX = "sentralbord@we4you.no"
@@ -185,6 +191,41 @@ def test_customers_are_spread_over_the_interval_at_stable_points() -> None:
     per_ten_seconds = [sum(1 for o in offsets if s <= o < s + 10) for s in range(0, 60, 10)]
     assert min(per_ten_seconds) >= 30  # about 50 each, never all at once
     assert all(0 <= schedule_offset(f"k{n}", 60, 3) < 3 for n in range(20))  # few: soon
+
+
+def test_retention_runs_are_spread_wider_and_not_on_the_syncs() -> None:
+    """300 customers' retention runs (every 6 hours; each searches a mailbox a while)
+    start 10 s apart on average after a start, not all in its first 30 s."""
+    ids = [f"kunde-{n:03d}" for n in range(300)]
+    offsets = [schedule_offset(c, 6 * 3600, 300, spacing=10, job="retention") for c in ids]
+    assert all(0 <= o < 3000 for o in offsets)
+    per_five_minutes = [sum(1 for o in offsets if s <= o < s + 300) for s in range(0, 3000, 300)]
+    assert max(per_five_minutes) <= 50  # about 30 each
+    syncs = [schedule_offset(c, 6 * 3600, 300, spacing=10) for c in ids]
+    assert sum(1 for a, b in zip(offsets, syncs, strict=True) if abs(a - b) < 1) < 10
+
+
+def test_the_leader_schedules_each_retention_run_at_its_point(tmp_path: Path) -> None:
+    settings = config.load(EXAMPLE)
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", master_key=bytes(32))
+    try:
+        before = datetime.now(UTC)
+        schedule = _schedule(settings, store, {"outlook"})
+        customers = len(settings.customers)
+        jobs = [j for j in schedule._scheduler.get_jobs() if j.id.startswith("retention:")]
+        assert jobs
+        for job in jobs:
+            customer = job.id.removeprefix("retention:")
+            offset = schedule_offset(
+                customer,
+                settings.retention.interval_seconds,
+                customers,
+                spacing=10,
+                job="retention",
+            )
+            assert abs((job.next_run_time - before).total_seconds() - offset) < 5
+    finally:
+        store.close()
 
 
 @ON_POSTGRES
