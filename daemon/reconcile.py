@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import operator
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -364,11 +365,17 @@ class _Linker:
                 held = claims.setdefault(found, record)
                 if held is not record:
                     claims[found] = [*held, record] if isinstance(held, list) else [held, record]
+        joins: list[tuple[int, ContactRecord]] = []
         for i, claim in claims.items():
             if isinstance(claim, list):  # several records of this system claim one contact
                 reviews += [(record, {i}, AMBIGUOUS_MATCH) for record in claim]
             else:
-                self._join(i, claim)
+                joins.append((i, claim))
+        # The contacts in the order they lie in memory (made in that order), not this
+        # system's: a large customer's fill more than the CPU caches.
+        joins.sort(key=operator.itemgetter(0))
+        for i, record in joins:
+            self._join(i, record)
         for record, candidates, review in reviews:
             self._review(record, candidates, review)
         for record in unmatched:
