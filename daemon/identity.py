@@ -246,27 +246,25 @@ class Directory:
         held: dict[str, list[str]] = defaultdict(list)  # by system, once per record
         shared: set[str] = set()
         email = normalize.email
-        # Each record's e-mails and phones as counted (by id: the caller keeps the records).
-        self._keys: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        # Each record's e-mails and phones as counted (by id: the caller keeps the records),
+        # as tuples: a first sync counts every record of every system, and sets of one or
+        # two values would take three times the memory.
+        self._keys: dict[int, Ids] = {}
         if wanted is None:
             # Every record counts (a first sync links them all): taken in the order they
             # lie in memory, as a large customer's fill more than the CPU caches and in
             # another order each would be a cache miss (the counts do not depend on it).
             records = sorted(records, key=id)
         for record in records:
-            mails = frozenset([email(e) for e in record.emails]) if record.emails else _NONE
-            if "" in mails:
-                mails -= _BLANK
-            phones = (
-                frozenset([p.e164 for p in record.phones if p.e164]) if record.phones else _NONE
-            )
+            mails = _distinct([email(e) for e in record.emails]) if record.emails else ()
+            phones = _distinct([p.e164 for p in record.phones if p.e164]) if record.phones else ()
             if wanted is not None:
-                mails &= wanted
-                phones &= wanted
+                mails = tuple(k for k in mails if k in wanted)
+                phones = tuple(k for k in phones if k in wanted)
             if not (mails or phones):
                 continue
             if record.kind is ContactKind.DEPARTMENT:
-                shared |= mails | phones
+                shared.update(mails, phones)
             keys = held[record.system]
             keys += mails
             keys += phones
@@ -286,8 +284,8 @@ class Directory:
     def phone_strength(self, key: str) -> Strength:
         return Strength.SHARED if key in self._shared else Strength.PERSONAL
 
-    def personal_ids(self, record: ContactRecord) -> tuple[frozenset[str], frozenset[str]]:
-        """The record's personal e-mails and phones (a department has none)."""
+    def personal_ids(self, record: ContactRecord) -> Ids:
+        """The record's personal e-mails and phones, each once (a department has none)."""
         if record.kind is ContactKind.DEPARTMENT:
             return _NOTHING
         counted = self._keys.get(id(record))
@@ -295,26 +293,26 @@ class Directory:
             # Counted: its role addresses are among the shared already.
             mails, phones = counted
             shared = self._shared
-            if not mails.isdisjoint(shared):
-                mails = mails - shared
-            if not phones.isdisjoint(shared):
-                phones = phones - shared
+            if shared.isdisjoint(mails) and shared.isdisjoint(phones):
+                return counted
+            mails = tuple(k for k in mails if k not in shared)
+            phones = tuple(k for k in phones if k not in shared)
             return (mails, phones) if mails or phones else _NOTHING
         # A record this directory was not built from.
-        personal = frozenset(record_keys(record)) - self._shared
+        personal = record_keys(record) - self._shared
         if not personal:
             return _NOTHING
         role = self.rules.is_role_address
         return (
-            frozenset(k for k in personal if "@" in k and not role(k)),
-            frozenset(k for k in personal if "@" not in k),
+            tuple(sorted(k for k in personal if "@" in k and not role(k))),
+            tuple(sorted(k for k in personal if "@" not in k)),
         )
 
     def personal_emails(self, record: ContactRecord) -> frozenset[str]:
-        return self.personal_ids(record)[0]
+        return frozenset(self.personal_ids(record)[0])
 
     def personal_phones(self, record: ContactRecord) -> frozenset[str]:
-        return self.personal_ids(record)[1]
+        return frozenset(self.personal_ids(record)[1])
 
     # -- linking --------------------------------------------------------------------------
 
@@ -326,7 +324,7 @@ class Directory:
             return True
         emails_a, phones_a = self.personal_ids(a)
         emails_b, phones_b = self.personal_ids(b)
-        if emails_a & emails_b or phones_a & phones_b:
+        if any(e in emails_b for e in emails_a) or any(p in phones_b for p in phones_a):
             return False
         return bool(emails_a and emails_b) or bool(phones_a and phones_b)
 
@@ -424,9 +422,15 @@ class Directory:
         return bool(found & tombstones)
 
 
-_NONE: frozenset[str] = frozenset()
-_BLANK = frozenset({""})
-_NOTHING: tuple[frozenset[str], frozenset[str]] = (_NONE, _NONE)
+Ids = tuple[tuple[str, ...], tuple[str, ...]]  # a record's e-mails and phones, normal forms
+_NOTHING: Ids = ((), ())
+
+
+def _distinct(values: list[str]) -> tuple[str, ...]:
+    """`values` without blanks and repeats, in order (one or two, nearly always)."""
+    if len(values) == 1:
+        return (values[0],) if values[0] else ()
+    return tuple(v for v in dict.fromkeys(values) if v)
 
 
 def tombstone(key: bytes, kind: IdKind, normal: str) -> str:

@@ -304,7 +304,7 @@ class _Linker:
             for record in groups[i].records.values():
                 emails, phones = personal_ids(record)
                 index = self.by_id[record.kind]
-                for key in (*emails, *phones):
+                for key in emails + phones:
                     held = index.setdefault(key, i)
                     if held != i:
                         index[key] = (held if isinstance(held, set) else {held}) | {i}
