@@ -199,15 +199,13 @@ class PostgresMailboxLease:
                 session.drop()
 
 
-def schedule_offset(
-    customer_id: str, interval: float, customers: int, *, spacing: float = 1.0, job: str = ""
-) -> float:
+def schedule_offset(customer_id: str, interval: float, customers: int, *, job: str = "") -> float:
     """Seconds after the start at which the customer's `job` (syncs: "") comes round: a
     stable point (the same on every instance and after every restart, whatever the order
-    in the config) within the first min(interval, customers × spacing) seconds, so
-    hundreds of customers are spread over the interval and a few still start at once.
-    Each job has its own points: a customer's retention run is not on its sync's."""
-    spread = max(1.0, min(float(interval), float(customers) * spacing))
+    in the config) within the first min(interval, customers) seconds, so hundreds of
+    customers are spread over the interval and a few still start at once. Each job has
+    its own points: a customer's retention run is not on its sync's."""
+    spread = max(1.0, min(float(interval), float(customers)))
     name = f"{job}:{customer_id}" if job else customer_id
     fraction = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
     return spread * fraction / 2**64

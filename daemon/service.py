@@ -223,9 +223,6 @@ async def prune_history(store: Store, settings: Settings, ledger: Ledger | None)
     log.info("history_pruned", **counts)
 
 
-RETENTION_SPACING_SECONDS = 10.0  # between customers' first retention runs after a start
-
-
 def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> Schedule:
     """The leader's schedules: each tick only queues a work item."""
     schedule = Schedule()
@@ -257,19 +254,15 @@ def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> 
             first_in=schedule_offset(customer.id, interval, len(settings.customers)),
         )
         if retention_systems & set(customer.retention_rules()):
-            # Spread too, wider apart: a retention run searches a mailbox for a while, and
-            # hundreds of them at once would queue at a shared mailbox's budget.
+            # Spread too: a retention run searches a mailbox for a while, and hundreds of
+            # them at once would queue at a shared mailbox's budget.
             every = settings.retention.interval_seconds
             schedule.every(
                 f"retention:{customer.id}",
                 every,
                 enqueue("retention", customer.id),
                 first_in=schedule_offset(
-                    customer.id,
-                    every,
-                    len(settings.customers),
-                    spacing=RETENTION_SPACING_SECONDS,
-                    job="retention",
+                    customer.id, every, len(settings.customers), job="retention"
                 ),
             )
     return schedule

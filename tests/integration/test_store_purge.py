@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from daemon.store import KeyDestroyed, Store
+from daemon.store.history import HistoryCutoffs
 from daemon.store.schema import customer_keys, customers, fingerprints, metadata
 
 
@@ -34,6 +35,19 @@ def fill(store: Store, customer_id: str) -> list[str]:
         kind="update",
     )
     store.finish_run(run, "completed", {})
+    quiet = store.start_run("sync", customer_id=customer_id, trigger="schedule")
+    store.finish_run(quiet, "completed", {}, quiet=True)
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    store.prune_history(  # the quiet run, now counted in its day's tally
+        HistoryCutoffs(
+            runs=long_ago,
+            quiet_runs=datetime.now(UTC) + timedelta(seconds=1),
+            journal=long_ago,
+            work=long_ago,
+            quarantine=long_ago,
+            instances=long_ago,
+        )
+    )
     store.append_ledger("sync.completed", customer_id, {})
     request = store.create_erasure(
         customer_id,
@@ -86,12 +100,14 @@ def test_purge_leaves_only_runs_events_and_the_shredded_key(store: Store) -> Non
     deleted = store.purge_customer("c1")
     assert counted == deleted  # counted beforehand, for a certificate that survives a crash
 
-    # What stays is the proof: runs, the ledger, the erasure request; no personal data.
+    # What stays is the proof: runs (and the tallies of quiet ones), the ledger, the
+    # erasure request; no personal data.
     assert rows_of(store, "c1", c1_links) == {
         "customers": 1,
         "customer_keys": 1,
         "runs": 1,
         "run_events": 1,
+        "run_tallies": 1,
         "ledger_entries": 1,
         "erasure_requests": 1,
     }
