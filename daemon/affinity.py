@@ -27,7 +27,6 @@ from contextlib import AsyncExitStack
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from connectors.outlook import OutlookConnector
 from daemon.store import Store
 from daemon.store.schema import store_meta
 
@@ -216,8 +215,12 @@ def share_mailboxes(
 ) -> PostgresMailboxLease | None:
     """Make the Outlook connector take turns at its mailboxes with the other instances on
     the store (PostgreSQL); the lease's session is closed when `stack` unwinds."""
-    outlook = next((c for c in connectors.values() if isinstance(c, OutlookConnector)), None)
+    outlook = connectors.get("outlook")
     if outlook is None:
+        return None
+    from connectors.outlook.connector import OutlookConnector  # only when configured
+
+    if not isinstance(outlook, OutlookConnector):
         return None
     lease = PostgresMailboxLease(store._engine)
     stack.callback(lease.close)

@@ -46,7 +46,6 @@ from daemon.cli_common import (
 )
 from daemon.config import CONFIG_ENV, ConfigError, CustomerConfig, Settings
 from daemon.domain import Subject
-from daemon.reconcile import AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE, SEPARATE
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -478,12 +477,6 @@ def _since(text: str | None) -> datetime | None:
         raise typer.Exit(2) from None
 
 
-def _customer_filter(config: Path, customer: str | None) -> None:
-    """Exit 2 naming the configured customers when `customer` is not one of them."""
-    if customer is not None:
-        known_customer(load_settings(config), customer)
-
-
 @runs_app.callback(invoke_without_command=True)
 def runs_list(
     ctx: typer.Context,
@@ -496,10 +489,10 @@ def runs_list(
     """List recent runs, newest first (`pdsync runs show ID` for one)."""
     if ctx.invoked_subcommand is not None:
         return
-    _customer_filter(config, customer)
     rows = _query(
         config,
         lambda store: store.list_runs(customer_id=customer, since=_since(since), limit=limit),
+        customer=customer,
     )
     columns = ["run", "kind", "customer", "status", "started", "changes"]
     if wide:
@@ -563,8 +556,16 @@ def disputes_list(
     """List open disputes (field names only; the values stay in the systems)."""
     if ctx.invoked_subcommand is not None:
         return
-    _customer_filter(config, customer)
-    rows = _query(config, lambda store: store.list_disputes(customer_id=customer, open_only=True))
+    # Here, not at the top: reconcile brings the crypto stack, which other commands
+    # (and `pdsync --help`) do without.
+    from daemon.reconcile import AMBIGUOUS_MATCH, POSSIBLE_DUPLICATE, SEPARATE
+
+    review_labels = {AMBIGUOUS_MATCH: "ambiguous match", POSSIBLE_DUPLICATE: "possible duplicate"}
+    rows = _query(
+        config,
+        lambda store: store.list_disputes(customer_id=customer, open_only=True),
+        customer=customer,
+    )
     _table(
         "Open disputes",
         ("id", "customer", "link", "field", "systems or answers", "opened"),
@@ -573,7 +574,7 @@ def disputes_list(
                 str(row.id),
                 row.customer_id,
                 _short(row.link_id, wide),
-                REVIEW_LABELS.get(row.field, row.field),
+                review_labels.get(row.field, row.field),
                 ", ".join(sorted(row.fingerprints)),
                 row.opened_at.strftime("%Y-%m-%d %H:%M"),
             )
@@ -582,11 +583,11 @@ def disputes_list(
         wide,
     )
     for row in rows:
-        if row.field not in REVIEW_LABELS:
+        if row.field not in review_labels:
             continue
         # Who the held record might be, by ids only, and the commands that answer.
         also = with_config(config)
-        err.print(f"{row.id}: {REVIEW_LABELS[row.field]}, held: {row.fingerprints[SEPARATE]}")
+        err.print(f"{row.id}: {review_labels[row.field]}, held: {row.fingerprints[SEPARATE]}")
         err.print(
             f"  a contact of its own:  pdsync disputes resolve {row.id} --winner {SEPARATE}{also}"
         )
@@ -594,9 +595,6 @@ def disputes_list(
             if answer != SEPARATE:
                 err.print(f"  the contact {records}:")
                 err.print(f"    pdsync disputes resolve {row.id} --winner {answer}{also}")
-
-
-REVIEW_LABELS = {AMBIGUOUS_MATCH: "ambiguous match", POSSIBLE_DUPLICATE: "possible duplicate"}
 
 
 @tasks_app.callback(invoke_without_command=True)
@@ -609,8 +607,11 @@ def tasks_list(
     """List open manual tasks; `pdsync tasks show ID` prints one's instruction."""
     if ctx.invoked_subcommand is not None:
         return
-    _customer_filter(config, customer)
-    rows = _query(config, lambda store: store.list_tasks(customer_id=customer, open_only=True))
+    rows = _query(
+        config,
+        lambda store: store.list_tasks(customer_id=customer, open_only=True),
+        customer=customer,
+    )
     _table(
         "Open manual tasks",
         ("id", "customer", "system", "operation", "link", "created"),
@@ -652,8 +653,11 @@ def quarantine_list(
     """List quarantined records (the reason names the field; the payload stays encrypted)."""
     if ctx.invoked_subcommand is not None:
         return
-    _customer_filter(config, customer)
-    rows = _query(config, lambda store: store.list_quarantine(customer_id=customer, open_only=True))
+    rows = _query(
+        config,
+        lambda store: store.list_quarantine(customer_id=customer, open_only=True),
+        customer=customer,
+    )
     _table(
         "Quarantined records",
         ("id", "customer", "system", "external id", "reason", "seen"),
@@ -1092,9 +1096,10 @@ def erasures_list(
     """List erasure requests, newest first, with their deadlines."""
     if ctx.invoked_subcommand is not None:
         return
-    _customer_filter(config, customer)
     rows = _query(
-        config, lambda store: store.list_erasures(customer_id=customer, open_only=open_only)
+        config,
+        lambda store: store.list_erasures(customer_id=customer, open_only=open_only),
+        customer=customer,
     )
     columns = ["id", "customer", "scope", "state", "deadline"]
     if wide:

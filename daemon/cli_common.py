@@ -120,9 +120,12 @@ def operator() -> str:
 T = TypeVar("T")
 
 
-def query(config: Path, read: Callable[[Any], T]) -> T:
-    """Open the configured store, read from it, close it."""
-    store = open_store(load_settings(config))
+def query(config: Path, read: Callable[[Any], T], *, customer: str | None = None) -> T:
+    """Open the configured store, read from it, close it. With `customer` (a --customer
+    filter), exit 2 first unless it is configured: the config is read once for both."""
+    settings = load_settings(config)
+    known_customer(settings, customer)
+    store = open_store(settings)
     try:
         return read(store)
     finally:

@@ -21,10 +21,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
-    TomlConfigSettingsSource,
 )
 
 from connectors.firestore.settings import FirestoreBinding, FirestoreSettings
@@ -494,7 +494,7 @@ def load(path: str | Path) -> Settings:
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            tomllib.load(handle)
+            table = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:
@@ -512,7 +512,8 @@ def load(path: str | Path) -> Settings:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+            # The table read above (what TomlConfigSettingsSource would read again).
+            return (env_settings, InitSettingsSource(settings_cls, table))
 
     try:
         return _FromFile()  # type: ignore[call-arg]  # the values come from the sources

@@ -1,17 +1,17 @@
-"""Builds the connectors named in the config; the one place that knows every backend."""
+"""Builds the connectors named in the config; the one place that knows every backend.
+
+Each backend is imported only when the config names its system: a deployment without
+Firestore never loads google-cloud-firestore and grpc, one without Outlook neither msal
+nor requests."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
 from connectors.base import Connector
-from connectors.firestore.connector import FirestoreConnector
-from connectors.outlook import OutlookConnector
-from connectors.zisson.connector import ZissonConnector
 from daemon.config import Settings
 from daemon.erasure import DirectoryEraser, Eraser, OutlookEraser
 from daemon.store import Store
-from daemon.token_vault import StoreTokenVault
 
 
 async def open_connectors(
@@ -25,11 +25,18 @@ async def open_connectors(
     """
     connectors: dict[str, Connector] = {}
     if settings.systems.firestore is not None:
+        from connectors.firestore.connector import FirestoreConnector
+
         connectors["firestore"] = FirestoreConnector(settings.systems.firestore)
     if settings.systems.zisson is not None:
+        from connectors.zisson.connector import ZissonConnector
+        from daemon.token_vault import StoreTokenVault
+
         vault = StoreTokenVault(store) if store is not None else None
         connectors["zisson"] = ZissonConnector(settings.systems.zisson, vault=vault)
     if settings.systems.outlook is not None:
+        from connectors.outlook.connector import OutlookConnector
+
         connectors["outlook"] = OutlookConnector(settings.systems.outlook)
     for connector in connectors.values():
         stack.push_async_callback(connector.aclose)
@@ -38,16 +45,21 @@ async def open_connectors(
 
 def erasers_for(connectors: dict[str, Connector]) -> dict[str, Eraser]:
     """How each system is erased: through its directory, plus what only it holds."""
-    erasers: dict[str, Eraser] = {}
-    for system, connector in connectors.items():
+    return {system: _eraser(system, connector) for system, connector in connectors.items()}
+
+
+def _eraser(system: str, connector: Connector) -> Eraser:
+    # A backend's class is imported for its own system only (see the module docstring).
+    if system == "outlook":
+        from connectors.outlook.connector import OutlookConnector
+
         if isinstance(connector, OutlookConnector):
-            erasers[system] = OutlookEraser(connector)
-        elif isinstance(connector, FirestoreConnector):
-            erasers[system] = DirectoryEraser(
-                connector,
-                has_card=connector.has_card,
-                delete_card=connector.delete_card,
+            return OutlookEraser(connector)
+    elif system == "firestore":
+        from connectors.firestore.connector import FirestoreConnector
+
+        if isinstance(connector, FirestoreConnector):
+            return DirectoryEraser(
+                connector, has_card=connector.has_card, delete_card=connector.delete_card
             )
-        else:
-            erasers[system] = DirectoryEraser(connector)
-    return erasers
+    return DirectoryEraser(connector)

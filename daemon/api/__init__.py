@@ -12,8 +12,9 @@ Modules: settings ([api] config), access (roles and the endpoint matrix), auth
 (authentication, authorisation and the audit log, as ASGI middleware), ratelimit
 (failed authentication per client address: 429 past the limit), errors (error
 bodies without data), models (request and response bodies), routes_ops and
-routes_erasure (the API), probes (healthz, readyz, metrics), dashboard (HTML), server
-(uvicorn inside the daemon).
+routes_erasure (the API), probes (healthz, readyz, metrics), metrics (what /metrics
+reports, with prometheus_client: imported at the first scrape), dashboard (HTML, its
+Jinja2 templates loaded for the first page), server (uvicorn inside the daemon).
 """
 
 from __future__ import annotations

@@ -124,7 +124,6 @@ def create_app(
         max_body_size=MAX_BODY_BYTES,
     )
     app.state.ctx = ctx
-    app.state.registry = probes.registry_for(ctx)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -12,17 +12,17 @@ instruction. Also here: /docs, the API reference rendered from the OpenAPI docum
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from daemon.api import access
@@ -34,6 +34,9 @@ from daemon.incidents import PREFIX as INCIDENT
 from daemon.logs import scrub
 from daemon.report import build_report, describe_deleted
 from daemon.store import EventLevel, RunRow
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -60,26 +63,32 @@ NAV = (
     ("/dashboard/incidents", "Incidents"),
 )
 
-_env = Environment(
-    loader=PackageLoader("daemon.api", "templates"),
-    autoescape=select_autoescape(["html"]),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
 
 def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "–"
 
 
-_env.filters["when"] = _when
-_env.filters["deleted"] = describe_deleted
+@functools.cache
+def _templates() -> Environment:
+    # Made (and Jinja2 imported) for the first page: a daemon whose dashboard nobody
+    # opens does not carry it.
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("daemon.api", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["deleted"] = describe_deleted
+    return env
 
 
 def render(template: str, status: int = 200, **values: Any) -> HTMLResponse:
     """A page with the dashboard's security headers (strict CSP: no scripts at all)."""
-    html = _env.get_template(template).render(nav=NAV, **values)
+    html = _templates().get_template(template).render(nav=NAV, **values)
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -109,6 +111,42 @@ def test_missing_file_and_broken_toml_are_clear(tmp_path: Path) -> None:
         config.load(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(write(tmp_path, "[store\n"))
+
+
+def test_the_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, GOOD)
+    read = counting_reads(monkeypatch)
+    config.load(path)
+    assert read == [str(path)]
+
+
+@pytest.mark.usefixtures("cli_logging_restored")
+def test_a_command_with_a_customer_filter_reads_the_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from daemon.cli import app
+
+    path = write(tmp_path, GOOD)
+    read = counting_reads(monkeypatch)
+    done = CliRunner().invoke(app, ["runs", "--customer", "kunde-01", "--config", str(path)])
+    assert done.exit_code == 0, done.output
+    assert read == [str(path)]
+
+
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The TOML files read from now on (pydantic-settings' TOML source reads with
+    tomllib.load too)."""
+    read: list[str] = []
+    load = tomllib.load
+
+    def counted(handle: BinaryIO) -> dict[str, Any]:
+        read.append(str(getattr(handle, "name", "?")))
+        return load(handle)
+
+    monkeypatch.setattr(tomllib, "load", counted)
+    return read
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
