@@ -217,15 +217,7 @@ class Fingerprinter:
         # order, the order it reads them in.
         order = sorted(range(len(records)), key=list(map(id, records)).__getitem__)
         in_memory = [records[i] for i in order]
-        # Each record read once (its values together), not once per field.
-        by_field: Iterable[Sequence[Any]]
-        if len(names) > 1 and in_memory:
-            by_field = zip(*map(operator.attrgetter(*names), in_memory), strict=True)
-        else:
-            by_field = [[getattr(r, name) for r in in_memory] for name in names]
-        columns = [
-            self._column(name, list(values)) for name, values in zip(names, by_field, strict=True)
-        ]
+        columns = [self._column(name, [getattr(r, name) for r in in_memory]) for name in names]
         given: Sequence[str | None] = [None] * len(records) if digests is None else digests
         missing = [r for i, r in zip(order, in_memory, strict=True) if given[i] is None]
         computed = iter(self.digests(missing, names))
