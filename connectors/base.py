@@ -40,6 +40,7 @@ from tenacity import (
     stop_after_delay,
 )
 
+from connectors.bounds import MAX_RESPONSE_BYTES
 from daemon.domain import ContactRecord, Customer, Operation, OpResult, ReadResult
 
 T = TypeVar("T")
@@ -255,8 +256,6 @@ class RetryingConnectorBase:
         return self  # type: ignore[return-value]
 
 
-# Bytes of one answer, decompressed, that a connector reads at most (see `cap_responses`).
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 # What we ask servers to compress with: the encodings `_CappedStream` inflates itself,
 # so that the cap holds for what is decompressed, not only for what travels.
 ACCEPT_ENCODING = "gzip, deflate"

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.base import MAX_RESPONSE_BYTES
+from connectors.bounds import MAX_RESPONSE_BYTES
 from connectors.secrets import SecretRef
 
 ZissonApi = Literal["json", "xml"]

@@ -82,6 +82,7 @@ def test_reading_the_config_does_not_load_the_connectors_client_libraries() -> N
         loaded = loaded_after(code)
         assert "connectors" in loaded
         assert loaded & CLIENT_STACKS == set(), code
+        assert loaded & {"httpx", "tenacity"} == set(), code  # the HTTP stack: connectors.base
 
 
 def test_pdsync_help_loads_neither_a_connector_nor_the_store() -> None:
