@@ -69,7 +69,10 @@ class StoreConfig(_Model):
         return url
 
     def master_key_bytes(self) -> bytes:
-        text = self.master_key.reveal()
+        try:
+            text = self.master_key.reveal()
+        except LookupError as exc:  # names the variable or file, never a value
+            raise ConfigError(f"store.master_key: {exc}") from None
         for decode in (bytes.fromhex, base64.b64decode):
             try:
                 key = decode(text)

@@ -272,6 +272,17 @@ async def test_a_wrong_or_malformed_master_key_is_named_by_every_command(
     assert "not json" not in malformed.output  # it may be the secret itself
 
 
+async def test_a_master_key_that_cannot_be_read_is_named_by_every_command(
+    config: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "gone" / "master.key"
+    env = {"PDSYNC_STORE__MASTER_KEY": f'{{"file": "{missing}"}}'}
+    assert await asyncio.to_thread(_everywhere, tmp_path, env, config) >= 25
+    result = await asyncio.to_thread(invoke, ["log", "--config", str(config)], env)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"store.master_key: secret file {missing} cannot be read" in result.stderr
+
+
 async def test_an_erased_customer_is_named_not_a_traceback(
     world: SyncWorld, config: Path, tmp_path: Path
 ) -> None:

@@ -256,6 +256,20 @@ def test_a_master_key_of_the_wrong_size_is_named(tmp_path: Path) -> None:
         config.load(path).store.master_key_bytes()
 
 
+def test_a_master_key_that_cannot_be_read_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = config.load(write(tmp_path, GOOD))
+    (tmp_path / "master.key").unlink()
+    with pytest.raises(ConfigError, match=rf"store\.master_key: secret file {tmp_path}/master.key"):
+        settings.store.master_key_bytes()
+    by_env = GOOD.replace('{{ file = "{tmp}/master.key" }}', '{{ env = "PDSYNC_TEST_KEY" }}')
+    monkeypatch.delenv("PDSYNC_TEST_KEY", raising=False)
+    settings = config.load(write(tmp_path, by_env))
+    with pytest.raises(ConfigError, match=r"store\.master_key: .*PDSYNC_TEST_KEY is not set"):
+        settings.store.master_key_bytes()
+
+
 def test_the_example_config_in_the_repository_is_valid() -> None:
     settings = config.load(Path(__file__).parents[2] / "config" / "example.toml")
     assert [c.id for c in settings.customers] == ["acme", "fjordbakst"]
