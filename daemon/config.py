@@ -516,7 +516,8 @@ def load(path: str | Path) -> Settings:
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             # The table read above (what TomlConfigSettingsSource would read again).
-            return (env_settings, InitSettingsSource(settings_cls, table))
+            overridden = _secrets_replaced(table, env_settings())
+            return (env_settings, InitSettingsSource(settings_cls, overridden))
 
     try:
         return _FromFile()  # type: ignore[call-arg]  # the values come from the sources
@@ -524,6 +525,23 @@ def load(path: str | Path) -> Settings:
         raise ConfigError(describe(exc, str(path))) from None
     except SettingsError as exc:  # an override from the environment that does not parse
         raise ConfigError(_environment_problem(exc)) from None
+
+
+def _secrets_replaced(table: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`table` with each secret reference the environment overrides taken out of it.
+
+    Overrides are merged into the file's tables key by key, so `PDSYNC_STORE__MASTER_KEY=
+    '{"env": "KEY"}'` over `master_key = { file = "..." }` would give both; a reference
+    is replaced whole."""
+    found = dict(table)
+    for key, value in overrides.items():
+        if not isinstance(value, dict) or not isinstance(found.get(key), dict):
+            continue
+        if value and set(value) <= {"env", "file"}:
+            del found[key]
+        else:
+            found[key] = _secrets_replaced(found[key], value)
+    return found
 
 
 def _environment_problem(exc: SettingsError) -> str:

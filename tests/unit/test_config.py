@@ -270,6 +270,17 @@ def test_a_master_key_that_cannot_be_read_is_named(
         settings.store.master_key_bytes()
 
 
+def test_an_override_from_the_environment_replaces_a_secret_reference_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PDSYNC_STORE__MASTER_KEY", '{"env": "PDSYNC_TEST_KEY"}')
+    monkeypatch.setenv("PDSYNC_TEST_KEY", "cd" * 32)
+    settings = config.load(write(tmp_path, GOOD))  # the file says { file = ... }
+    assert settings.store.master_key.env == "PDSYNC_TEST_KEY"
+    assert settings.store.master_key.file is None
+    assert settings.store.master_key_bytes() == bytes.fromhex("cd" * 32)
+
+
 def test_the_example_config_in_the_repository_is_valid() -> None:
     settings = config.load(Path(__file__).parents[2] / "config" / "example.toml")
     assert [c.id for c in settings.customers] == ["acme", "fjordbakst"]
