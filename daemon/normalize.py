@@ -62,6 +62,9 @@ def e164(number: str, region: str = DEFAULT_REGION) -> str | None:
         return None
     if candidate.startswith("00"):
         candidate = "+" + candidate[2:]
+    plain = _plain_norwegian(candidate, region)
+    if plain is not None:
+        return plain
     marked = _EXTENSION.match(candidate)
     if marked and ";ext=" not in candidate:
         candidate = f"{marked['main']} ext. {marked['ext']}"
@@ -73,6 +76,23 @@ def e164(number: str, region: str = DEFAULT_REGION) -> str | None:
         return None
     main = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return f"{main};ext={parsed.extension}" if parsed.extension else main
+
+
+def _plain_norwegian(candidate: str, region: str) -> str | None:
+    """The E.164 form of the commonest spelling, a Norwegian number of eight digits with or
+    without +47 and spaces, without asking `phonenumbers`: it answers the same (the tests
+    hold the two side by side) at fifteen times the cost, and every read of a directory
+    spells every number out again. None for anything else."""
+    digits = candidate.replace(" ", "")
+    if digits.startswith("+47"):
+        national = digits[3:]
+    elif region == DEFAULT_REGION:
+        national = digits
+    else:
+        return None
+    if len(national) == 8 and national.isascii() and national.isdigit():
+        return "+47" + national
+    return None
 
 
 def without_extension(key: str) -> str:

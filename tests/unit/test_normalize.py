@@ -89,3 +89,41 @@ def test_unparseable_numbers_are_kept_verbatim_and_flagged() -> None:
     phone = normalize.phone("ring sentralbordet")
     assert phone.number == "ring sentralbordet" and phone.e164 is None
     assert normalize.phone("12").e164 is None
+
+
+def _by_phonenumbers(number: str, region: str) -> str | None:
+    """What Google's libphonenumber (the `phonenumbers` port) makes of a number without
+    an extension: the oracle for e164's shortcut."""
+    import phonenumbers
+
+    candidate = unicodedata.normalize("NFKC", number).strip()
+    if candidate.startswith("00"):
+        candidate = "+" + candidate[2:]
+    try:
+        parsed = phonenumbers.parse(candidate, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+_FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@st.composite
+def spelt_numbers(draw: st.DrawFn) -> str:
+    """Norwegian numbers as people and systems spell them: with or without +47 or 0047,
+    in groups or not, now and then too short or too long or in full-width digits."""
+    national = draw(st.text(alphabet="0123456789", min_size=7, max_size=9))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(national) - 1)), max_size=4)))
+    groups = [national[i:j] for i, j in zip([0, *cuts], [*cuts, len(national)], strict=True)]
+    spelt = draw(st.sampled_from(["", " "])).join(g for g in groups if g)
+    prefix = draw(st.sampled_from(["", "+47", "+47 ", "0047", "0047 ", "+46 ", "47", " +47"]))
+    number = prefix + spelt
+    return number.translate(_FULL_WIDTH) if draw(st.booleans()) else number
+
+
+@given(spelt_numbers(), st.sampled_from(["NO", "SE", "DK"]))
+def test_e164_answers_as_libphonenumber_does(number: str, region: str) -> None:
+    assert normalize.e164(number, region) == _by_phonenumbers(number, region)
