@@ -145,6 +145,10 @@ class Recorder(Protocol):
 
     def record(self, kind: str, *, customer_id: str | None = None, **payload: Any) -> Any: ...
 
+    def record_many(
+        self, entries: Sequence[tuple[str, Mapping[str, Any]]], *, customer_id: str | None = None
+    ) -> Any: ...
+
 
 def _matched(evidence: Evidence) -> tuple[tuple[str, int], ...]:
     return tuple((str(m.kind), m.position) for m in evidence.matches)

@@ -9,12 +9,15 @@ is confirmed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import getpass
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -30,6 +33,7 @@ from daemon.store.decisions import CREATIONS, SHRINK
 from daemon.store.rows import AppliedChunk, EventRecord, JournalIntent, JournalStatus
 
 log = structlog.get_logger("pdsync.sync")
+T = TypeVar("T")
 
 # Operations handed to a system at once; their journal entries and outcomes are each
 # written in one transaction (a first sync of thousands of contacts spent most of its
@@ -97,6 +101,20 @@ class SyncService:
         self.ledger = ledger
         self.stopping = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # A sync's store calls and plan run here, a thread per worker, not in the loop's
+        # default pool: there the daemon's heartbeats and lease renewals must never wait
+        # behind a large customer's plan.
+        self._threads = ThreadPoolExecutor(
+            max_workers=settings.daemon.workers, thread_name_prefix="sync"
+        )
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call(*args, **kwargs)` in a sync thread, in this task's context (its log
+        fields)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(context.run, call, *args, **kwargs)
+        )
 
     def stop(self) -> None:
         self.stopping.set()
@@ -176,6 +194,22 @@ class SyncService:
         return dict(zip(systems, results, strict=True))
 
     async def _cycle(self, customer: Customer, report: SyncReport, *, plan_only: bool) -> None:
+        key = await self._off_loop(self._key_unless_erased, customer, report)
+        if key is None:
+            return
+        reads = await self._read_all(customer)
+        # What comes between reading and writing (the store's reads and writes, the plan)
+        # runs off the event loop: a large customer's plan takes seconds and each store
+        # call a round trip, and meanwhile every other sync, the mailbox's turns and the
+        # API would wait on the loop.
+        plan = await self._off_loop(self._plan, customer, key, reads, report, plan_only)
+        if plan is None:
+            return
+        report.status = RunStatus.COMPLETED
+        await self._apply(customer, plan, report)  # may set INTERRUPTED on stop
+
+    def _key_unless_erased(self, customer: Customer, report: SyncReport) -> bytes | None:
+        """The customer's key, or None when it is being erased (the run ends here)."""
         erasing = [
             e
             for e in self.store.list_erasures(customer_id=customer.id, open_only=True)
@@ -185,17 +219,27 @@ class SyncService:
             # The customer is being erased: a sync now could only get in the way.
             report.status = RunStatus.COMPLETED
             self._event(report, "skipped_customer_erasure", detail={"request_id": erasing[0].id})
-            return
+            return None
         try:
-            key = self.store.customer_key(customer.id)
+            return self.store.customer_key(customer.id)
         except KeyDestroyed:
             report.error = (
                 f"customer {customer.id} was erased (its key is destroyed): "
                 "remove it from the configuration"
             )
             self._event(report, "customer_erased", level="error", detail={"error": report.error})
-            return
-        reads = await self._read_all(customer)
+            return None
+
+    def _plan(
+        self,
+        customer: Customer,
+        key: bytes,
+        reads: Mapping[str, ReadResult],
+        report: SyncReport,
+        plan_only: bool,
+    ) -> Plan | None:
+        """The plan for what was read (in `report.plan`); returned when it is to be
+        applied, None when the run ends here (a plan-only run, a safety stop)."""
         views = {}
         for system, result in reads.items():
             quarantined = self._quarantine(customer, system, result, report)
@@ -224,12 +268,11 @@ class SyncService:
         report.plan = plan
         if plan_only:
             report.status = RunStatus.COMPLETED  # a run of kind "plan": nothing applied
-            return
+            return None
         if not self._safe(customer, views, state, plan, report):
             report.status = RunStatus.AWAITING_APPROVAL
-            return
-        report.status = RunStatus.COMPLETED
-        await self._apply(customer, plan, report)  # may set INTERRUPTED on stop
+            return None
+        return plan
 
     def _safe(
         self,
@@ -323,6 +366,22 @@ class SyncService:
         return frozenset(ids)
 
     async def _apply(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
+        await self._off_loop(self._store_plan, customer, plan, report)
+        by_system: dict[str, list[PlannedOp]] = defaultdict(list)
+        for planned in plan.ops:
+            by_system[planned.op.system].append(planned)
+        # Deletions last: a crash never leaves a contact deleted before its updates landed.
+        for system in sorted(by_system):
+            if self.stopping.is_set():
+                report.status = RunStatus.INTERRUPTED
+                return
+            planned_ops = sorted(by_system[system], key=lambda p: p.op.kind is OpKind.DELETE)
+            await self._apply_system(customer, system, planned_ops, report)
+        await self._off_loop(self._wind_up, customer, plan, report)
+
+    def _store_plan(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
+        """What the plan settles without asking any system: baselines, removed members,
+        notes, disputes opened and closed."""
         store = self.store
         store.set_members(
             customer.id,
@@ -350,19 +409,12 @@ class SyncService:
                 },
             )
 
-        by_system: dict[str, list[PlannedOp]] = defaultdict(list)
-        for planned in plan.ops:
-            by_system[planned.op.system].append(planned)
-        # Deletions last: a crash never leaves a contact deleted before its updates landed.
-        for system in sorted(by_system):
-            if self.stopping.is_set():
-                report.status = RunStatus.INTERRUPTED
-                return
-            planned_ops = sorted(by_system[system], key=lambda p: p.op.kind is OpKind.DELETE)
-            await self._apply_system(customer, system, planned_ops, report)
+    def _wind_up(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
+        """Once every system was asked: links of deleted contacts let go, verified tasks
+        closed, decisions carried out."""
         self._let_go_of_deleted(customer, plan, report)
         self._close_verified_tasks(customer, plan, report)
-        if plan.decided and store.finish_decisions(plan.decided, run_id=report.run_id):
+        if plan.decided and self.store.finish_decisions(plan.decided, run_id=report.run_id):
             self._event(report, "decisions_carried_out", detail={"disputes": list(plan.decided)})
 
     async def _apply_system(
@@ -377,7 +429,7 @@ class SyncService:
             chunk = planned_ops[start : start + APPLY_CHUNK]
             # The plan names the intended change; the journal gives this attempt at it
             # its own key (a crashed attempt keeps its key, anything else gets a new one).
-            keys = await asyncio.to_thread(
+            keys = await self._off_loop(
                 self.store.journal_attempts,
                 [
                     JournalIntent(
@@ -395,9 +447,23 @@ class SyncService:
             for planned, key, result in zip(chunk, keys, results, strict=True):
                 if self._record_result(customer, planned, result, report, key=key, into=outcomes):
                     proofs.append((planned, result))
-            await asyncio.to_thread(self.store.record_applied, customer.id, report.run_id, outcomes)
-            for planned, result in proofs:
-                self._prove(customer, planned, result, report)
+            await self._off_loop(self._record_chunk, customer, report, outcomes, proofs)
+
+    def _record_chunk(
+        self,
+        customer: Customer,
+        report: SyncReport,
+        outcomes: AppliedChunk,
+        proofs: Sequence[tuple[PlannedOp, OpResult]],
+    ) -> None:
+        """A chunk's outcomes (one transaction), then the ledger entries of its applied
+        changes."""
+        self.store.record_applied(customer.id, report.run_id, outcomes)
+        if self.ledger is not None and proofs:
+            self.ledger.record_many(
+                [_proof(report.run_id, planned, result) for planned, result in proofs],
+                customer_id=customer.id,
+            )
 
     def _record_result(
         self,
@@ -496,25 +562,6 @@ class SyncService:
         )
         return False
 
-    def _prove(
-        self, customer: Customer, planned: PlannedOp, result: OpResult, report: SyncReport
-    ) -> None:
-        """An applied change's ledger entry, written once its record is stored."""
-        if self.ledger is None:
-            return
-        op = planned.op
-        self.ledger.record(
-            f"sync.{op.kind}",
-            customer_id=customer.id,
-            run_id=report.run_id,
-            system=op.system,
-            link_id=op.link_id,
-            external_id=result.external_id or op.external_id,
-            reason=planned.reason,
-            fields=list(planned.changed_fields),
-            fingerprints=_changed_fingerprints(planned),
-        )
-
     def _let_go_of_deleted(self, customer: Customer, plan: Plan, report: SyncReport) -> None:
         """A contact deleted from the authority keeps the authority's side of its link
         until every other system confirmed its delete; then the link goes."""
@@ -550,6 +597,20 @@ def _event(
     event: str, *, level: str = "info", system: str | None = None, detail: Mapping[str, Any]
 ) -> EventRecord:
     return EventRecord(event=event, level=level, system=system, detail=logs.scrub(dict(detail)))
+
+
+def _proof(run_id: str, planned: PlannedOp, result: OpResult) -> tuple[str, dict[str, Any]]:
+    """An applied change's ledger entry: its kind and payload."""
+    op = planned.op
+    return f"sync.{op.kind}", {
+        "run_id": run_id,
+        "system": op.system,
+        "link_id": op.link_id,
+        "external_id": result.external_id or op.external_id,
+        "reason": planned.reason,
+        "fields": list(planned.changed_fields),
+        "fingerprints": _changed_fingerprints(planned),
+    }
 
 
 def _changed_fingerprints(planned: PlannedOp) -> dict[str, str]:

@@ -9,11 +9,13 @@ its hash. A checkpoint signs the canonical statement
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from daemon.ledger import canonical
+from daemon.ledger.merkle import leaf_hash
 
 LEDGER_CONTEXT = "pdsync-ledger-v1"
 
@@ -32,6 +34,28 @@ def leaf_data(
         f'{{"customer_id":{_text(customer_id)},"kind":{_text(kind)},'
         f'"payload":{payload_json},"seq":{int(seq)},"ts":{_text(canonical.format_ts(ts))}}}'
     ).encode()
+
+
+def entries_from(
+    first: int, ts: datetime, rows: Iterable[tuple[str, str | None, str]]
+) -> list[LedgerEntry]:
+    """Entries at consecutive seqs from `first`, all at `ts`, of `rows` (kind, customer
+    id, payload JSON as stored), each with its leaf hash: what an append stores."""
+    return [
+        LedgerEntry(
+            seq=seq,
+            ts=ts,
+            kind=kind,
+            customer_id=customer_id,
+            payload_json=payload_json,
+            leaf_hash=leaf_hash(
+                leaf_data(
+                    seq=seq, ts=ts, kind=kind, customer_id=customer_id, payload_json=payload_json
+                )
+            ).hex(),
+        )
+        for seq, (kind, customer_id, payload_json) in enumerate(rows, start=first)
+    ]
 
 
 def _text(value: str | None) -> str:

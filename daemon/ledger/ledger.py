@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -59,6 +59,10 @@ class LedgerStore(Protocol):
     def append_ledger(
         self, kind: str, customer_id: str | None, payload: Mapping[str, Any]
     ) -> LedgerEntry: ...
+
+    def append_ledger_many(
+        self, entries: Sequence[tuple[str, str | None, Mapping[str, Any]]]
+    ) -> list[LedgerEntry]: ...
 
     def ledger_entries(self, start: int = 0, stop: int | None = None) -> list[LedgerEntry]: ...
 
@@ -148,25 +152,37 @@ class Ledger:
         PersonalDataRejected for payload that looks like personal data, TypeError for
         values without a canonical JSON form (floats, bytes), StoreError from the store.
         """
-        if not _KIND.fullmatch(kind):
-            raise ValueError(f"not a ledger entry kind: {kind!r} (lowercase, dotted)")
+        return self.record_many([(kind, payload)], customer_id=customer_id)[0]
+
+    def record_many(
+        self, entries: Sequence[tuple[str, Mapping[str, Any]]], *, customer_id: str | None = None
+    ) -> list[LedgerEntry]:
+        """Append `entries` (kind, payload) of one customer at consecutive seqs, in one
+        transaction (a sync's chunk of applied changes): all are checked before any is
+        stored. As `record` otherwise."""
         if customer_id is not None and EMAIL.search(customer_id):
             raise PersonalDataRejected("the customer id looks like an e-mail address")
-        plain_payload = canonical.plain(payload)
-        check_no_personal_data(plain_payload)
-        entry = self._store.append_ledger(kind, customer_id, plain_payload)
+        checked = []
+        for kind, payload in entries:
+            if not _KIND.fullmatch(kind):
+                raise ValueError(f"not a ledger entry kind: {kind!r} (lowercase, dotted)")
+            plain_payload = canonical.plain(payload)
+            check_no_personal_data(plain_payload)
+            checked.append((kind, customer_id, plain_payload))
+        appended = self._store.append_ledger_many(checked)
         with self._lock:
-            if entry.seq == len(self._tree):  # else another instance appended meanwhile
-                self._tree.append(bytes.fromhex(entry.leaf_hash))
-        if self._checkpoint_due(entry.seq + 1):
+            for entry in appended:
+                if entry.seq == len(self._tree):  # else another instance appended meanwhile
+                    self._tree.append(bytes.fromhex(entry.leaf_hash))
+        if appended and self._checkpoint_due(appended[-1].seq + 1):
             try:
                 self.checkpoint()
             except LedgerCorrupted as exc:
-                # The entry is stored; refusing to sign is the point, stopping the
+                # The entries are stored; refusing to sign is the point, stopping the
                 # caller's work is not. `pdsync ledger verify` tells what changed.
-                self._checkpointed = entry.seq + 1
+                self._checkpointed = appended[-1].seq + 1
                 log.error("ledger_checkpoint_refused", error=str(exc))
-        return entry
+        return appended
 
     def _checkpoint_due(self, size: int) -> bool:
         if self._checkpoint_every is None:

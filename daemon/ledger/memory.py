@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from daemon.ledger import canonical
-from daemon.ledger.entry import Checkpoint, LedgerEntry, leaf_data
-from daemon.ledger.merkle import leaf_hash
+from daemon.ledger.entry import Checkpoint, LedgerEntry, entries_from
 
 
 class MemoryLedgerStore:
@@ -28,24 +27,19 @@ class MemoryLedgerStore:
     def append_ledger(
         self, kind: str, customer_id: str | None, payload: Mapping[str, Any]
     ) -> LedgerEntry:
-        payload_json = canonical.dumps(payload)
+        return self.append_ledger_many([(kind, customer_id, payload)])[0]
+
+    def append_ledger_many(
+        self, entries: Sequence[tuple[str, str | None, Mapping[str, Any]]]
+    ) -> list[LedgerEntry]:
+        rows = [(kind, customer, canonical.dumps(payload)) for kind, customer, payload in entries]
         with self._lock:
             last = self.rows[-1] if self.rows else None
-            seq = 0 if last is None else last.seq + 1
+            first = 0 if last is None else last.seq + 1
             ts = datetime.now(UTC) if last is None else max(datetime.now(UTC), last.ts)
-            data = leaf_data(
-                seq=seq, ts=ts, kind=kind, customer_id=customer_id, payload_json=payload_json
-            )
-            entry = LedgerEntry(
-                seq=seq,
-                ts=ts,
-                kind=kind,
-                customer_id=customer_id,
-                payload_json=payload_json,
-                leaf_hash=leaf_hash(data).hex(),
-            )
-            self.rows.append(entry)
-        return entry
+            appended = entries_from(first, ts, rows)
+            self.rows += appended
+        return appended
 
     def ledger_entries(self, start: int = 0, stop: int | None = None) -> list[LedgerEntry]:
         with self._lock:

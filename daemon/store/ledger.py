@@ -7,14 +7,13 @@ daemon/ledger. Nothing here updates or deletes a ledger row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from daemon.ledger import canonical
-from daemon.ledger.entry import Checkpoint, LedgerEntry, leaf_data
-from daemon.ledger.merkle import leaf_hash
+from daemon.ledger.entry import Checkpoint, LedgerEntry, entries_from
 from daemon.store._base import StoreBase
 from daemon.store._db import utcnow
 from daemon.store.schema import ledger_checkpoints, ledger_entries
@@ -52,9 +51,18 @@ class LedgerMixin(StoreBase):
         (TypeError for values without one, such as floats). The caller vouches that
         nothing in it is personal data: use daemon.ledger.Ledger.record, which checks.
         """
-        payload_json = canonical.dumps(payload)
-        if not payload_json.startswith("{"):
+        return self.append_ledger_many([(kind, customer_id, payload)])[0]
+
+    def append_ledger_many(
+        self, entries: Sequence[tuple[str, str | None, Mapping[str, Any]]]
+    ) -> list[LedgerEntry]:
+        """Append `entries` (kind, customer id, payload) at consecutive seqs, in one
+        transaction: all of them or none. As `append_ledger` otherwise."""
+        rows = [(kind, customer, canonical.dumps(payload)) for kind, customer, payload in entries]
+        if not all(payload.startswith("{") for _, _, payload in rows):
             raise TypeError("a ledger payload must be a JSON object")
+        if not rows:
+            return []
         with self._write() as conn:
             if self._dialect == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LEDGER_LOCK_KEY)))
@@ -63,32 +71,25 @@ class LedgerMixin(StoreBase):
                 .order_by(ledger_entries.c.seq.desc())
                 .limit(1)
             ).first()
-            seq = 0 if last is None else int(last.seq) + 1
+            first = 0 if last is None else int(last.seq) + 1
             # Never earlier than the entry before, whatever another instance's clock says.
             ts = utcnow() if last is None else max(utcnow(), last.ts)
-            digest = leaf_hash(
-                leaf_data(
-                    seq=seq, ts=ts, kind=kind, customer_id=customer_id, payload_json=payload_json
-                )
-            ).hex()
+            appended = entries_from(first, ts, rows)
             conn.execute(
-                sa.insert(ledger_entries).values(
-                    seq=seq,
-                    ts=ts,
-                    kind=kind,
-                    customer_id=customer_id,
-                    payload=payload_json,
-                    leaf_hash=digest,
-                )
+                sa.insert(ledger_entries),
+                [
+                    {
+                        "seq": e.seq,
+                        "ts": e.ts,
+                        "kind": e.kind,
+                        "customer_id": e.customer_id,
+                        "payload": e.payload_json,
+                        "leaf_hash": e.leaf_hash,
+                    }
+                    for e in appended
+                ],
             )
-        return LedgerEntry(
-            seq=seq,
-            ts=ts,
-            kind=kind,
-            customer_id=customer_id,
-            payload_json=payload_json,
-            leaf_hash=digest,
-        )
+        return appended
 
     def ledger_entries(self, start: int = 0, stop: int | None = None) -> list[LedgerEntry]:
         """The stored entries with start <= seq < stop, in seq order, exactly as stored."""

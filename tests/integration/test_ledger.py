@@ -201,6 +201,52 @@ def test_record_refuses_before_anything_is_stored(store: Store, ledger: Ledger) 
     assert ledger.record("sync.completed", customer_id="912345678").seq == 0
 
 
+def test_a_batch_is_stored_whole_at_consecutive_seqs_or_not_at_all(
+    store: Store, ledger: Ledger
+) -> None:
+    ledger.record("sync.completed", customer_id="acme")
+    batch = [("sync.create", {"link_id": f"l{i}", "fields": ["title"]}) for i in range(5)]
+    entries = ledger.record_many(batch, customer_id="acme")
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert store.ledger_entries(1) == entries  # as stored, leaf hashes and all
+    assert [e.payload["link_id"] for e in entries] == ["l0", "l1", "l2", "l3", "l4"]
+    # One bad entry refuses the batch before anything of it is stored.
+    with pytest.raises(PersonalDataRejected):
+        ledger.record_many(
+            [("sync.create", {"link_id": "l5"}), ("sync.update", {"note": "ring 912 34 567"})],
+            customer_id="acme",
+        )
+    with pytest.raises(ValueError):
+        ledger.record_many([("sync.create", {}), ("Not A Kind", {})], customer_id="acme")
+    assert store.ledger_size() == 6
+    assert ledger.record_many([], customer_id="acme") == []
+    assert ledger.checkpoint().size == 6
+    assert ledger.verify().ok
+
+
+def test_batches_from_two_stores_interleave_without_gaps(
+    open_store: OpenStore, signer: Signer
+) -> None:
+    stores = [open_store(), open_store()]
+    ledgers = [Ledger(s, signer) for s in stores]
+
+    def append(ledger: Ledger, worker: int) -> None:
+        for i in range(6):
+            batch = [("sync.create", {"worker": worker, "i": i, "j": j}) for j in range(5)]
+            ledger.record_many(batch, customer_id="acme")
+
+    assert four_workers(ledgers, append) == []
+    entries = stores[0].ledger_entries()
+    assert [e.seq for e in entries] == list(range(120))
+    # Each batch lies whole, in its order, however the batches interleave.
+    for start in range(0, 120, 5):
+        batch = [e.payload for e in entries[start : start + 5]]
+        assert [p["j"] for p in batch] == [0, 1, 2, 3, 4]
+        assert len({(p["worker"], p["i"]) for p in batch}) == 1
+    assert ledgers[1].root() == ledgers[0].root()
+    assert ledgers[0].verify().ok
+
+
 def _row(seq: int) -> sa.ColumnElement[bool]:
     return ledger_entries.c.seq == seq
 
@@ -388,30 +434,39 @@ def test_concurrent_appends_from_two_stores_leave_no_gaps(
 ) -> None:
     stores = [open_store(), open_store()]
     ledgers = [Ledger(s, signer) for s in stores]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
 
     def append(ledger: Ledger, worker: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(15):
-                ledger.record("sync.completed", customer_id="acme", worker=worker, i=i)
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(15):
+            ledger.record("sync.completed", customer_id="acme", worker=worker, i=i)
 
-    threads = [threading.Thread(target=append, args=(ledgers[w % 2], w)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
+    assert four_workers(ledgers, append) == []
     entries = stores[0].ledger_entries()
     assert [e.seq for e in entries] == list(range(60))
     assert all(a.ts <= b.ts for a, b in itertools.pairwise(entries))
     assert ledgers[0].checkpoint().size == 60
     assert ledgers[1].root() == ledgers[0].root()
     assert ledgers[1].verify().ok
+
+
+def four_workers(ledgers: list[Ledger], work: Callable[[Ledger, int], None]) -> list[BaseException]:
+    """`work(ledger, worker)` in four threads at once, two on each of two ledgers (as two
+    instances with two workers each); what they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait()
+            work(ledgers[n % 2], n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def test_fingerprints_that_happen_to_be_all_digits_are_not_mistaken_for_phones() -> None:

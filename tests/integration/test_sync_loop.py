@@ -1,0 +1,68 @@
+"""A sync leaves the daemon's event loop free while it waits on the store or plans.
+
+Every customer's sync, the mailbox's turns and the admin API share one event loop. A
+sync that called the store from the loop (a round trip per ledger entry, per baseline,
+per event) or planned there held all of them up: in a fleet, the mailbox sat idle while
+the loop waited on PostgreSQL. The store's statements are watched through SQLAlchemy's
+own events, on the thread each runs on (the real Firestore emulator, the Zisson
+simulator, a store).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from daemon.store import RunStatus
+from tests.integration.sync_world import SyncWorld
+from tests.integration.test_sync import person
+
+pytestmark = pytest.mark.emulator
+
+CONTACTS = 40
+# What a sync still asks of the store on the loop, whatever the customer's size: its
+# run's start and end (a transaction with one statement each).
+AT_MOST_ON_LOOP = 4
+
+
+@contextmanager
+def statements_on_this_thread() -> Iterator[Counter[str]]:
+    """The store's statements run on the calling thread (the event loop's), by their
+    first word, while the block runs."""
+    here = threading.get_ident()
+    seen: Counter[str] = Counter()
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.get_ident() == here:
+            seen[statement.split(None, 1)[0].upper()] += 1
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+async def test_a_sync_waits_on_the_store_and_plans_off_the_event_loop(world: SyncWorld) -> None:
+    await world.put_card([person(i) for i in range(CONTACTS)])
+    with statements_on_this_thread() as first:
+        report = await world.sync()
+    assert report.status == RunStatus.COMPLETED, report.error
+    assert report.applied["zisson.create.applied"] == CONTACTS
+    assert len(world.users()) == CONTACTS
+    # Each created contact cost baselines, journal entries and a ledger entry: none of
+    # them on the loop.
+    assert world.ledger.size() >= CONTACTS
+    assert sum(first.values()) <= AT_MOST_ON_LOOP, first
+
+    with statements_on_this_thread() as steady:
+        report = await world.sync()
+    assert report.status == RunStatus.COMPLETED and report.plan is not None
+    assert sum(steady.values()) <= AT_MOST_ON_LOOP, steady
