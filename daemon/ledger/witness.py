@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from daemon.ledger.entry import Checkpoint
 
 WITNESS_FILE_NAME = "ledger-checkpoints.jsonl"
@@ -96,11 +94,15 @@ class HttpWitness:
         self.timeout = timeout
 
     def describe(self) -> str:
+        import httpx  # here, not at the top: the store (and every CLI command) imports this
+
         url = httpx.URL(self.url)  # without user info or query: they may hold a secret
         port = f":{url.port}" if url.port else ""
         return f"{url.scheme}://{url.host}{port}{url.path}"
 
     def publish(self, checkpoint: Checkpoint) -> None:
+        import httpx
+
         try:
             response = httpx.post(
                 self.url,
@@ -114,6 +116,8 @@ class HttpWitness:
             raise WitnessError(f"witness {self.describe()}: HTTP {response.status_code}")
 
     def checkpoints(self) -> list[Checkpoint]:
+        import httpx
+
         try:
             response = httpx.get(self.url, timeout=self.timeout)
         except httpx.HTTPError as exc:

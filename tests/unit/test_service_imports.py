@@ -95,6 +95,27 @@ def test_pdsync_help_loads_neither_a_connector_nor_the_store() -> None:
     assert loaded & (CLIENT_STACKS | {"sqlalchemy", "cryptography", "fastapi"}) == set()
 
 
+def test_pdsync_log_reads_the_store_without_the_http_stack(tmp_path: Path) -> None:
+    # The ledger's HTTP witness is imported with the store; httpx only once it is used.
+    key = tmp_path / "master.key"
+    key.write_text("ab" * 32)
+    key.chmod(0o600)
+    config = tmp_path / "pdsync.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path}/pdsync.db"\nmaster_key = {{ file = "{key}" }}\n'
+        '[systems.firestore]\nproject = "p"\n[sync]\nauthority = "firestore"\n',
+        encoding="utf-8",
+    )
+    code = (
+        "import sys\nfrom daemon.cli import app\n"
+        f"sys.argv = ['pdsync', 'log', '--config', {str(config)!r}]\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code"
+    )
+    loaded = loaded_after(code)
+    assert "sqlalchemy" in loaded  # it did read the store
+    assert loaded & {"httpx", "httpcore", "h2"} == set()
+
+
 def test_the_daemon_starts_without_the_dashboard_templates_and_the_metrics_library() -> None:
     # Jinja2 for the first dashboard page, prometheus_client for the first scrape; the
     # connectors' stacks for the systems the config names (below).
