@@ -65,8 +65,16 @@ def e164(number: str, region: str = DEFAULT_REGION) -> str | None:
     plain = _plain_norwegian(candidate, region)
     if plain is not None:
         return plain
+    main, written, ext = candidate.partition(";ext=")  # RFC 3966's form, as we write it
+    if written and 0 < len(ext) <= 6 and ext.isascii() and ext.isdigit():
+        plain = _plain_norwegian(main, region)
+        if plain is not None:
+            return f"{plain};ext={ext}"
     marked = _EXTENSION.match(candidate)
-    if marked and ";ext=" not in candidate:
+    if marked and not written:
+        plain = _plain_norwegian(marked["main"], region)
+        if plain is not None:
+            return f"{plain};ext={marked['ext']}"
         candidate = f"{marked['main']} ext. {marked['ext']}"
     try:
         parsed = phonenumbers.parse(candidate, region)
@@ -80,9 +88,10 @@ def e164(number: str, region: str = DEFAULT_REGION) -> str | None:
 
 def _plain_norwegian(candidate: str, region: str) -> str | None:
     """The E.164 form of the commonest spelling, a Norwegian number of eight digits with or
-    without +47 and spaces, without asking `phonenumbers`: it answers the same (the tests
-    hold the two side by side) at fifteen times the cost, and every read of a directory
-    spells every number out again. None for anything else."""
+    without +47 and spaces (the part before an extension, too), without asking
+    `phonenumbers`: it answers the same (the tests hold the two side by side) at fifteen
+    times the cost, and every read of a directory spells every number out again. None
+    for anything else."""
     digits = candidate.replace(" ", "")
     if digits.startswith("+47"):
         national = digits[3:]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from daemon import crypto, normalize
@@ -92,20 +93,30 @@ def test_unparseable_numbers_are_kept_verbatim_and_flagged() -> None:
 
 
 def _by_phonenumbers(number: str, region: str) -> str | None:
-    """What Google's libphonenumber (the `phonenumbers` port) makes of a number without
-    an extension: the oracle for e164's shortcut."""
+    """What Google's libphonenumber (the `phonenumbers` port) makes of a number, after
+    the one rewrite e164 makes first (an extension as people write it here, "linje 12",
+    "#12", into the "ext. 12" the library reads): the oracle for e164's shortcut."""
     import phonenumbers
 
     candidate = unicodedata.normalize("NFKC", number).strip()
     if candidate.startswith("00"):
         candidate = "+" + candidate[2:]
+    marked = re.match(
+        r"^(?P<main>.*\d)[\s,;]*(?:x|ext\.?|extension|innvalg|linje|lokal|intern|tast|#)"
+        r"\s*(?P<ext>\d{1,6})\s*$",
+        candidate,
+        re.IGNORECASE,
+    )
+    if marked and ";ext=" not in candidate:
+        candidate = f"{marked['main']} ext. {marked['ext']}"
     try:
         parsed = phonenumbers.parse(candidate, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(parsed):
         return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    main = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return f"{main};ext={parsed.extension}" if parsed.extension else main
 
 
 _FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
@@ -114,16 +125,44 @@ _FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 @st.composite
 def spelt_numbers(draw: st.DrawFn) -> str:
     """Norwegian numbers as people and systems spell them: with or without +47 or 0047,
-    in groups or not, now and then too short or too long or in full-width digits."""
+    in groups or not, with or without an extension, now and then too short or too long
+    or in full-width digits."""
     national = draw(st.text(alphabet="0123456789", min_size=7, max_size=9))
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(national) - 1)), max_size=4)))
     groups = [national[i:j] for i, j in zip([0, *cuts], [*cuts, len(national)], strict=True)]
     spelt = draw(st.sampled_from(["", " "])).join(g for g in groups if g)
     prefix = draw(st.sampled_from(["", "+47", "+47 ", "0047", "0047 ", "+46 ", "47", " +47"]))
     number = prefix + spelt
+    if draw(st.booleans()):  # an extension, as switchboards write them
+        style = draw(
+            st.sampled_from(
+                [
+                    ";ext=",
+                    " x",
+                    " x ",
+                    "x",
+                    " ext. ",
+                    " ext ",
+                    "#",
+                    " linje ",
+                    ", tast ",
+                    " innvalg ",
+                    " X",
+                    ";ext=+",
+                    " ext=",
+                    " lokal",
+                ]
+            )
+        )
+        number += style + draw(st.text(alphabet="0123456789", min_size=0, max_size=8))
     return number.translate(_FULL_WIDTH) if draw(st.booleans()) else number
 
 
+@settings(max_examples=500)
 @given(spelt_numbers(), st.sampled_from(["NO", "SE", "DK"]))
+@example("72058756 x072", "NO")  # an extension keeps its leading zeros
+@example("22 33 44 55 linje 0", "NO")
+@example("+47 72058756;ext=0012", "SE")
+@example("0047 72 05 87 56 # 1234567", "NO")  # longer than people write: the library's
 def test_e164_answers_as_libphonenumber_does(number: str, region: str) -> None:
     assert normalize.e164(number, region) == _by_phonenumbers(number, region)
