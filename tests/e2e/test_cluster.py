@@ -76,23 +76,34 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
             assert time.monotonic() - killed_at <= 15
             assert successor.pid in by_pid
 
-            # Kill an instance in the middle of a work item: it must be taken over.
-            running_item = wait_for(
-                lambda: next(
-                    (
-                        w
-                        for w in store.work_items(limit=50)
-                        if w.state == "running"
-                        and w.claimed_by not in killed_instances
-                        and w.kind == "sync"
+            # Kill an instance in the middle of a work item: it must be taken over. The
+            # instance is frozen first and the item looked at again, so that it cannot
+            # finish the item between the look and the kill (then it is let go on, and
+            # another running item is chosen).
+            deadline = time.monotonic() + 60
+            while True:
+                running_item = wait_for(
+                    lambda: next(
+                        (
+                            w
+                            for w in store.work_items(limit=50)
+                            if w.state == "running"
+                            and w.claimed_by not in killed_instances
+                            and w.kind == "sync"
+                        ),
+                        None,
                     ),
-                    None,
-                ),
-                30,
-                "a running sync",
-            )
-            victim = next(i for i in store.instances() if i.id == running_item.claimed_by)
-            by_pid[victim.pid].send_signal(signal.SIGKILL)
+                    30,
+                    "a running sync",
+                )
+                victim = next(i for i in store.instances() if i.id == running_item.claimed_by)
+                by_pid[victim.pid].send_signal(signal.SIGSTOP)
+                now = next(w for w in store.work_items(limit=200) if w.id == running_item.id)
+                if now.state == "running" and now.claimed_by == victim.id:
+                    by_pid[victim.pid].send_signal(signal.SIGKILL)
+                    break
+                by_pid[victim.pid].send_signal(signal.SIGCONT)
+                assert time.monotonic() < deadline, "no sync was still running once frozen"
             killed_instances.add(victim.id)
             taken_over = wait_for(
                 lambda: next(
@@ -111,6 +122,9 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
 
             # The survivor keeps every customer in step.
             time.sleep(6)
+        except BaseException:
+            store.close()
+            raise
         finally:
             codes = cluster.stop()
         survivors = [p for p in daemons if p.pid not in {leader.pid, victim.pid}]
