@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,9 @@ def age(store: Store, run_id: str, moment: datetime) -> None:
 
 def test_quiet_runs_go_sooner_and_are_still_counted_per_day(store: Store) -> None:
     now = datetime.now(UTC)
-    days_ago = [now - timedelta(days=d, hours=1) for d in (5, 5, 4)]
+    # At noon (UTC) of their days, whatever the hour the test runs: tallies are by day.
+    noon = datetime.combine(now.date(), clock(12), tzinfo=UTC)
+    days_ago = [noon - timedelta(days=d) for d in (5, 5, 4)]
     quiet = []
     for moment in days_ago:
         run = store.start_run("sync", customer_id="acme", trigger="schedule")
@@ -142,7 +145,7 @@ def test_quiet_runs_go_sooner_and_are_still_counted_per_day(store: Store) -> Non
     assert (pruned.runs, pruned.quiet_runs) == (3, 3)
     assert {r.id for r in store.list_runs(limit=100)} == {changed, failed, recent}
     assert store.tally_runs(customer_id="acme", since=since) == before  # the report's counts
-    later = store.tally_runs(customer_id="acme", since=now - timedelta(days=4, hours=12))
+    later = store.tally_runs(customer_id="acme", since=days_ago[2] - timedelta(hours=6))
     assert later["sync", "completed"].runs == 1  # the day four days ago: its one quiet run
     # The tallies go when the runs they stand for would have.
     pruned = store.prune_history(cutoffs(now - timedelta(days=3)), chunk=2)
