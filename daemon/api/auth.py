@@ -143,7 +143,8 @@ def session_cookie(raw: str | None, name: str = COOKIE) -> str | None:
 
 
 def client_address(scope: Scope) -> str:
-    """The TCP peer's address (the proxy's, behind one)."""
+    """The client's address: the TCP peer's, or behind a trusted proxy the one it
+    forwarded for (uvicorn rewrites the scope for those alone; see ApiServer)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

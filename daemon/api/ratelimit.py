@@ -7,8 +7,9 @@ credential gets 429 with Retry-After, before its credential is even looked at. N
 of this is stored: the counters live in this process and go to /metrics.
 
 Memory is bounded: at most `max_clients` buckets, the least recently seen dropped
-first, so a caller rotating addresses cannot grow it. Addresses are the TCP peer's
-(behind a proxy, the proxy's: one bucket for all, which still stops guessing).
+first, so a caller rotating addresses cannot grow it. Addresses are the TCP peer's,
+or behind a proxy named in `[api] trusted_proxies` the client's it forwarded for
+(without: the proxy's, one bucket for all, which still stops guessing).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -64,7 +64,9 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """uvicorn serving one app on one bound socket, as a task on the running loop."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, host: str, port: int, *, trusted_proxies: Sequence[str] = ()
+    ) -> None:
         self.app = app
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
@@ -85,6 +87,11 @@ class ApiServer:
             log_config=None,  # our structlog set-up, with its redaction
             access_log=False,  # raw paths and queries may hold personal data; see the audit log
             server_header=False,
+            # uvicorn believes X-Forwarded-For from loopback (or FORWARDED_ALLOW_IPS) by
+            # default: a caller on this host could then name a new address on every
+            # request and never meet the failure limit. Only the configured proxies.
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
             timeout_graceful_shutdown=int(SHUTDOWN_SECONDS),
         )
         self._server = _Server(config)
@@ -154,7 +161,7 @@ async def start_api(
         connectors=connectors,
     )
     try:
-        server = ApiServer(app, config.host, config.port)
+        server = ApiServer(app, config.host, config.port, trusted_proxies=config.trusted_proxies)
     except OSError as exc:
         raise OSError(f"api.listen {config.listen}: cannot listen: {exc.strerror}") from exc
     await server.start()

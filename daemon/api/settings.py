@@ -8,12 +8,15 @@
     audit_retention_days = 90   # audit records older than this are deleted, daily
     auth_failures_burst = 10    # failed authentications a client may make in a row,
     auth_failures_per_minute = 10  # and then this many a minute; beyond: 429
+    trusted_proxies = []        # proxies (addresses or networks) whose X-Forwarded-For
+                                # names the client; none: the client is the TCP peer
 
 Kept free of FastAPI so daemon/config.py can import it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -41,6 +44,13 @@ class ApiConfig(BaseModel):
     # minute; beyond that the client gets 429 with Retry-After.
     auth_failures_burst: int = Field(default=10, ge=1)
     auth_failures_per_minute: float = Field(default=10, gt=0)
+    # Reverse proxies in front of the API (addresses or CIDR networks). A request from
+    # one of them is taken to come from the address its X-Forwarded-For header ends
+    # with (the right-most that is not itself a trusted proxy), and its
+    # X-Forwarded-Proto is believed: the failure limit counts per client behind the
+    # proxy. Empty (the default): the client is the TCP peer, and the headers are
+    # ignored from anyone, as anyone can send them.
+    trusted_proxies: tuple[str, ...] = ()
 
     @field_validator("listen")
     @classmethod
@@ -51,6 +61,19 @@ class ApiConfig(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8787")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+                ) from None
+        return tuple(networks)
 
     @property
     def host(self) -> str:

@@ -68,3 +68,58 @@ async def test_a_port_in_use_is_a_clear_error(
         async with AsyncExitStack() as stack:
             with pytest.raises(OSError, match=r"api\.listen 127\.0\.0\.1:"):
                 await start_api(world.settings, store, stack, config=ApiConfig(listen=listen))
+
+
+BAD = {"Authorization": "Bearer pds_" + "x" * 43}
+
+
+async def guesses(port: int, forwarded_for: list[str]) -> list[int]:
+    """A wrong token from each of `forwarded_for` in turn (as X-Forwarded-For)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        return [
+            (await client.get("/api/v1/runs", headers={**BAD, "X-Forwarded-For": sent})).status_code
+            for sent in forwarded_for
+        ]
+
+
+async def test_a_forwarded_for_header_does_not_get_a_guesser_past_the_limit(
+    store: Store, master_key: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without `trusted_proxies`, the client is the TCP peer whatever it claims: a
+    guesser on the daemon's own host (loopback, which uvicorn trusts by default) cannot
+    get a fresh allowance per request by naming another address each time; not even
+    with uvicorn's FORWARDED_ALLOW_IPS set in the daemon's environment."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    world = api_world(store, master_key, tmp_path)
+    port = free_port()
+    async with AsyncExitStack() as stack:
+        config = ApiConfig(listen=f"127.0.0.1:{port}", auth_failures_burst=3)
+        await start_api(world.settings, store, stack, config=config)
+        statuses = await guesses(port, [f"198.51.100.{i}" for i in range(6)])
+    assert statuses == [401, 401, 401, 429, 429, 429]
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_allowance(
+    store: Store, master_key: bytes, tmp_path: Path
+) -> None:
+    """With the proxy's address in `trusted_proxies`, the client is the address the
+    proxy forwarded for (the right-most one not itself a trusted proxy: what a client
+    puts before it in the header is not believed): a guesser is stopped, and the
+    other people behind the same proxy are not held up by it."""
+    world = api_world(store, master_key, tmp_path)
+    port = free_port()
+    async with AsyncExitStack() as stack:
+        config = ApiConfig(
+            listen=f"127.0.0.1:{port}", auth_failures_burst=3, trusted_proxies=["127.0.0.0/8"]
+        )
+        await start_api(world.settings, store, stack, config=config)
+        # The guesser sends a made-up address of its own each time; the proxy appends
+        # the real one.
+        spoofed = [f"192.0.2.{i}, 203.0.113.7" for i in range(5)]
+        assert await guesses(port, spoofed) == [401, 401, 401, 429, 429]
+        assert await guesses(port, ["198.51.100.1"]) == [401]  # someone else, still let try
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            ops = await client.get(
+                "/api/v1/runs", headers={**world.auth("aud"), "X-Forwarded-For": "198.51.100.2"}
+            )
+        assert ops.status_code == 200

@@ -77,6 +77,10 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
         ),
         (("[sync]\n", "[sync]\nbogus = 1\n"), "sync.bogus: Extra inputs are not permitted"),
         (
+            ("[sync]\n", '[api]\ntrusted_proxies = ["10.0.0.0/8", "*"]\n[sync]\n'),
+            "api.trusted_proxies: '*' is not an IP address or network",
+        ),
+        (
             ("[sync]\n", '[sync.fields.shoe_size]\nauthority = "zisson"\n[sync]\n'),
             "unknown field 'shoe_size'",
         ),
