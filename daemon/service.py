@@ -53,6 +53,10 @@ from daemon.wiring import erasers_for, open_connectors
 log = structlog.get_logger("pdsync.daemon")
 
 DRAIN_SECONDS = 120
+# Work still going after the drain is cancelled, and given this long to record its end
+# (a run "interrupted", its work item released) while the store is still open; a sync
+# ends only once its thread is out of the store (the plan, or a chunk's journal).
+CANCEL_GRACE_SECONDS = 30
 # Idle workers do not poll for work (WorkSignal): work queued in this process wakes
 # them at once; work queued by another (the CLI, another instance) through NOTIFY on
 # PostgreSQL, and on SQLite through a look at SQLite's commit counter every
@@ -378,6 +382,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
         _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
         for task in pending:
             task.cancel()
+        if pending:
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
+            if stuck:
+                log.warning("daemon_stop_tasks_left", count=len(stuck))
         await asyncio.to_thread(store.forget_instance)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

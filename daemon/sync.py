@@ -112,9 +112,16 @@ class SyncService:
         """`call(*args, **kwargs)` in a sync thread, in this task's context (its log
         fields)."""
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(
+        done = asyncio.get_running_loop().run_in_executor(
             self._threads, functools.partial(context.run, call, *args, **kwargs)
         )
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped. The run ends (and lets the customer's next run
+            # in) only once this one is out of the store, never while it still writes.
+            await _outlast(done)
+            raise
 
     def stop(self) -> None:
         self.stopping.set()
@@ -667,3 +674,15 @@ def operator() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+async def _outlast(future: asyncio.Future[Any]) -> None:
+    """Wait until `future` is done, whatever cancellations come meanwhile (its outcome
+    is dropped: the caller goes on with its own cancellation)."""
+    while not future.done():
+        try:
+            await asyncio.wait({future})
+        except asyncio.CancelledError:
+            continue
+    if not future.cancelled():
+        future.exception()  # looked at, so asyncio does not report it as never retrieved

@@ -10,6 +10,7 @@ simulator, a store).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -66,3 +67,46 @@ async def test_a_sync_waits_on_the_store_and_plans_off_the_event_loop(world: Syn
         report = await world.sync()
     assert report.status == RunStatus.COMPLETED and report.plan is not None
     assert sum(steady.values()) <= AT_MOST_ON_LOOP, steady
+
+
+async def test_a_cancelled_sync_ends_only_once_its_thread_is_out_of_the_store(
+    world: SyncWorld,
+) -> None:
+    """A sync cancelled while one of its threads is in the store (the daemon's drain
+    running out, an API sync stopped): a thread cannot be stopped, so the run ends, and
+    lets the customer's next run in, only once that thread is done. Otherwise it would
+    go on writing the customer's state after its run was over, beside the next one."""
+    await world.put_card([person(i) for i in range(5)])
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(world.sync())
+    ended = threading.Event()
+    task.add_done_callback(lambda _: ended.set())
+    cancelled = threading.Event()
+    after_the_end: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not threading.current_thread().name.startswith("sync"):
+            return
+        if ended.is_set():
+            after_the_end.append(statement.split(None, 1)[0].upper())
+        elif not cancelled.is_set():
+            # The sync's first statement off the loop: cancel it now, and give the run
+            # time to end while this thread is still at work.
+            cancelled.set()
+            loop.call_soon_threadsafe(task.cancel)
+            ended.wait(1.0)
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.3)  # what the thread still had to do, it does now
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+    assert cancelled.is_set()
+    assert after_the_end == []
+    run = world.store.list_runs(customer_id=world.customer.id, limit=1)[0]
+    assert run.status == RunStatus.INTERRUPTED
+    report = await world.sync()  # the next run goes ahead as usual
+    assert report.status == RunStatus.COMPLETED, report.error
+    assert report.applied["zisson.create.applied"] == 5
