@@ -55,8 +55,9 @@ log = structlog.get_logger("pdsync.daemon")
 DRAIN_SECONDS = 120
 # Work still going after the drain is cancelled, and given this long to record its end
 # (a run "interrupted", its work item released) while the store is still open; a sync
-# ends only once its thread is out of the store (the plan, or a chunk's journal).
-CANCEL_GRACE_SECONDS = 30
+# ends only once its thread is out of the store (a plan, a chunk's journal: seconds).
+# The drain and this together stay under the 150 s the deploy files give a stop.
+CANCEL_GRACE_SECONDS = 15
 # Idle workers do not poll for work (WorkSignal): work queued in this process wakes
 # them at once; work queued by another (the CLI, another instance) through NOTIFY on
 # PostgreSQL, and on SQLite through a look at SQLite's commit counter every
