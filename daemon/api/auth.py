@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daemon.api import access
 from daemon.api.context import ApiContext, Principal
 from daemon.api.errors import problem
+from daemon.api.ratelimit import client_key
 from daemon.store import StoreError
 
 log = structlog.get_logger("pdsync.api")
@@ -143,10 +144,11 @@ def session_cookie(raw: str | None, name: str = COOKIE) -> str | None:
 
 
 def client_address(scope: Scope) -> str:
-    """The client's address: the TCP peer's, or behind a trusted proxy the one it
-    forwarded for (uvicorn rewrites the scope for those alone; see ApiServer)."""
+    """The client, for the failure limit: its address (the TCP peer's, or behind a
+    trusted proxy the one it forwarded for: uvicorn rewrites the scope for those alone,
+    see ApiServer), an IPv6 one as its /64 (ratelimit.client_key)."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return client_key(str(client[0])) if client else "unknown"
 
 
 class AccessControl:

@@ -7,19 +7,37 @@ credential gets 429 with Retry-After, before its credential is even looked at. N
 of this is stored: the counters live in this process and go to /metrics.
 
 Memory is bounded: at most `max_clients` buckets, the least recently seen dropped
-first, so a caller rotating addresses cannot grow it. Addresses are the TCP peer's,
+first, so a caller rotating addresses cannot grow it; an IPv6 client counts as its /64
+(`client_key`), as one host can hold that many. Addresses are the TCP peer's,
 or behind a proxy named in `[api] trusted_proxies` the client's it forwarded for
 (without: the proxy's, one bucket for all, which still stops guessing).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+def client_key(address: str) -> str:
+    """The bucket an address counts in: an IPv4 address itself (also when written as
+    IPv4-mapped IPv6), an IPv6 address as its /64. One host or site holds a whole /64
+    (RFC 4291's interface identifiers, RFC 8981's temporary addresses) and could take a
+    new address for every guess. Anything else (a Unix socket's name) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(slots=True)

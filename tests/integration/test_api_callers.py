@@ -78,6 +78,24 @@ async def test_failed_logins_are_rate_limited_per_client_and_counted_not_stored(
     assert world.store.list_api_calls(limit=1)[0].token_name == "aud"
 
 
+async def test_an_ipv6_guesser_cannot_take_a_new_address_for_each_guess(world: ApiWorld) -> None:
+    """A host holds a whole /64 of IPv6 addresses: its guesses count together however
+    many of them it uses; a client of another /64, or of IPv4, is not held up by it."""
+    app = create_app(world.settings, world.store, config=ApiConfig(auth_failures_burst=3))
+    statuses = []
+    for i in range(5):
+        async with client_at(app, f"2001:db8:1:2::{i + 1:x}") as guesser:
+            statuses.append((await guesser.get("/api/v1/runs", headers=BAD)).status_code)
+    assert statuses == [401, 401, 401, 429, 429]
+    async with client_at(app, "2001:db8:1:3::1") as neighbour:
+        assert (await neighbour.get("/api/v1/runs", headers=BAD)).status_code == 401
+    # An IPv4 address is one client however it is written.
+    async with client_at(app, "::ffff:192.0.2.9") as mapped, client_at(app, "192.0.2.9") as v4:
+        callers = (mapped, v4, mapped, v4)
+        statuses = [(await c.get("/api/v1/runs", headers=BAD)).status_code for c in callers]
+    assert statuses == [401, 401, 401, 429]
+
+
 def test_the_limiter_stays_small_when_addresses_rotate() -> None:
     limiter = FailureLimiter(burst=2, per_minute=1, max_clients=100)
     for i in range(5000):
