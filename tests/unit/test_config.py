@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,7 +12,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from daemon import config
+from daemon import config, service
 from daemon.config import ConfigError
 
 GOOD = """
@@ -299,3 +300,20 @@ def test_the_deploy_configs_are_valid() -> None:
         settings = config.load(path)
         assert settings.store.url.startswith(("sqlite:///", "postgresql+psycopg://"))
         assert settings.ledger.signing_key is not None
+
+
+def test_the_deploy_files_let_a_stop_finish_before_they_kill() -> None:
+    """systemd, compose and Kubernetes send SIGKILL after their stop timeout: it must
+    outlast the daemon's drain and the grace its cancelled work gets to record its end,
+    or a run is killed half-recorded."""
+    deploy = Path(__file__).parents[2] / "deploy"
+    timeouts = {
+        "pdsync.service": r"(?m)^TimeoutStopSec=(\d+)s$",
+        "compose.yaml": r"(?m)^  stop_grace_period: (\d+)s",  # the daemons' (anchor)
+        "k8s/deployment.yaml": r"(?m)^\s+terminationGracePeriodSeconds: (\d+)$",
+    }
+    needed = service.DRAIN_SECONDS + service.CANCEL_GRACE_SECONDS
+    for name, pattern in timeouts.items():
+        found = re.findall(pattern, (deploy / name).read_text(encoding="utf-8"))
+        assert found, f"{name}: no stop timeout"
+        assert all(int(seconds) > needed for seconds in found), (name, found, needed)
