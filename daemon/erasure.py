@@ -31,9 +31,10 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -55,9 +56,12 @@ from daemon.domain import (
 from daemon.identity import Evidence, IdKind, Match, Strength
 from daemon.store import Store
 from daemon.store.rows import ErasureItemRow, ErasureRow, ErasureState, NewErasureItem
+from daemon.threads import in_thread
 from daemon.token_vault import own_token_accounts
 
 log = structlog.get_logger("pdsync.erasure")
+
+T = TypeVar("T")
 
 OPEN_STATES = (
     ErasureState.RECEIVED,
@@ -509,6 +513,13 @@ class ErasureService:
         self.recorder = recorder
         self.certify = certify
         self.progress = progress or (lambda system, done, total: None)
+        # The store work that grows with the request's items (thousands for a customer:
+        # every contact and message), and the customer's purge, run here rather than on
+        # the event loop the daemon's syncs and API share (daemon/threads.py).
+        self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="erasure")
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await in_thread(self._threads, call, *args, **kwargs)
 
     # -- making requests ---------------------------------------------------------------
 
@@ -804,13 +815,14 @@ class ErasureService:
             key = self.store.customer_key(row.customer_id)
             personal = weighing.directory.personal_subject(subject)
             self.store.add_tombstones(row.customer_id, identity.tombstones(key, personal))
-        self.store.add_erasure_items(row.id, [found.new_item() for found in located], phase="plan")
+        items = [found.new_item() for found in located]
+        await self._off_loop(self.store.add_erasure_items, row.id, items, phase="plan")
         by_who: dict[str, list[str]] = defaultdict(list)
         for include in includes:
             by_who[str(include["by"])].append(str(include["item"]))
         for who, wanted in by_who.items():
-            self._include(row, wanted, by=who)
-        plan = self._plan_counts(row.id)
+            await self._off_loop(self._include, row, wanted, by=who)
+        plan = await self._off_loop(self._plan_counts, row.id)
         self.store.update_erasure(
             row.id,
             state=ErasureState.PLANNED,
@@ -825,14 +837,16 @@ class ErasureService:
             if str(include["item"]) not in applied:
                 late[str(include["by"])].append(str(include["item"]))
         for who, wanted in late.items():
-            unknown = self._include(row, wanted, by=who)
+            unknown = await self._off_loop(self._include, row, wanted, by=who)
             if unknown:
                 self._record(
                     "erasure_include_unmatched", row.customer_id, row.id, item_ids=unknown, by=who
                 )
         if late:
-            plan = self._plan_counts(row.id)
-        ambiguous = _kind_counts(self.store.erasure_items(row.id, status="ambiguous"))
+            plan = await self._off_loop(self._plan_counts, row.id)
+        ambiguous = _kind_counts(
+            await self._off_loop(self.store.erasure_items, row.id, status="ambiguous")
+        )
         shared = (
             0
             if weighing is None
@@ -881,7 +895,7 @@ class ErasureService:
             log.warning("erasure_awaiting_approval", request_id=row.id, customer=row.customer_id)
 
     async def _erase_pending(self, row: ErasureRow, customer: Customer) -> None:
-        pending = self.store.erasure_items(row.id, status="pending")
+        pending = await self._off_loop(self.store.erasure_items, row.id, status="pending")
         by_system: dict[str, list[ItemRef]] = defaultdict(list)
         for item in pending:
             by_system[item.system].append(
@@ -923,7 +937,7 @@ class ErasureService:
                         result.instruction or f"delete {result.ref.id}",
                     )
             for status, items in by_status.items():
-                self.store.mark_erasure_items(row.id, items, status)
+                await self._off_loop(self.store.mark_erasure_items, row.id, items, status)
             done += len(chunk)
             self.progress(system, done, total)
 
@@ -947,10 +961,11 @@ class ErasureService:
         located, _ = await self._located(
             customer, row.scope, self._subject(row), planned=self._planned(row)
         )
-        self.store.add_erasure_items(row.id, [found.new_item() for found in located], phase="sweep")
+        items = [found.new_item() for found in located]
+        await self._off_loop(self.store.add_erasure_items, row.id, items, phase="sweep")
         await self._erase_pending(row, customer)
         if row.scope == "subject":
-            self._forget_links(row)
+            await self._off_loop(self._forget_links, row)
         self.store.update_erasure(
             row.id, state=ErasureState.VERIFYING, expect=[ErasureState.EXECUTING]
         )
@@ -958,7 +973,9 @@ class ErasureService:
             "erasure_executed",
             row.customer_id,
             row.id,
-            items=dict(Counter(i.status for i in self.store.erasure_items(row.id))),
+            items=dict(
+                Counter(i.status for i in await self._off_loop(self.store.erasure_items, row.id))
+            ),
         )
 
     def _forget_links(self, row: ErasureRow) -> None:
@@ -972,7 +989,7 @@ class ErasureService:
 
     async def _verify(self, row: ErasureRow, customer: Customer) -> None:
         subject = self._subject(row) if row.scope == "subject" else None
-        items = self.store.erasure_items(row.id)
+        items = await self._off_loop(self.store.erasure_items, row.id)
         located, _ = await self._located(
             customer, row.scope, subject, planned=self._planned(row), verifying=True
         )
@@ -1050,7 +1067,7 @@ class ErasureService:
             else:
                 # Count first and note it, so a crash after the purge does not leave the
                 # certificate with the zeros a second purge would count.
-                counts = self.store.customer_rows(row.customer_id)
+                counts = await self._off_loop(self.store.customer_rows, row.customer_id)
                 counts["connector_secrets"] = sum(
                     1
                     for system, account in accounts
@@ -1064,10 +1081,7 @@ class ErasureService:
                     "verified_at": datetime.now(UTC).isoformat(),
                 }
                 self.store.update_erasure(row.id, outcome=outcome)
-            self.store.purge_customer(row.customer_id)  # crypto-shreds the key too
-            # Credentials to the customer's own accounts go with it (Zisson's token).
-            for system, account in accounts:
-                self.store.forget_connector_secret(system, account)
+            await self._off_loop(self._purge, row.customer_id, accounts)
         else:
             self.store.forget_erasure_identifiers(row.id)
         completed_at = datetime.now(UTC)
@@ -1093,6 +1107,13 @@ class ErasureService:
             certificate = self.certify(self.store.get_erasure(row.id), residuals)
             self.store.update_erasure(row.id, certificate=certificate)
         log.info("erasure_completed", request_id=row.id, customer=row.customer_id)
+
+    def _purge(self, customer_id: str, accounts: Iterable[tuple[str, str]]) -> None:
+        """Everything the store holds of the customer (its key crypto-shredded too), and
+        the credentials to its own accounts (Zisson's token)."""
+        self.store.purge_customer(customer_id)
+        for system, account in accounts:
+            self.store.forget_connector_secret(system, account)
 
     def _record(self, kind: str, customer_id: str, request_id: str, **payload: Any) -> None:
         if self.recorder is not None:

@@ -9,8 +9,6 @@ is confirmed.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import getpass
 import uuid
 from collections import Counter, defaultdict
@@ -31,6 +29,7 @@ from daemon.state import CustomerState
 from daemon.store import ErasureState, KeyDestroyed, RunStatus, Store
 from daemon.store.decisions import CREATIONS, SHRINK
 from daemon.store.rows import AppliedChunk, EventRecord, JournalIntent, JournalStatus
+from daemon.threads import in_thread
 
 log = structlog.get_logger("pdsync.sync")
 T = TypeVar("T")
@@ -111,17 +110,9 @@ class SyncService:
     async def _off_loop(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`call(*args, **kwargs)` in a sync thread, in this task's context (its log
         fields)."""
-        context = contextvars.copy_context()
-        done = asyncio.get_running_loop().run_in_executor(
-            self._threads, functools.partial(context.run, call, *args, **kwargs)
-        )
-        try:
-            return await asyncio.shield(done)
-        except asyncio.CancelledError:
-            # A thread cannot be stopped. The run ends (and lets the customer's next run
-            # in) only once this one is out of the store, never while it still writes.
-            await _outlast(done)
-            raise
+        # A thread cannot be stopped: a cancelled run ends (and lets the customer's next
+        # run in) only once this one is out of the store, never while it still writes.
+        return await in_thread(self._threads, call, *args, **kwargs)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -674,15 +665,3 @@ def operator() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-async def _outlast(future: asyncio.Future[Any]) -> None:
-    """Wait until `future` is done, whatever cancellations come meanwhile (its outcome
-    is dropped: the caller goes on with its own cancellation)."""
-    while not future.done():
-        try:
-            await asyncio.wait({future})
-        except asyncio.CancelledError:
-            continue
-    if not future.cancelled():
-        future.exception()  # looked at, so asyncio does not report it as never retrieved
