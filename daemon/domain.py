@@ -95,6 +95,11 @@ class ContactRecord:
     version: str | None = None
     # Ids of this contact in other systems, where the system itself records them.
     system_ids: Mapping[str, str] = field(default_factory=dict)
+    # Not data: the identity directory that last counted this record, and the e-mails
+    # and phones it counted (daemon/identity.py). Kept here rather than in a table by
+    # record: a large customer's table would not fit the CPU caches. Not copied by
+    # `replace` (a changed record is counted again), not compared.
+    counted: Any = field(default=None, init=False, compare=False, repr=False)
 
     def values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SYNC_FIELDS}

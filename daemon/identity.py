@@ -250,6 +250,7 @@ class Directory:
         # as tuples: a first sync counts every record of every system, and sets of one or
         # two values would take three times the memory.
         self._keys: dict[int, Ids] = {}
+        self._mark = object()  # a record counted by this directory holds it
         if wanted is None:
             # Every record counts (a first sync links them all): taken in the order they
             # lie in memory, as a large customer's fill more than the CPU caches and in
@@ -268,7 +269,10 @@ class Directory:
             keys = held[record.system]
             keys += mails
             keys += phones
-            self._keys[id(record)] = (mails, phones)
+            if wanted is None:
+                object.__setattr__(record, "counted", (self._mark, (mails, phones)))
+            else:
+                self._keys[id(record)] = (mails, phones)
         is_role = self.rules.is_role_address
         for keys_held in held.values():
             counts = Counter(keys_held)
@@ -288,7 +292,11 @@ class Directory:
         """The record's personal e-mails and phones, each once (a department has none)."""
         if record.kind is ContactKind.DEPARTMENT:
             return _NOTHING
-        counted = self._keys.get(id(record))
+        mark = record.counted
+        if mark is not None and mark[0] is self._mark:
+            counted: Ids | None = mark[1]
+        else:
+            counted = self._keys.get(id(record))
         if counted is not None:
             # Counted: its role addresses are among the shared already.
             mails, phones = counted

@@ -35,7 +35,8 @@ def email(value: str) -> str:
     """E-mail address for matching: NFKC (full-width and ligature forms as their plain
     letters), case-folded, trimmed. `Post@Firma.no` is `post@firma.no`."""
     if value.isascii():  # the common case, and hot: NFKC changes nothing there
-        return value.strip().lower()
+        value = value.strip()
+        return value if value.islower() else value.lower()
     return unicodedata.normalize("NFKC", value).strip().casefold()
 
 

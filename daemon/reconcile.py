@@ -463,7 +463,9 @@ _URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
 # Contacts planned at a time: what `Fingerprinter.many` keeps of a chunk (the values of
 # every system, their fingerprints) stays in the CPU caches until the chunk is planned,
 # where a large customer's all at once would not (each value would be a cache miss).
-_CHUNK = 2048
+# A chunk's records, their values and rows take some 2 KB a contact: 512 contacts fit a
+# core's L2 cache (2 MB here); 2,048 did not (the 100k first plan: 3.16 s, not 3.22 s).
+_CHUNK = 512
 
 
 class _PlanBuilder:

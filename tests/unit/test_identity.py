@@ -69,6 +69,24 @@ def test_a_number_on_several_records_or_a_department_is_shared() -> None:
     assert directory.phone_strength("+4791234567") is identity.Strength.PERSONAL
 
 
+def test_each_directory_answers_from_its_own_count_of_a_record() -> None:
+    """A record counted by two directories (two runs over the same records, one with a
+    colleague holding the mobile too) is personal to one and shared to the other, in
+    either order of asking, and in a copy of it (`replace`) as in the record itself."""
+    mobile = normalize.phone("91234567")
+    ola = ContactRecord(system="f", external_id="1", emails=("Ola@Firma.no",), phones=(mobile,))
+    kari = ContactRecord(system="f", external_id="2", phones=(mobile,))
+    alone = identity.Directory([ola])
+    together = identity.Directory([ola, kari])
+    for _ in range(2):
+        assert alone.personal_ids(ola) == (("ola@firma.no",), ("+4791234567",))
+        assert together.personal_ids(ola) == (("ola@firma.no",), ())
+        assert together.personal_ids(replace(ola, title="Leder")) == (("ola@firma.no",), ())
+        assert replace(ola, title="Leder") != ola and replace(ola) == ola
+    assert identity.Directory([kari]).personal_ids(kari) == ((), ("+4791234567",))
+    assert together.personal_ids(kari) is identity._NOTHING
+
+
 # -- generated directories ------------------------------------------------------------------
 
 
