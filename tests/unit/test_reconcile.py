@@ -643,3 +643,35 @@ def test_a_record_one_read_left_out_is_not_gone_until_the_next_read_misses_it_to
     world.sync()
     plan = world.sync()
     assert [(p.op.kind, p.op.system) for p in plan.ops] == [(OpKind.CREATE, "zisson")]
+
+
+def test_a_plan_leaves_the_cyclic_collector_on_and_nothing_frozen_and_cycles_collectable() -> None:
+    """Planning turns the cyclic collector off and moves what it made to the oldest
+    generation at the end (daemon/reconcile.py `_no_cyclic_gc`): the collector is on
+    again afterwards, no object stays frozen out of its reach, and a reference cycle
+    that became garbage during the plan is still collected."""
+    import gc
+    import weakref
+
+    class Node:
+        other: object = None
+
+    cycles: list[weakref.ref[Node]] = []
+
+    def holding_with_a_cycle(record: ContactRecord) -> ContactRecord:
+        assert not gc.isenabled()  # called while planning
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        cycles.append(weakref.ref(a))
+        return record
+
+    world = World()
+    world.projections["zisson"] = holding_with_a_cycle
+    world.put("firestore", **person())
+    assert gc.isenabled()
+    plan = world.plan()
+    assert cycles and all(ref() is not None for ref in cycles)  # garbage, not yet collected
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert plan.ops and all(gc.is_tracked(p) for p in plan.ops)
+    gc.collect()
+    assert all(ref() is None for ref in cycles)
