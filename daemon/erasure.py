@@ -712,8 +712,12 @@ class ErasureService:
 
     async def advance(self, request_id: str, *, until: ErasureState | None = None) -> ErasureRow:
         """Move the request as far as it can go now (or until it reaches `until`); safe
-        to repeat after any crash."""
-        row = self.store.get_erasure(request_id)
+        to repeat after any crash.
+
+        Its store work, ledger entries and certificate are made on the erasure thread,
+        not on the event loop every customer's sync and the API share."""
+        off_loop = self._off_loop
+        row = await off_loop(self.store.get_erasure, request_id)
         customer = self._customer(row.customer_id)
         for _ in range(6):  # at most one pass through every state
             state = row.state
@@ -722,19 +726,20 @@ class ErasureService:
             if state is ErasureState.RECEIVED:
                 await self._plan(row, customer)
             elif state is ErasureState.PLANNED:
-                self._gate(row)
+                await off_loop(self._gate, row)
             elif state is ErasureState.EXECUTING:
                 await self._execute(row, customer)
             elif state is ErasureState.VERIFYING:
                 await self._verify(row, customer)
-            row = self.store.get_erasure(row.id)
+            row = await off_loop(self.store.get_erasure, row.id)
             if row.state is state or row.state not in OPEN_STATES:
                 break
         return row
 
     async def advance_all(self) -> list[ErasureRow]:
         """The daemon's worker: every open request, oldest first."""
-        rows = sorted(self.store.list_erasures(open_only=True), key=lambda r: r.requested_at)
+        listed = await self._off_loop(self.store.list_erasures, open_only=True)
+        rows = sorted(listed, key=lambda r: r.requested_at)
         done = []
         for row in rows:
             if row.state is ErasureState.AWAITING_APPROVAL:
@@ -798,23 +803,19 @@ class ErasureService:
         return located, weighing
 
     async def _plan(self, row: ErasureRow, customer: Customer) -> None:
-        subject = self._subject(row)
+        off_loop = self._off_loop
+        subject = await off_loop(self._subject, row)
         located, weighing = await self._located(customer, row.scope, subject)
-        includes = self.store.get_erasure(row.id).includes
+        includes = (await off_loop(self.store.get_erasure, row.id)).includes
         if includes:
             found = {found.item for found in located}
             missing = sorted({str(i["item"]) for i in includes} - found)
             if missing:
-                self._cancel_unplanned(row, missing)
+                await off_loop(self._cancel_unplanned, row, missing)
                 return
         if weighing is not None:
             assert subject is not None
-            # Tombstones before anything is erased: from now on no sync re-creates this
-            # person anywhere. On personal identifiers only: a later hire who has the
-            # switchboard number, or the same name, is somebody else.
-            key = self.store.customer_key(row.customer_id)
-            personal = weighing.directory.personal_subject(subject)
-            self.store.add_tombstones(row.customer_id, identity.tombstones(key, personal))
+            await off_loop(self._tombstone, row, weighing, subject)
         items = [found.new_item() for found in located]
         await self._off_loop(self.store.add_erasure_items, row.id, items, phase="plan")
         by_who: dict[str, list[str]] = defaultdict(list)
@@ -823,7 +824,8 @@ class ErasureService:
         for who, wanted in by_who.items():
             await self._off_loop(self._include, row, wanted, by=who)
         plan = await self._off_loop(self._plan_counts, row.id)
-        self.store.update_erasure(
+        await off_loop(
+            self.store.update_erasure,
             row.id,
             state=ErasureState.PLANNED,
             expect=[ErasureState.RECEIVED],
@@ -833,14 +835,19 @@ class ErasureService:
         # An include that came in while this plan was being made goes in now.
         applied = {str(i["item"]) for i in includes}
         late: dict[str, list[str]] = defaultdict(list)
-        for include in self.store.get_erasure(row.id).includes:
+        for include in (await off_loop(self.store.get_erasure, row.id)).includes:
             if str(include["item"]) not in applied:
                 late[str(include["by"])].append(str(include["item"]))
         for who, wanted in late.items():
             unknown = await self._off_loop(self._include, row, wanted, by=who)
             if unknown:
-                self._record(
-                    "erasure_include_unmatched", row.customer_id, row.id, item_ids=unknown, by=who
+                await off_loop(
+                    self._record,
+                    "erasure_include_unmatched",
+                    row.customer_id,
+                    row.id,
+                    item_ids=unknown,
+                    by=who,
                 )
         if late:
             plan = await self._off_loop(self._plan_counts, row.id)
@@ -852,7 +859,8 @@ class ErasureService:
             if weighing is None
             else sum(1 for s in weighing.strengths.values() if s is Strength.SHARED)
         )
-        self._record(
+        await off_loop(
+            self._record,
             "erasure_planned",
             row.customer_id,
             row.id,
@@ -862,6 +870,14 @@ class ErasureService:
         )
         if weighing is not None and weighing.nothing_personal:
             log.warning("erasure_nothing_personal", request_id=row.id, customer=row.customer_id)
+
+    def _tombstone(self, row: ErasureRow, weighing: Weighing, subject: Subject) -> None:
+        """Tombstones before anything is erased: from now on no sync re-creates this
+        person anywhere. On personal identifiers only: a later hire who has the
+        switchboard number, or the same name, is somebody else."""
+        key = self.store.customer_key(row.customer_id)
+        personal = weighing.directory.personal_subject(subject)
+        self.store.add_tombstones(row.customer_id, identity.tombstones(key, personal))
 
     def _cancel_unplanned(self, row: ErasureRow, missing: Sequence[str]) -> None:
         """An admin included an item the plan does not have: erase nothing, say why."""
@@ -918,8 +934,9 @@ class ErasureService:
             try:
                 results = await eraser.erase(customer, chunk)
             finally:
-                self._note_card_documents(row, eraser)
+                await self._off_loop(self._note_card_documents, row, eraser)
             by_status: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+            tasks: list[tuple[str, str]] = []  # (item id, instruction) a person carries out
             for result in results:
                 status = {
                     OpStatus.APPLIED: "done",
@@ -928,14 +945,17 @@ class ErasureService:
                 }.get(result.status, "failed")
                 by_status[status].append((system, result.ref.kind, result.ref.id))
                 if result.status is OpStatus.MANUAL:
-                    self.store.open_task(
-                        row.customer_id,
-                        system,
-                        f"erasure:{row.id}",
-                        "erase",
-                        result.ref.id,
-                        result.instruction or f"delete {result.ref.id}",
-                    )
+                    tasks.append((result.ref.id, result.instruction or f"delete {result.ref.id}"))
+            for ref_id, instruction in tasks:
+                await self._off_loop(
+                    self.store.open_task,
+                    row.customer_id,
+                    system,
+                    f"erasure:{row.id}",
+                    "erase",
+                    ref_id,
+                    instruction,
+                )
             for status, items in by_status.items():
                 await self._off_loop(self.store.mark_erasure_items, row.id, items, status)
             done += len(chunk)
@@ -959,13 +979,19 @@ class ErasureService:
         # What arrived while we worked (a new message, a contact typed in) goes too,
         # weighed as the plan weighed the subject; so does an item included meanwhile.
         located, _ = await self._located(
-            customer, row.scope, self._subject(row), planned=self._planned(row)
+            customer,
+            row.scope,
+            await self._off_loop(self._subject, row),
+            planned=self._planned(row),
         )
         items = [found.new_item() for found in located]
         await self._off_loop(self.store.add_erasure_items, row.id, items, phase="sweep")
         await self._erase_pending(row, customer)
         if row.scope == "subject":
             await self._off_loop(self._forget_links, row)
+        await self._off_loop(self._executed, row)
+
+    def _executed(self, row: ErasureRow) -> None:
         self.store.update_erasure(
             row.id, state=ErasureState.VERIFYING, expect=[ErasureState.EXECUTING]
         )
@@ -973,9 +999,7 @@ class ErasureService:
             "erasure_executed",
             row.customer_id,
             row.id,
-            items=dict(
-                Counter(i.status for i in await self._off_loop(self.store.erasure_items, row.id))
-            ),
+            items=dict(Counter(i.status for i in self.store.erasure_items(row.id))),
         )
 
     def _forget_links(self, row: ErasureRow) -> None:
@@ -988,11 +1012,25 @@ class ErasureService:
                 self.store.remove_member(row.customer_id, link_id, item.system)
 
     async def _verify(self, row: ErasureRow, customer: Customer) -> None:
-        subject = self._subject(row) if row.scope == "subject" else None
+        subject = await self._off_loop(self._subject, row) if row.scope == "subject" else None
         items = await self._off_loop(self.store.erasure_items, row.id)
         located, _ = await self._located(
             customer, row.scope, subject, planned=self._planned(row), verifying=True
         )
+        outcome = await self._off_loop(self._verified, row, customer, items, located)
+        if outcome is not None:
+            await self._complete(row, customer, outcome)
+
+    def _verified(
+        self,
+        row: ErasureRow,
+        customer: Customer,
+        items: Sequence[ErasureItemRow],
+        located: Sequence[Located],
+    ) -> dict[str, Any] | None:
+        """Each system's outcome, from the items erased and what a read finds now: the
+        outcome when every system is verified clean (the request completes), else None
+        (it waits for a person's manual step, or it failed: recorded here)."""
         # What counts as still there: an item the request erases (planned or included),
         # or one that holds a personal identifier of the subject. Ambiguous items left
         # alone are somebody else's as far as anyone can tell, and stay.
@@ -1045,7 +1083,7 @@ class ErasureService:
             }
         if waiting:
             self.store.update_erasure(row.id, outcome=outcome)
-            return
+            return None
         if failed:
             self.store.update_erasure(
                 row.id,
@@ -1055,8 +1093,8 @@ class ErasureService:
             )
             self._record("erasure_failed", row.customer_id, row.id, outcome=_counts_only(outcome))
             log.error("erasure_failed", request_id=row.id, customer=row.customer_id)
-            return
-        await self._complete(row, customer, outcome)
+            return None
+        return outcome
 
     async def _complete(self, row: ErasureRow, customer: Customer, outcome: dict[str, Any]) -> None:
         if row.scope == "customer":
@@ -1067,23 +1105,34 @@ class ErasureService:
             else:
                 # Count first and note it, so a crash after the purge does not leave the
                 # certificate with the zeros a second purge would count.
-                counts = await self._off_loop(self.store.customer_rows, row.customer_id)
-                counts["connector_secrets"] = sum(
-                    1
-                    for system, account in accounts
-                    if self.store.connector_secret(system, account)
-                )
-                outcome["pdsync"] = {
-                    "outcome": "executed",
-                    "counts": {k: v for k, v in counts.items() if v},
-                    "verified_absent": True,
-                    "remaining": 0,
-                    "verified_at": datetime.now(UTC).isoformat(),
-                }
-                self.store.update_erasure(row.id, outcome=outcome)
+                await self._off_loop(self._count_own, row, accounts, outcome)
             await self._off_loop(self._purge, row.customer_id, accounts)
         else:
-            self.store.forget_erasure_identifiers(row.id)
+            await self._off_loop(self.store.forget_erasure_identifiers, row.id)
+        residuals = [r for e in self._erasers_for(customer).values() for r in e.residuals()]
+        await self._off_loop(self._completed, row, outcome, residuals)
+
+    def _count_own(
+        self, row: ErasureRow, accounts: Sequence[tuple[str, str]], outcome: dict[str, Any]
+    ) -> None:
+        """What pdsync's own store holds of the customer, in `outcome` and noted."""
+        counts = self.store.customer_rows(row.customer_id)
+        counts["connector_secrets"] = sum(
+            1 for system, account in accounts if self.store.connector_secret(system, account)
+        )
+        outcome["pdsync"] = {
+            "outcome": "executed",
+            "counts": {k: v for k, v in counts.items() if v},
+            "verified_absent": True,
+            "remaining": 0,
+            "verified_at": datetime.now(UTC).isoformat(),
+        }
+        self.store.update_erasure(row.id, outcome=outcome)
+
+    def _completed(
+        self, row: ErasureRow, outcome: dict[str, Any], residuals: list[Residual]
+    ) -> None:
+        """The request completed: recorded, and its certificate made and kept."""
         completed_at = datetime.now(UTC)
         self.store.update_erasure(
             row.id,
@@ -1094,7 +1143,6 @@ class ErasureService:
         )
         self._record("erasure_completed", row.customer_id, row.id, outcome=_counts_only(outcome))
         if self.certify is not None:
-            residuals = [r for e in self._erasers_for(customer).values() for r in e.residuals()]
             residuals.append(
                 Residual(
                     system="pdsync",
