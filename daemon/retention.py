@@ -14,16 +14,19 @@ the next is sent, so a run cut short by an error (or a crash) has recorded every
 but those of the chunk in flight. The run ends with `retention.run` per system (counts,
 how many rules failed, the error kind if any). A rule that cannot be applied fails alone,
 loudly (a `retention_rule_failed` event at error naming the rule's key); the other rules
-and systems run. Any error makes the run `failed`, with its kind.
+and systems run. Any error makes the run `failed`, with its kind. All of it is recorded
+from the service's own thread, not on the event loop every customer's sync and the API
+share.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -33,8 +36,11 @@ from daemon.config import CustomerConfig
 from daemon.domain import Customer, ItemRef, OpStatus, RetentionScan
 from daemon.erasure import Recorder
 from daemon.store import RunStatus, Store
+from daemon.threads import in_thread
 
 log = structlog.get_logger("pdsync.retention")
+
+T = TypeVar("T")
 
 
 class RetentionService:
@@ -49,6 +55,10 @@ class RetentionService:
             s: c for s, c in connectors.items() if Capability.RETENTION in c.capabilities
         }
         self.ledger = ledger
+        self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await in_thread(self._threads, call, *args, **kwargs)
 
     async def run(
         self, customer_config: CustomerConfig, *, trigger: str, now: datetime | None = None
@@ -60,7 +70,9 @@ class RetentionService:
         rules' keys) and `error` / `error_kind`."""
         now = now or datetime.now(UTC)
         customer = customer_config.to_customer()
-        run_id = self.store.start_run("retention", customer_id=customer.id, trigger=trigger)
+        run_id = await self._off_loop(
+            self.store.start_run, "retention", customer_id=customer.id, trigger=trigger
+        )
         logs.bind(run_id=run_id, customer=customer.id)
         summary: dict[str, Any] = {}
         status = RunStatus.FAILED  # until every system is through
@@ -80,11 +92,15 @@ class RetentionService:
         except Exception as exc:
             summary["error_kind"] = type(exc).__name__
             log.exception("retention_crashed")
-            self.store.add_event(
-                run_id, "retention_failed", level="error", detail={"error_kind": type(exc).__name__}
+            await self._off_loop(
+                self.store.add_event,
+                run_id,
+                "retention_failed",
+                level="error",
+                detail={"error_kind": type(exc).__name__},
             )
         finally:
-            self.store.finish_run(run_id, status, summary)
+            await self._off_loop(self.store.finish_run, run_id, status, summary)
             log.info("retention_finished", status=str(status), systems=sorted(summary))
             logs.unbind("run_id", "customer")
         return summary
@@ -117,29 +133,25 @@ class _SystemRun:
     async def run(self, now: datetime) -> bool:
         """Whether the system's part went through without any error."""
         ok = True
+        off_loop = self.service._off_loop
         try:
             scan = _as_scan(await self.engine.expired(self.customer, now))
             self.summary["expired"] = len(scan.refs)
             if scan.failed:
                 ok = False
-                self._rules_failed(scan.failed)
+                await off_loop(self._rules_failed, scan.failed)
             for start in range(0, len(scan.refs), self.service.chunk_size):
                 await self._erase(scan.refs[start : start + self.service.chunk_size])
         except asyncio.CancelledError:
-            self._finish(error_kind="CancelledError")
+            await off_loop(self._finish, error_kind="CancelledError")
             raise
         except ConnectorError as exc:
             ok = False
             self.summary["error"] = str(exc)
             self.summary["error_kind"] = type(exc).__name__
-            self._event(
-                "retention_failed",
-                level="error",
-                detail={"error": str(exc), "kind": type(exc).__name__},
-            )
             incident = incidents.for_error(exc)
+            await off_loop(self._failed, exc, incident)
             if incident is not None:
-                self._event(incident, level="error")
                 log.error(incident, system=self.system)
         except Exception as exc:
             # A bug, not the system: its message may quote data, so only its kind is kept.
@@ -148,15 +160,29 @@ class _SystemRun:
             self.summary["error"] = f"internal error: {kind}"
             self.summary["error_kind"] = kind
             log.exception("retention_crashed", system=self.system)
-            self._event("retention_failed", level="error", detail={"error_kind": kind})
+            await off_loop(
+                self._event, "retention_failed", level="error", detail={"error_kind": kind}
+            )
         if self.outcome["failed"]:
             ok = False
-        self._finish()
+        await off_loop(self._finish)
         return ok
+
+    def _failed(self, exc: ConnectorError, incident: str | None) -> None:
+        self._event(
+            "retention_failed",
+            level="error",
+            detail={"error": str(exc), "kind": type(exc).__name__},
+        )
+        if incident is not None:
+            self._event(incident, level="error")
 
     async def _erase(self, refs: Sequence[ItemRef]) -> None:
         """Erase one chunk and record at once what landed."""
         results = await self.engine.erase(self.customer, list(refs))
+        await self.service._off_loop(self._landed, refs, results)
+
+    def _landed(self, refs: Sequence[ItemRef], results: Sequence[tuple[Any, Any]]) -> None:
         landed = Counter(str(status) for _, status in results)
         # A status per ref is the contract: a ref without one was not deleted.
         missing = len(refs) - len(results)

@@ -7,7 +7,8 @@ against Google's Firestore emulator, with failures injected on the client's gRPC
   stays; below a document that is gone, each document is judged by its own age;
 - a run that deleted part of what it found records that part, on the ledger too;
 - a run that failed on an error that is no connector's is recorded as failed, with the
-  error's kind.
+  error's kind;
+- all of that is written from the service's own thread, none of it on the event loop.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from daemon.retention import RetentionService
 from daemon.store import Store
 from tests.fixtures.firestore import FirestoreEnv
 from tests.integration.test_firestore_faults import GrpcFaults, install
+from tests.integration.test_sync_loop import statements_on_this_thread
 
 pytestmark = pytest.mark.emulator
 
@@ -306,3 +308,30 @@ async def test_a_subcollection_that_cannot_be_read_fails_alone(
     assert run.status == "failed"
     [event] = [e for e in sqlite_store.run_events(run_id=run.id) if e.event.endswith("rule_failed")]
     assert (event.level, event.detail["rule"]) == ("error", "calls")
+
+
+async def test_a_run_records_chunk_by_chunk_and_none_of_it_on_the_event_loop(
+    firestore_connector: FirestoreConnector,
+    card: firestore.DocumentReference,
+    config: CustomerConfig,
+    sqlite_store: Store,
+) -> None:
+    """The run, its chunks' events and ledger entries are written in the service's
+    thread: on the event loop they held every customer's sync and the API meanwhile."""
+    notes = card.collection("notes")
+    for i in range(5):
+        notes.document(f"old{i}").set({"text": f"Beskjed {i}"})
+    now = cutoff_after_the_old_ones(card)
+    ledger = Ledger(sqlite_store, Signer.generate())
+    service = RetentionService(sqlite_store, {"firestore": firestore_connector}, ledger=ledger)
+    service.chunk_size = 2
+
+    with statements_on_this_thread() as on_loop:
+        summary = await service.run(config, trigger="test", now=now)
+
+    assert summary == {"firestore": {"expired": 5, "results": {"applied": 5}}}
+    assert sum(on_loop.values()) == 0, on_loop
+    assert [p["items"] for p in ledger_of(sqlite_store, "retention.deleted")] == [2, 2, 1]
+    assert ledger_of(sqlite_store, "retention.run")[-1]["results"] == {"applied": 5}
+    (run,) = sqlite_store.list_runs(limit=10)
+    assert run.kind == "retention" and run.status == "completed"
