@@ -41,7 +41,8 @@ Target: wall / bound <= 1.2. Also printed: the same ratio from the approval on (
 the deletions' bound alone: with a real second admin the plan is done long before); peak
 RSS of this process (ru_maxrss; the simulators live in it, the Firestore emulator does
 not); per-system counts from the simulators; where the time went per system and step;
-and the certificate's offline check.
+the longest the event loop went without running a task that asked to wake every 10 ms
+(the daemon's syncs and API share that loop); and the certificate's offline check.
 
     python -m bench.customer_erase_bench [--contacts 2000] [--messages 20000]
         [--keep 200] [--budget 1500] [--window 600] [--time-scale 120]
@@ -273,6 +274,31 @@ class Outcome:
     timeline: Timeline
     error: str | None
     budget_waited: float  # seconds the Outlook connector waited for its own budget
+    longest_stall: float  # seconds the event loop ran something without yielding, at most
+
+
+class LoopStalls:
+    """How long the event loop went without running a task that asked to wake every
+    `tick` s: while it is held, every other customer's sync and the API wait."""
+
+    def __init__(self, tick: float = 0.01) -> None:
+        self.tick = tick
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(self.tick)
+            self.longest = max(self.longest, time.perf_counter() - asked - self.tick)
+
+    def __enter__(self) -> LoopStalls:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
 
 
 async def erase_customer(config_path: Path, customer_id: str) -> Outcome:
@@ -292,6 +318,7 @@ async def erase_customer(config_path: Path, customer_id: str) -> Outcome:
                 certify=certifier_for(settings, ledger),
             )
             phases: dict[str, float] = {}
+            stalls = stack.enter_context(LoopStalls())
             started = timeline.origin = time.perf_counter()
             request_id = service.request(
                 customer_id,
@@ -325,6 +352,7 @@ async def erase_customer(config_path: Path, customer_id: str) -> Outcome:
         timeline=timeline,
         error=row.error,
         budget_waited=waited,
+        longest_stall=stalls.longest,
     )
 
 
@@ -474,6 +502,10 @@ def main() -> None:
     print(f"{'phase':<28} {'wall s':>7}")
     for phase, seconds in result.phases.items():
         print(f"{phase:<28} {seconds:>7.2f}")
+    print(
+        f"longest event-loop stall {result.longest_stall:.2f} s (the simulators' threads"
+        " share this process's interpreter, and hold it at times)"
+    )
     print()
     print(f"{'system':<10} {'step':<16} {'calls':>5} {'from s':>7} {'to s':>7} {'busy s':>7}")
     for system, step, n, start, end, busy in summarise(result.timeline):
