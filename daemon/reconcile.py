@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import operator
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -246,8 +245,9 @@ class Reconciler:
             builder.fingerprint_ahead(chunk)
             for group in chunk:
                 builder.plan_group(group)
-        visited = {group.link_id for group in groups}
-        builder.decided += [d.id for d in state.decisions.values() if d.link_id not in visited]
+        if state.decisions:  # decisions about contacts no longer read are done with
+            visited = {group.link_id for group in groups}
+            builder.decided += [d.id for d in state.decisions.values() if d.link_id not in visited]
         authority = self.policy.authority
         total = sum(1 for g in groups if authority in g.records or authority in g.stored)
         return Plan(
@@ -360,8 +360,10 @@ class _Linker:
         return i, None
 
     def link(self, unlinked: Sequence[ContactRecord]) -> None:
-        # The record each contact is claimed by (a list when several claim it).
-        claims: dict[int, ContactRecord | list[ContactRecord]] = {}
+        # The record each contact is claimed by (a list when several claim it), by the
+        # contact's index: a list, not a table, as a large customer's table would not fit
+        # the CPU caches and the claims come in this system's order, not the contacts'.
+        claims: list[ContactRecord | list[ContactRecord] | None] = [None] * len(self.groups)
         unmatched: list[ContactRecord] = []
         reviews: list[tuple[ContactRecord, set[int], str]] = []
         match = self._match if self.candidates else None
@@ -372,20 +374,20 @@ class _Linker:
             elif review is not None:
                 reviews.append((record, _candidates(found), review))
             elif isinstance(found, int):
-                held = claims.setdefault(found, record)
-                if held is not record:
+                held = claims[found]
+                if held is None:
+                    claims[found] = record
+                else:
                     claims[found] = [*held, record] if isinstance(held, list) else [held, record]
-        joins: list[tuple[int, ContactRecord]] = []
-        for i, claim in claims.items():
+        # The contacts in the order they lie in memory (made in that order), not this
+        # system's: a large customer's fill more than the CPU caches.
+        for i, claim in enumerate(claims):
+            if claim is None:
+                continue
             if isinstance(claim, list):  # several records of this system claim one contact
                 reviews += [(record, {i}, AMBIGUOUS_MATCH) for record in claim]
             else:
-                joins.append((i, claim))
-        # The contacts in the order they lie in memory (made in that order), not this
-        # system's: a large customer's fill more than the CPU caches.
-        joins.sort(key=operator.itemgetter(0))
-        for i, record in joins:
-            self._join(i, record)
+                self._join(i, claim)
         for record, candidates, review in reviews:
             self._review(record, candidates, review)
         for record in unmatched:
