@@ -817,13 +817,13 @@ class ErasureService:
             assert subject is not None
             await off_loop(self._tombstone, row, weighing, subject)
         items = [found.new_item() for found in located]
-        await self._off_loop(self.store.add_erasure_items, row.id, items, phase="plan")
+        await off_loop(self.store.add_erasure_items, row.id, items, phase="plan")
         by_who: dict[str, list[str]] = defaultdict(list)
         for include in includes:
             by_who[str(include["by"])].append(str(include["item"]))
         for who, wanted in by_who.items():
-            await self._off_loop(self._include, row, wanted, by=who)
-        plan = await self._off_loop(self._plan_counts, row.id)
+            await off_loop(self._include, row, wanted, by=who)
+        plan = await off_loop(self._plan_counts, row.id)
         await off_loop(
             self.store.update_erasure,
             row.id,
@@ -839,7 +839,7 @@ class ErasureService:
             if str(include["item"]) not in applied:
                 late[str(include["by"])].append(str(include["item"]))
         for who, wanted in late.items():
-            unknown = await self._off_loop(self._include, row, wanted, by=who)
+            unknown = await off_loop(self._include, row, wanted, by=who)
             if unknown:
                 await off_loop(
                     self._record,
@@ -850,9 +850,9 @@ class ErasureService:
                     by=who,
                 )
         if late:
-            plan = await self._off_loop(self._plan_counts, row.id)
+            plan = await off_loop(self._plan_counts, row.id)
         ambiguous = _kind_counts(
-            await self._off_loop(self.store.erasure_items, row.id, status="ambiguous")
+            await off_loop(self.store.erasure_items, row.id, status="ambiguous")
         )
         shared = (
             0
