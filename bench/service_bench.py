@@ -665,13 +665,19 @@ def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> Non
         + result.probe_cpu / probe_every
     )  # CPU s per s
     probes = f" + a commit-counter look per {probe_every:g} s at {1e6 * result.probe_cpu:.0f} us"
+    # The idle figure counts whole clock ticks: a short --idle-seconds may see none.
+    share_of_idle = (
+        f"{100 * (100 * polling) / idle.share:.0f} % of the idle figure"
+        if idle.share > 0
+        else f"the idle figure saw no whole clock tick (1/{CLK_TCK} s) in {idle.wall:.0f} s"
+    )
     print(
         f"idle store polling: {workers / every:g} claims per s (every {every:g} s per worker) at"
         f" {1e6 * result.claim_cpu:.0f} us + a heartbeat per {beat_every:g} s at"
         f" {1e6 * result.beat_cpu:.0f} us{probes if sqlite else ''}"
         f" = {100 * polling:.3f} % of one core for the store calls alone (timed warm in this"
         f" process; without the thread hand-offs), or"
-        f" {100 * (100 * polling) / max(idle.share, 1e-9):.0f} % of the idle figure;"
+        f" {share_of_idle};"
         f" {86400 * workers / every:,.0f} claims a day (read-only unless something is"
         f" claimable{'; more after commits: a heartbeat, a run' if sqlite else ''}) and"
         f" {86400 / beat_every:,.0f} heartbeat writes"
