@@ -229,11 +229,13 @@ class RetentionScan:
     `refs` are the items to delete, each in the customer's scope. `failed` holds the
     rules that could not be applied, by their key as configured (a mail folder, a
     subcollection), with the connector error: one bad rule fails alone and the others
-    are applied.
+    are applied. `kept_shared` counts items past the customer's rules that are another
+    customer's too and that customer's rules keep (Outlook: one service mailbox).
     """
 
     refs: tuple[ItemRef, ...] = ()
     failed: Mapping[str, Exception] = field(default_factory=dict)
+    kept_shared: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -190,6 +190,19 @@ def _retention(
             rule.format(where=where, days=days)
             for where, days in sorted(customer.retention_rules().get(system, {}).items())
         ]
+    if system == "outlook" and customer.outlook is not None and customer.outlook.retention_days:
+        mailbox = customer.outlook.scope
+        if any(
+            c.id != customer.id and c.outlook is not None and c.outlook.scope == mailbox
+            for c in settings.customers
+        ):
+            rules.append(
+                "e-post som også er en annen kundes i den samme postboksen, slettes først når"
+                " også den kundens regler tillater det"
+                if language == "no"
+                else "mail that is also another customer's in the same mailbox is deleted only"
+                " when that customer's rules let it go too"
+            )
     return rules
 
 

@@ -5,8 +5,12 @@ Rules are per customer, system and kind of data: Outlook per mail folder
 below its folder, and only the customer's mail there), Firestore per subcollection of
 the card (`customers[].firestore.retention_days`, days since last changed; what is below
 an expired document goes with it). Any connector that declares the RETENTION capability
-takes part: `expired(customer, now)` gives a RetentionScan (the refs past the rules, the
-rules that could not be applied), `erase(customer, refs)` a status per ref.
+takes part: `expired(customer, now, neighbours=...)` gives a RetentionScan (the refs past
+the rules, the rules that could not be applied, how many items it kept as another
+customer's too), `erase(customer, refs)` a status per ref. `neighbours` are the other
+configured customers: one service mailbox holds every customer's mail, and a message
+between two customers goes only when both customers' rules let it go (O1: a deletion
+under one customer's rule never takes what another customer's rules keep).
 
 What a run did is recorded as it lands: refs are erased in chunks of `chunk_size`, and
 each chunk's deletions go on the ledger (`retention.deleted`) and the run's events before
@@ -48,9 +52,16 @@ class RetentionService:
     chunk_size = 500
 
     def __init__(
-        self, store: Store, connectors: Mapping[str, Connector], *, ledger: Recorder | None = None
+        self,
+        store: Store,
+        connectors: Mapping[str, Connector],
+        *,
+        ledger: Recorder | None = None,
+        customers: Sequence[CustomerConfig] = (),
     ) -> None:
+        """`customers`: every configured customer (the neighbours of each run)."""
         self.store = store
+        self.customers = tuple(customers)
         self.connectors = {
             s: c for s, c in connectors.items() if Capability.RETENTION in c.capabilities
         }
@@ -66,7 +77,8 @@ class RetentionService:
         """Delete what is past the customer's rules in every system, as of `now` (the
         clock by default); returns the summary per system: `expired` (items found past
         a rule), `results` (status -> count: "applied" deleted, "conflict" changed since
-        it was found and so kept, "failed"), and where it applies `rules_failed` (the
+        it was found and so kept, "failed"), and where it applies `kept_shared` (past
+        the rule but another customer's too, kept by its rules), `rules_failed` (the
         rules' keys) and `error` / `error_kind`."""
         now = now or datetime.now(UTC)
         customer = customer_config.to_customer()
@@ -76,6 +88,7 @@ class RetentionService:
         logs.bind(run_id=run_id, customer=customer.id)
         summary: dict[str, Any] = {}
         status = RunStatus.FAILED  # until every system is through
+        neighbours = [c.to_customer() for c in self.customers if c.id != customer.id]
         try:
             rules = customer_config.retention_rules()
             ok = True
@@ -84,7 +97,7 @@ class RetentionService:
                     continue  # no rule of this customer's for that system
                 part = _SystemRun(self, run_id, customer, system, connector)
                 summary[system] = part.summary
-                ok = await part.run(now) and ok
+                ok = await part.run(now, neighbours) and ok
             status = RunStatus.COMPLETED if ok else RunStatus.FAILED
         except asyncio.CancelledError:
             status = RunStatus.INTERRUPTED
@@ -130,13 +143,15 @@ class _SystemRun:
         self.outcome: Counter[str] = Counter()
         self.summary: dict[str, Any] = {"expired": 0, "results": {}}
 
-    async def run(self, now: datetime) -> bool:
+    async def run(self, now: datetime, neighbours: Sequence[Customer]) -> bool:
         """Whether the system's part went through without any error."""
         ok = True
         off_loop = self.service._off_loop
         try:
-            scan = _as_scan(await self.engine.expired(self.customer, now))
+            scan = _as_scan(await self.engine.expired(self.customer, now, neighbours=neighbours))
             self.summary["expired"] = len(scan.refs)
+            if scan.kept_shared:
+                self.summary["kept_shared"] = scan.kept_shared
             if scan.failed:
                 ok = False
                 await off_loop(self._rules_failed, scan.failed)
@@ -221,6 +236,8 @@ class _SystemRun:
         }
         # How many rules failed, not their keys: a folder's name is the customer's to
         # choose, and the ledger takes no text that could be personal data.
+        if "kept_shared" in self.summary:
+            payload["kept_shared"] = self.summary["kept_shared"]
         if "rules_failed" in self.summary:
             payload["rules_failed"] = len(self.summary["rules_failed"])
         if "error_kind" in self.summary:

@@ -317,7 +317,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
             recorder=ledger,
             certify=certifier_for(settings, ledger),
         )
-        retention = RetentionService(store, connectors, ledger=ledger)
+        retention = RetentionService(store, connectors, ledger=ledger, customers=settings.customers)
         customers = {c.id: c for c in settings.customers}
         await start_api(
             settings,

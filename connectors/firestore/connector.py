@@ -763,7 +763,9 @@ class FirestoreConnector(RetryingConnectorBase):
             raise IncompleteDeletion(deleted=deleted, failed=len(failed), code=failed[0])
         return deleted
 
-    async def expired(self, customer: Customer, now: datetime) -> RetentionScan:
+    async def expired(
+        self, customer: Customer, now: datetime, *, neighbours: Sequence[Customer] = ()
+    ) -> RetentionScan:
         """Documents of the card's subcollections past the binding's retention rules
         (`retention_days`: days since a document last changed, its update_time).
 
@@ -772,7 +774,8 @@ class FirestoreConnector(RetryingConnectorBase):
         depth goes with it (kind "nested"); below a document that is gone, each
         document is judged by its own age (kind "orphaned"). A living document keeps
         what is below it. A subcollection that cannot be read fails alone (`failed`,
-        by its name); refused credentials are raised.
+        by its name); refused credentials are raised. `neighbours` (the other customers)
+        do not matter here: a card is one customer's alone.
         """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")

@@ -178,10 +178,15 @@ class OutlookConnector(GraphClient):
         self.log.info("located customer", customer=customer.id, items=len(refs))
         return refs
 
-    async def expired(self, customer: Customer, now: datetime) -> RetentionScan:
+    async def expired(
+        self, customer: Customer, now: datetime, *, neighbours: Sequence[Customer] = ()
+    ) -> RetentionScan:
         """The customer's messages older than its retention rules (per folder and the
-        folders below it) at `now`; a rule that cannot be applied fails alone (mail.py)."""
-        return await self.mail.expired(self.binding(customer), now)
+        folders below it) at `now`; a rule that cannot be applied fails alone. A message
+        that one of `neighbours` (the other customers) served from the same mailbox
+        holds too is kept while that customer's rules keep it (mail.py)."""
+        others = [self.binding(c) for c in neighbours if SYSTEM in c.bindings]
+        return await self.mail.expired(self.binding(customer), now, neighbours=others)
 
     def residuals(self) -> list[Residual]:
         """What Exchange Online keeps after pdsync deletes, and for how long.

@@ -110,6 +110,33 @@ class ContactFolders:
         return path.lstrip("/")
 
 
+# Graph's well-known folder names, valid in place of a folder id in any locale
+# (mailFolder resource, "Well-known folder names":
+# https://learn.microsoft.com/en-us/graph/api/resources/mailfolder). Any other name is
+# a display name, looked up in the folder tree.
+WELL_KNOWN = frozenset(
+    {
+        "archive",
+        "clutter",
+        "conflicts",
+        "conversationhistory",
+        "deleteditems",
+        "drafts",
+        "inbox",
+        "junkemail",
+        "localfailures",
+        "msgfolderroot",
+        "outbox",
+        "recoverableitemsdeletions",
+        "scheduled",
+        "searchfolders",
+        "sentitems",
+        "serverfailures",
+        "syncissues",
+    }
+)
+
+
 class MailFolders:
     """Mail folders of a mailbox by well-known or display name, and the trees below them.
 
@@ -140,6 +167,16 @@ class MailFolders:
         found: dict[str, str | FolderNameError] = {}
         user = user_path(binding.mailbox).lstrip("/")
         for name in dict.fromkeys(names):
+            if tree is not None:
+                known = tree.resolved.get(name)
+                if known is None and name.casefold() not in WELL_KNOWN:
+                    # A display name is no folder id: Graph would answer the GET with an
+                    # error. Only a folder id given as a name needs the request below.
+                    by_name = tree.by_name(name)
+                    known = None if isinstance(by_name, FolderNameError) else by_name
+                if known is not None:
+                    found[name] = tree.resolved[name] = known
+                    continue
             response = await self.graph.request(
                 binding.scope,
                 "GET",
@@ -150,10 +187,12 @@ class MailFolders:
             )
             if response.status_code == 200:
                 found[name] = str(response_json(response, "a folder")["id"])
-                continue
-            if tree is None:
-                tree = await self.tree(binding)
-            found[name] = tree.by_name(name)
+            else:
+                if tree is None:
+                    tree = await self.tree(binding)
+                found[name] = tree.by_name(name)
+            if tree is not None:
+                tree.resolved[name] = found[name]
         return found
 
     async def trees(
@@ -228,10 +267,14 @@ class MailFolders:
 
 
 class FolderTree:
-    """A mailbox's mail folders as Graph listed them (id, displayName, parentFolderId)."""
+    """A mailbox's mail folders as Graph listed them (id, displayName, parentFolderId),
+    and what names were found to name in it (`resolved`: one tree, one moment, so a
+    run that asks about many customers' folders asks Graph once per name)."""
 
     def __init__(self, folders: Iterable[dict[str, Any]]) -> None:
         self.folders = [f for f in folders if f.get("id")]
+        self.resolved: dict[str, str | FolderNameError] = {}
+        self._by_name: dict[str, list[str]] | None = None
         self.children: dict[str, list[str]] = {}
         for folder in self.folders:
             parent = str(folder.get("parentFolderId"))
@@ -239,12 +282,19 @@ class FolderTree:
 
     def by_name(self, name: str) -> str | FolderNameError:
         """The one folder with this display name (case-insensitive), or why not."""
-        matches = [
-            f for f in self.folders if str(f.get("displayName", "")).casefold() == name.casefold()
-        ]
+        matches = self.named(name)
         if len(matches) == 1:
-            return str(matches[0]["id"])
+            return matches[0]
         return FolderNameError(name, "missing" if not matches else "several")
+
+    def named(self, name: str) -> list[str]:
+        """Every folder with this display name (case-insensitive)."""
+        if self._by_name is None:  # built on first use: a run may ask for hundreds
+            self._by_name = {}
+            for folder in self.folders:
+                key = str(folder.get("displayName", "")).casefold()
+                self._by_name.setdefault(key, []).append(str(folder["id"]))
+        return list(self._by_name.get(name.casefold(), ()))
 
     def below(self, roots: Iterable[str], stop: Collection[str] = ()) -> list[str]:
         """The roots and every folder below them, not descending into `stop`."""

@@ -193,7 +193,13 @@ class MailStore:
         )
         return _refs(binding, ((m, ()) for messages in listed for m in messages if scope.holds(m)))
 
-    async def expired(self, binding: OutlookBinding, now: dt.datetime) -> RetentionScan:
+    async def expired(
+        self,
+        binding: OutlookBinding,
+        now: dt.datetime,
+        *,
+        neighbours: Iterable[OutlookBinding] = (),
+    ) -> RetentionScan:
         """The customer's messages past its retention rules at `now`.
 
         A rule names a folder; it governs that folder and every folder below it, except
@@ -201,6 +207,12 @@ class MailStore:
         folders only the customer's mail counts (scope.py): anything in its own folder
         trees, and elsewhere (a shared inbox) mail from or to its domains. Another
         customer's mail in a shared folder is that customer's to keep or delete.
+
+        A message can be two customers' (mail from one to the other, or one's mail in
+        the other's folder). `neighbours` are the other customers' bindings: a message
+        that one of them served from this mailbox also holds goes only when its rules
+        let it go too; else it is kept, and counted (`kept_shared`). Where that
+        customer has no rule, or its rule cannot be applied now, its rules keep it.
 
         A rule whose folder cannot be found, or whose folder cannot be listed, fails on
         its own (in `failed`, by the rule's key); the other rules are applied. Raises
@@ -243,8 +255,49 @@ class MailStore:
 
         names = sorted(governed)
         found = await run_all([functools.partial(rule, n, governed[n]) for n in names])
-        refs = _refs(binding, ((m, ()) for messages in found for m in messages if scope.holds(m)))
-        return RetentionScan(refs=tuple(refs), failed=failed)
+        mine = [m for messages in found for m in messages if scope.holds(m)]
+        others = [n for n in neighbours if n.scope == binding.scope and n != binding]
+        kept = await self._kept_by(others, mine, tree, now) if others and mine else set()
+        refs = _refs(binding, ((m, ()) for m in mine if str(m.get("id")) not in kept))
+        return RetentionScan(refs=tuple(refs), failed=failed, kept_shared=len(kept))
+
+    async def _kept_by(
+        self,
+        others: Sequence[OutlookBinding],
+        messages: Sequence[Message],
+        tree: FolderTree,
+        now: dt.datetime,
+    ) -> set[str]:
+        """The ids of `messages` that one of `others` holds (scope.py) and its own
+        retention rules keep at `now` (see `expired`)."""
+        kept: set[str] = set()
+        for other in others:
+            # Its folders as far as they can be told: a name that names several folders
+            # may be any of them (a missing one holds nothing). Its mistake is its
+            # own run's error, not this customer's.
+            roots: list[str] = []
+            for name, found in (
+                await self.folders.resolve(other, other.mail_folders, tree)
+            ).items():
+                if isinstance(found, str):
+                    roots.append(found)
+                elif found.reason == "several":
+                    roots += tree.named(name)
+            scope = MailScope.of(tree.below(roots), other.domains)
+            held = [m for m in messages if str(m.get("id")) not in kept and scope.holds(m)]
+            if not held:
+                continue
+            governed, _ = await self.folders.governed(other, other.retention_days, tree)
+            cutoff = {
+                folder_id: now - dt.timedelta(days=other.retention_days[name])
+                for name, folder_ids in governed.items()
+                for folder_id in folder_ids
+            }
+            for message in held:
+                until = cutoff.get(str(message.get(FOLDER_FIELD)))
+                if until is None or not _before(message, until):
+                    kept.add(str(message.get("id")))
+        return kept
 
     # -- erasing --------------------------------------------------------------------------
 

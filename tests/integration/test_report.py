@@ -168,6 +168,41 @@ def test_the_register_and_retention_rules_come_from_the_configuration(tmp_path: 
     assert "Location: Norge" in text
 
 
+def test_a_customer_sharing_its_mailbox_is_told_that_mail_of_two_customers_waits_for_both(
+    tmp_path: Path,
+) -> None:
+    settings = config.load(EXAMPLE)
+    acme = settings.customer("acme")
+    assert acme.outlook is not None
+    neighbour = acme.model_copy(
+        update={
+            "id": "nabo",
+            "name": "Nabo AS",
+            "firestore": None,
+            "zisson": None,
+            "outlook": acme.outlook.model_copy(
+                update={"mail_folders": (), "domains": ("nabo.no",), "retention_days": {}}
+            ),
+        }
+    )
+    shared = settings.model_copy(update={"customers": [*settings.customers, neighbour]})
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", master_key=bytes(32))
+    try:
+        alone = build_report(settings, store, "acme")
+        report = build_report(shared, store, "acme")
+    finally:
+        store.close()
+    [outlook] = [s for s in report.systems if s.system == "outlook"]
+    [outlook_alone] = [s for s in alone.systems if s.system == "outlook"]
+    sentence = (
+        "mail that is also another customer's in the same mailbox is deleted only when that"
+        " customer's rules let it go too"
+    )
+    assert outlook.retention[-1] == sentence and sentence not in outlook_alone.retention
+    assert outlook.retention_no[-1].startswith("e-post som også er en annen kundes")
+    assert sentence in render_text(report)
+
+
 def test_an_unknown_system_in_the_register_is_refused(tmp_path: Path) -> None:
     text = EXAMPLE.read_text(encoding="utf-8") + (
         '\n[subprocessors.fax]\nname = "Fax AS"\nservice = "fax"\ncategories = ["numbers"]\n'

@@ -279,3 +279,111 @@ async def test_config_check_says_what_it_could_not_check(
     assert check.problems == []
     [line] = check.unchecked
     assert line.startswith("customers[0].outlook: folders not checked (")
+
+
+async def test_mail_that_is_two_customers_goes_only_when_both_customers_rules_let_it_go(
+    graph_sim: GraphSimulator, outlook_connect: Connect, sqlite_store: Store
+) -> None:
+    # A's inbox rule reaches B's folder (below the inbox); D has no rule at all.
+    world = outlook_connect(
+        graph_sim, binding={"mail_folders": ["Kunde A"], "retention_days": {"inbox": 30}}
+    )
+    mailbox = world.mailbox
+    graph_sim.add_folder(mailbox, "Kunde A")
+    b_folder = graph_sim.add_folder(mailbox, "Kunde B", parent="inbox")
+    customers = {
+        "a": CustomerConfig(id="kunde-a", name="Kunde A", outlook=world.binding),
+        "b": CustomerConfig(
+            id="kunde-b",
+            name="Kunde B",
+            outlook=OutlookBinding(
+                mailbox=mailbox.upper(),  # the same mailbox, however it is spelt
+                contact_folder="Kunde B – kontakter",
+                mail_folders=("Kunde B",),
+                domains=("kunde-b.no",),
+                retention_days={"inbox": 365, "Kunde B": 1000},
+            ),
+        ),
+        "d": CustomerConfig(
+            id="kunde-d",
+            name="Kunde D",
+            outlook=OutlookBinding(
+                mailbox=mailbox, contact_folder="Kunde D – kontakter", domains=("kunde-d.no",)
+            ),
+        ),
+    }
+
+    def mail(folder: str, days: float, *to: str) -> str:
+        return world.message(
+            folder, sender="per@kunde-a.no", to=list(to), subject="s", body="b", received=ago(days)
+        )
+
+    to_b = "ola@kunde-b.no"
+    to_b_inbox = mail("inbox", 100, to_b)  # B's by address, under B's inbox rule (365)
+    in_b_folder = {mail(b_folder, 100), mail(b_folder, 400)}  # B's folder rule (1000)
+    to_d = {mail("inbox", 100, "kari@kunde-d.no"), mail("inbox", 5000, "kari@kunde-d.no")}
+    past_for_both = {mail("inbox", 400, to_b), mail(b_folder, 1500), mail("inbox", 100)}
+    service = RetentionService(
+        sqlite_store,
+        {"outlook": world.connector},
+        ledger=Ledger(sqlite_store, Signer.generate()),
+        customers=list(customers.values()),
+    )
+
+    summary = await service.run(customers["a"], trigger="test", now=NOW)
+
+    assert past_for_both <= world.purged()
+    kept = {to_b_inbox, *in_b_folder, *to_d}
+    assert kept <= world.remaining()
+    assert summary["outlook"] == {"expired": 3, "results": {"applied": 3}, "kept_shared": 5}
+    [ran] = [e.payload for e in sqlite_store.ledger_entries() if e.kind == "retention.run"]
+    assert (ran["kept_shared"], ran["results"]) == (5, {"applied": 3})
+    # B's run deletes none of them: each is within one of B's rules.
+    summary = await service.run(customers["b"], trigger="test", now=NOW)
+    assert summary["outlook"]["expired"] == 0 and kept <= world.remaining()
+
+    # 300 days on, B's inbox rule lets go of the message to B; B's folder rule still
+    # keeps the two in its folder, and D (no rule) its own.
+    later = NOW + dt.timedelta(days=300)
+    summary = await service.run(customers["a"], trigger="test", now=later)
+    assert summary["outlook"] == {"expired": 1, "results": {"applied": 1}, "kept_shared": 4}
+    assert to_b_inbox in world.purged() and kept - {to_b_inbox} <= world.remaining()
+
+    # The connector told of no other customer takes A's rule alone: all four would go.
+    scan = await world.connector.expired(world.customer, later)
+    assert scan.kept_shared == 0 and world.ids(list(scan.refs)) == kept - {to_b_inbox}
+
+
+async def test_the_other_customers_of_a_mailbox_cost_a_retention_run_no_requests_per_customer(
+    graph_sim: GraphSimulator, outlook_connect: Connect
+) -> None:
+    world = outlook_connect(
+        graph_sim, binding={"mail_folders": ["Kunde A"], "retention_days": {"inbox": 30}}
+    )
+    graph_sim.add_folder(world.mailbox, "Kunde A")
+    neighbours = []
+    for n in range(40):
+        graph_sim.add_folder(world.mailbox, f"Kunde {n}", parent="inbox")
+        binding = OutlookBinding(
+            mailbox=world.mailbox,
+            contact_folder=f"Kunde {n} – kontakter",
+            mail_folders=(f"Kunde {n}",),
+            domains=(f"kunde-{n}.no",),
+            retention_days={"inbox": 365, f"Kunde {n}": 90},
+        )
+        neighbours.append(CustomerConfig(id=f"k{n}", name=f"Kunde {n}", outlook=binding))
+    shared = world.message("inbox", sender="per@kunde-a.no", to=["x@kunde-7.no"], received=ago(100))
+    alone = world.message("inbox", sender="per@kunde-a.no", received=ago(100))
+
+    await world.connector.expired(world.customer, NOW)  # a token and what else is kept
+    graph_sim.reset_counters()
+    scan = await world.connector.expired(world.customer, NOW)
+    requests_alone = graph_sim.counters["requests"]
+    graph_sim.reset_counters()
+    others = [c.to_customer() for c in neighbours]
+    scan_shared = await world.connector.expired(world.customer, NOW, neighbours=others)
+
+    assert world.ids(list(scan.refs)) == {shared, alone}
+    assert world.ids(list(scan_shared.refs)) == {alone} and scan_shared.kept_shared == 1
+    # The folder tree read for the run answers for every customer's folder names.
+    assert graph_sim.counters["requests"] == requests_alone
