@@ -163,6 +163,8 @@ class Phase:
     threads: Threads
     hwm_mb: float
     rss_mb: float
+    anon_mb: float  # of rss_mb: the process's own pages (heap, stacks)
+    file_mb: float  # of rss_mb: mapped files (shared libraries, code), shareable
     thread_count: int
     note: str = ""
 
@@ -175,6 +177,8 @@ class Phase:
             threads=Threads.between(pid, a, b),
             hwm_mb=status_kb(pid, "VmHWM") / 1024,
             rss_mb=status_kb(pid, "VmRSS") / 1024,
+            anon_mb=status_kb(pid, "RssAnon") / 1024,
+            file_mb=status_kb(pid, "RssFile") / 1024,
             thread_count=status_kb(pid, "Threads"),
             note=note,
         )
@@ -642,6 +646,11 @@ def report(args: argparse.Namespace, result: Result, leftover: list[str]) -> Non
         f" peak RSS {idle.hwm_mb:.0f} MB; start + first syncs {first.share:.1f} %;"
         f" syncs started while idle: {syncs} (target: < 0.5 % and 120 MB:"
         f" {'met' if idle.share < 0.5 and idle.hwm_mb <= 120 else 'NOT met'})"
+    )
+    print(
+        f"idle RSS {idle.rss_mb:.0f} MB: {idle.anon_mb:.0f} MB the daemon's own (heap,"
+        f" stacks), {idle.file_mb:.0f} MB mapped files (shared libraries and code, shared"
+        " with every process that maps them: other instances on the host too)"
     )
     for phase in (idle, result.load_phase):
         t, wall = phase.threads, phase.wall
