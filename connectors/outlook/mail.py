@@ -52,8 +52,9 @@ from connectors.outlook.matching import (
     Matched,
     SubjectMatcher,
     ordered,
+    participants,
 )
-from connectors.outlook.scope import FOLDER_FIELD, MailScope
+from connectors.outlook.scope import FOLDER_FIELD, MailScope, domain_suffixes
 from connectors.outlook.settings import OutlookBinding
 from connectors.outlook.tasks import run_all
 from connectors.outlook.wire import SYSTEM, BatchItem, ItemResponse, segment, user_path
@@ -268,35 +269,51 @@ class MailStore:
         tree: FolderTree,
         now: dt.datetime,
     ) -> set[str]:
-        """The ids of `messages` that one of `others` holds (scope.py) and its own
-        retention rules keep at `now` (see `expired`)."""
-        kept: set[str] = set()
-        for other in others:
+        """The ids of `messages` that one of `others` holds (scope.py: its folder trees,
+        its domains) and its own retention rules keep at `now` (see `expired`).
+
+        Who may hold a message is looked up by its folder and its participants' domains,
+        not asked of every customer for every message: a first run on an old mailbox can
+        find thousands, and one mailbox can serve hundreds of customers.
+        """
+        by_folder: dict[str, list[int]] = {}
+        by_domain: dict[str, list[int]] = {}
+        for i, other in enumerate(others):
             # Its folders as far as they can be told: a name that names several folders
-            # may be any of them (a missing one holds nothing). Its mistake is its
-            # own run's error, not this customer's.
+            # may be any of them (a missing one holds nothing). Its mistake is its own
+            # run's error, not this customer's.
             roots: list[str] = []
-            for name, found in (
-                await self.folders.resolve(other, other.mail_folders, tree)
-            ).items():
+            resolved = await self.folders.resolve(other, other.mail_folders, tree)
+            for name, found in resolved.items():
                 if isinstance(found, str):
                     roots.append(found)
                 elif found.reason == "several":
                     roots += tree.named(name)
-            scope = MailScope.of(tree.below(roots), other.domains)
-            held = [m for m in messages if str(m.get("id")) not in kept and scope.holds(m)]
-            if not held:
-                continue
-            governed, _ = await self.folders.governed(other, other.retention_days, tree)
-            cutoff = {
-                folder_id: now - dt.timedelta(days=other.retention_days[name])
-                for name, folder_ids in governed.items()
-                for folder_id in folder_ids
-            }
-            for message in held:
-                until = cutoff.get(str(message.get(FOLDER_FIELD)))
+            for folder_id in tree.below(roots):
+                by_folder.setdefault(folder_id, []).append(i)
+            for domain in MailScope.of((), other.domains).domains:
+                by_domain.setdefault(domain, []).append(i)
+        cutoffs: dict[int, dict[str, dt.datetime]] = {}  # per other: folder -> its cutoff
+        kept: set[str] = set()
+        for message in messages:
+            folder = str(message.get(FOLDER_FIELD))
+            holders = set(by_folder.get(folder, ()))
+            for address, _ in participants(message):
+                for domain in domain_suffixes(address):
+                    holders.update(by_domain.get(domain, ()))
+            for i in sorted(holders):
+                if i not in cutoffs:
+                    other = others[i]
+                    governed, _ = await self.folders.governed(other, other.retention_days, tree)
+                    cutoffs[i] = {
+                        folder_id: now - dt.timedelta(days=other.retention_days[name])
+                        for name, folder_ids in governed.items()
+                        for folder_id in folder_ids
+                    }
+                until = cutoffs[i].get(folder)
                 if until is None or not _before(message, until):
                     kept.add(str(message.get("id")))
+                    break
         return kept
 
     # -- erasing --------------------------------------------------------------------------

@@ -95,3 +95,11 @@ def in_domains(address: str, domains: Iterable[str]) -> bool:
     """Whether `address` (folded) is at one of `domains` or a subdomain of one."""
     domain = address.rpartition("@")[2].rstrip(".")
     return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+def domain_suffixes(address: str) -> list[str]:
+    """The domain of `address` (folded) and every domain above it, nearest first
+    ("ola@avd.kunde-a.no": avd.kunde-a.no, kunde-a.no, no): the address is `in_domains`
+    of exactly the domains among them."""
+    labels = address.rpartition("@")[2].rstrip(".").split(".")
+    return [".".join(labels[k:]) for k in range(len(labels))]

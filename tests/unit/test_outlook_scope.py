@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.outlook.scope import MailScope
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connectors.outlook.scope import MailScope, domain_suffixes, in_domains
 
 SCOPE = MailScope.of(["folder-a", "folder-a-sub"], ["kunde-a.no"], ["Ola.Privat@Gmail.com"])
 
@@ -40,3 +43,23 @@ def test_where_no_customer_folder_is_only_addresses_count() -> None:
     deletions = SCOPE.without_folders()
     assert not deletions.holds_match(message("folder-a", sender="x@kunde-b.no"), (("phone", 0),))
     assert deletions.holds_match(message("folder-a", sender="x@kunde-a.no"), (("phone", 0),))
+
+
+LABEL = st.text(alphabet="abkno-æ1", min_size=1, max_size=4)
+DOMAIN = st.lists(LABEL, min_size=1, max_size=4).map(".".join)
+
+
+@given(
+    local=st.text(alphabet="olaper.@", max_size=6),
+    domain=DOMAIN,
+    domains=st.lists(DOMAIN, max_size=4),
+    dot=st.booleans(),
+)
+def test_an_address_is_in_the_domains_among_its_domain_suffixes_and_no_others(
+    local: str, domain: str, domains: list[str], dot: bool
+) -> None:
+    # The retention run looks holders up by suffix (mail.py); the scope asks in_domains.
+    address = f"{local}@{domain}{'.' if dot else ''}"
+    suffixes = domain_suffixes(address)
+    assert in_domains(address, domains) == any(d in suffixes for d in domains)
+    assert suffixes[0] == domain and all(domain.endswith(s) for s in suffixes)
