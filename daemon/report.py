@@ -54,6 +54,10 @@ class Activity:
     # Per system: what the retention runs deleted there (Outlook: mail messages;
     # Firestore: documents on the customer card), systems with nothing deleted left out.
     deleted_by_system: Mapping[str, int] = field(default_factory=dict)
+    # Per system: what they found past the customer's rules but kept, as another
+    # customer's too whose rules keep it (Outlook: mail between two customers of one
+    # service mailbox); systems with nothing kept left out.
+    kept_shared_by_system: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -224,12 +228,16 @@ def _activity(store: Store, customer_id: str, now: datetime) -> Activity:
         if str(key).endswith(".applied")
     )
     deleted: dict[str, int] = {}
+    kept: dict[str, int] = {}
     for r in retention:
         for system, part in r.summary.items():
             if isinstance(part, dict):
                 n = int(dict(part.get("results") or {}).get("applied", 0))
                 if n:
                     deleted[str(system)] = deleted.get(str(system), 0) + n
+                n = int(part.get("kept_shared") or 0)
+                if n:
+                    kept[str(system)] = kept.get(str(system), 0) + n
     completed = tally.get(("sync", "completed"))
     return Activity(
         syncs=sum(t.runs for (kind, _), t in tally.items() if kind == "sync"),
@@ -239,6 +247,7 @@ def _activity(store: Store, customer_id: str, now: datetime) -> Activity:
         deleted_by_retention=sum(deleted.values()),
         last_sync=completed.last_finished if completed else None,
         deleted_by_system=dict(sorted(deleted.items())),
+        kept_shared_by_system=dict(sorted(kept.items())),
     )
 
 
@@ -279,6 +288,10 @@ _WORDS: dict[str, dict[Language, str]] = {
     "changes": {"en": "records changed", "no": "endrede oppføringer"},
     "retention_runs": {"en": "retention runs", "no": "kjøringer av sletteregler"},
     "deleted": {"en": "deleted by them", "no": "slettet av dem"},
+    "kept_shared": {
+        "en": "kept as another customer's too, under its rules",
+        "no": "beholdt som også en annen kundes, etter dens regler",
+    },
     "nothing": {"en": "nothing", "no": "ingenting"},
     "last_sync": {"en": "last sync", "no": "siste synkronisering"},
     "erasures": {"en": "Erasure requests", "no": "Slettebegjæringer"},
@@ -329,12 +342,17 @@ def counted(system: str, n: int, language: Language = "en") -> str:
 
 def describe_deleted(activity: Activity, language: Language = "en") -> str:
     """What the retention runs deleted, per system in its own words:
-    "12 mail messages (outlook), 3 card documents (firestore)"; "nothing" when none."""
-    parts = [
-        f"{counted(system, n, language)} ({system})"
-        for system, n in activity.deleted_by_system.items()
-    ]
-    return ", ".join(parts) or _WORDS["nothing"][language]
+    "12 mail messages (outlook), 3 card documents (firestore)"; "nothing" when none.
+    What they kept as another customer's too follows, where there is any."""
+    text = _per_system(activity.deleted_by_system, language) or _WORDS["nothing"][language]
+    if activity.kept_shared_by_system:
+        kept = _per_system(activity.kept_shared_by_system, language)
+        text += f"; {_WORDS['kept_shared'][language]}: {kept}"
+    return text
+
+
+def _per_system(counts: Mapping[str, int], language: Language) -> str:
+    return ", ".join(f"{counted(system, n, language)} ({system})" for system, n in counts.items())
 
 
 def render_text(report: ProcessingReport, language: Language = "en") -> str:

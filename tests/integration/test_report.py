@@ -253,6 +253,32 @@ def test_retention_runs_are_worded_per_system(tmp_path: Path) -> None:
     }
 
 
+def test_mail_a_retention_run_kept_as_another_customers_is_counted_apart(
+    tmp_path: Path,
+) -> None:
+    settings = config.load(EXAMPLE)
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", master_key=bytes(32))
+    try:
+        for kept in (3, 2):
+            run = store.start_run("retention", customer_id="acme", trigger="schedule")
+            outlook = {"expired": 1, "results": {"applied": 1}, "kept_shared": kept}
+            store.finish_run(run, "completed", {"outlook": outlook})
+        report = build_report(settings, store, "acme")
+    finally:
+        store.close()
+
+    assert report.activity.deleted_by_system == {"outlook": 2}
+    assert report.activity.kept_shared_by_system == {"outlook": 5}
+    assert (
+        "deleted by them: 2 mail messages (outlook); kept as another customer's too, under"
+        " its rules: 5 mail messages (outlook);" in render_text(report)
+    )
+    assert "beholdt som også en annen kundes, etter dens regler: 5 e-postmeldinger" in (
+        render_text(report, "no")
+    )
+    assert json.loads(report.to_json())["activity"]["kept_shared_by_system"] == {"outlook": 5}
+
+
 def test_processed_since_is_the_first_link_ever_and_survives_erasures(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'store.db'}", master_key=bytes(32))
     try:
