@@ -68,6 +68,7 @@ from typing import Any
 from unittest import mock
 
 import sandbox.up
+from bench.loop import LoopStalls
 from connectors.firestore.connector import FirestoreConnector
 from connectors.firestore.settings import FirestoreBinding
 from daemon import config, logs
@@ -275,30 +276,6 @@ class Outcome:
     error: str | None
     budget_waited: float  # seconds the Outlook connector waited for its own budget
     longest_stall: float  # seconds the event loop ran something without yielding, at most
-
-
-class LoopStalls:
-    """How long the event loop went without running a task that asked to wake every
-    `tick` s: while it is held, every other customer's sync and the API wait."""
-
-    def __init__(self, tick: float = 0.01) -> None:
-        self.tick = tick
-        self.longest = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _watch(self) -> None:
-        while True:
-            asked = time.perf_counter()
-            await asyncio.sleep(self.tick)
-            self.longest = max(self.longest, time.perf_counter() - asked - self.tick)
-
-    def __enter__(self) -> LoopStalls:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 async def erase_customer(config_path: Path, customer_id: str) -> Outcome:

@@ -15,6 +15,10 @@ much of its wall time went to reading the systems (at once: the slowest one coun
 The simulators run as threads of this process, so their work and the daemon's share one
 interpreter: reads take longer here, where all three answer at once, than one at a time.
 
+Per sync, also the longest the event loop went without running a task that asked to
+wake every 10 ms (bench/loop.py): while it is held, every other customer's sync and the
+API wait. The simulators' threads take their turns at the interpreter too.
+
     python -m bench.e2e_sync_bench [--contacts 5000]
 """
 
@@ -30,6 +34,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, cast
 
+from bench.loop import LoopStalls
 from connectors.base import Connector
 from daemon import config, logs
 from daemon.domain import Customer, Operation, OpResult, ReadResult
@@ -65,7 +70,7 @@ class Timed:
             self.applying += time.perf_counter() - started
 
 
-Row = tuple[str, SyncReport, dict[str, int], float, float, dict[str, float]]
+Row = tuple[str, SyncReport, dict[str, int], float, float, dict[str, float], float]
 
 
 async def sync_twice(config_path: Path, zisson_counters: object) -> list[Row]:
@@ -83,14 +88,15 @@ async def sync_twice(config_path: Path, zisson_counters: object) -> list[Row]:
                 for t in timed.values():
                     t.reading = t.applying = 0.0
                 started = time.perf_counter()
-                report = await service.sync(settings.customers[0], trigger="bench")
+                with LoopStalls() as stalls:
+                    report = await service.sync(settings.customers[0], trigger="bench")
                 wall = time.perf_counter() - started
                 requests = {s: getattr(c, "requests", 0) - before[s] for s, c in opened.items()}
                 outside = max(t.reading for t in timed.values()) + sum(
                     t.applying for t in timed.values()
                 )
                 reading = {s: t.reading for s, t in timed.items()}
-                rows.append((label, report, requests, wall, outside, reading))
+                rows.append((label, report, requests, wall, outside, reading, stalls.longest))
     finally:
         store.close()
     return rows
@@ -115,26 +121,26 @@ def main() -> None:
     print(
         f"{'run':<16} {'wall s':>7} "
         + " ".join(f"{s + ' req':>13}" for s in systems)
-        + f" {'changes':>8}"
+        + f" {'changes':>8} {'loop stall s':>13}"
     )
-    for label, report, requests, wall, _, _ in rows:
+    for label, report, requests, wall, _, _, stall in rows:
         changes = sum(v for k, v in report.applied.items() if k.endswith(".applied"))
         print(
             f"{label:<16} {wall:>7.2f} "
             + " ".join(f"{requests.get(s, 0):>13}" for s in systems)
-            + f" {changes:>8}   ({report.status})"
+            + f" {changes:>8} {stall:>13.2f}   ({report.status})"
         )
     first, quiet = rows[0][2], rows[1][2]
     print(
         f"no-change requests / first-sync requests: {sum(quiet.values())}/{sum(first.values())}"
         f" = {sum(quiet.values()) / max(1, sum(first.values())):.3f}"
     )
-    _, _, _, wall, outside, _ = rows[0]
+    _, _, _, wall, outside, _, _ = rows[0]
     print(
         f"first sync: {wall:.2f} s; the systems' own time for its reads and writes: "
         f"{outside:.2f} s; ratio {wall / max(outside, 1e-9):.2f} (target <= 1.5)"
     )
-    _, _, _, quiet_wall, _, reading = rows[1]
+    _, _, _, quiet_wall, _, reading, _ = rows[1]
     slowest = max(reading, key=reading.__getitem__)
     print(
         f"no-change sync: {quiet_wall:.2f} s, of which reading the systems (at once) "

@@ -29,6 +29,7 @@ contact now in the folder.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -97,7 +98,8 @@ class ContactDirectory:
         contacts = await self._list(binding, select=f"{SELECT},categories")
         contacts.update(await self._migrate(binding, contacts.values()))
         self._swept.add(self._sweep_key(binding))
-        return read_result(contacts.values(), cursor=None)
+        # Mapping thousands of contacts is CPU work: in a worker thread, off the event loop.
+        return await asyncio.to_thread(read_result, list(contacts.values()), cursor=None)
 
     async def _list(
         self, binding: OutlookBinding, *, select: str, expand: str | None = None
@@ -173,7 +175,8 @@ class ContactDirectory:
                 else:
                     removed.pop(item_id, None)
                     changed[item_id] = item
-            return read_result(changed.values(), cursor=delta_link), list(removed), delta_link
+            result = await asyncio.to_thread(read_result, list(changed.values()), cursor=delta_link)
+            return result, list(removed), delta_link
         raise ResyncRequired("outlook: contacts delta kept expiring", system=SYSTEM)
 
     # -- writing --------------------------------------------------------------------------

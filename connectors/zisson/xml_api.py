@@ -55,6 +55,7 @@ with U+FFFD in its raw text, and the rest is read.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import re
 import xml.etree.ElementTree as ET
@@ -196,8 +197,10 @@ async def read_contacts(session: Session) -> list[tuple[ContactRecord | Rejected
             "GET", GET_CONTACTS, what="GetContacts", headers={"Accept": "application/xml"}
         )
         try:
-            return parse_contacts(
-                response.content, content_type=response.headers.get("Content-Type")
+            # Parsing and mapping the whole directory is CPU work (0.3 s for 5,000
+            # contacts): in a worker thread, off the event loop.
+            return await asyncio.to_thread(
+                parse_contacts, response.content, content_type=response.headers.get("Content-Type")
             )
         except CutShort:
             if attempt == LISTING_ATTEMPTS:

@@ -4,6 +4,7 @@ law, idempotent replays, versions, and delta with an expired link."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from daemon.domain import ContactRecord, Operation, OpKind, OpStatus, Phone, Pho
 from sandbox.graph_sim import GraphSimulator
 from tests.integration import test_outlook_harness as harness
 from tests.integration.test_outlook_harness import Connect, OutlookWorld
+from tests.integration.test_sync_loop import calls_on_this_thread
 
 NAMES = ["Åse", "Bjørn", "Kari", "Øystein", "Ærlige", "Nordmann", "Bjørnstad-Lie", "O'Hara", ""]
 NUMBERS = ["22 33 44 55", "+47 412 34 567", "0047 900 11 222", "ring meg", " 67 00 00 01 "]
@@ -222,3 +224,18 @@ async def test_creates_through_faults_are_neither_lost_nor_doubled(outlook: Outl
     assert [r.status for r in results] == [OpStatus.APPLIED] * 40
     assert outlook.links() == sorted(op.link_id for op in ops)  # each exactly once
     assert outlook.sim.counters["5xx"] > 0
+
+
+async def test_a_read_maps_the_folders_contacts_off_the_event_loop(outlook: OutlookWorld) -> None:
+    rng = random.Random(7)
+    ops = [create(f"link-{i}", record(rng)) for i in range(30)]
+    assert all(
+        r.status is OpStatus.APPLIED for r in await outlook.connector.apply(outlook.customer, ops)
+    )
+
+    with calls_on_this_thread({"from_contact"}) as on_loop:
+        read = await outlook.connector.read(outlook.customer)
+        changed, _, _ = await outlook.connector.changes(outlook.customer, None)
+
+    assert len(read.records) == len(changed.records) == 30
+    assert on_loop == Counter()
