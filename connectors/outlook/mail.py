@@ -209,11 +209,13 @@ class MailStore:
         trees, and elsewhere (a shared inbox) mail from or to its domains. Another
         customer's mail in a shared folder is that customer's to keep or delete.
 
-        A message can be two customers' (mail from one to the other, or one's mail in
-        the other's folder). `neighbours` are the other customers' bindings: a message
-        that one of them served from this mailbox also holds goes only when its rules
-        let it go too; else it is kept, and counted (`kept_shared`). Where that
-        customer has no rule, or its rule cannot be applied now, its rules keep it.
+        A message can be two customers' (mail between them in a shared folder, or one's
+        mail in the other's folder). `neighbours` are the other customers' bindings: a
+        message that one of them served from this mailbox also holds goes only when its
+        rules let it go too; else it is kept, and counted (`kept_shared`). Where that
+        customer has no rule, or its rule cannot be applied now, its rules keep it. A
+        customer's own folders are its alone (`mail_folders`): another customer's
+        address on a message there does not make it that customer's.
 
         A rule whose folder cannot be found, or whose folder cannot be listed, fails on
         its own (in `failed`, by the rule's key); the other rules are applied. Raises
@@ -258,7 +260,7 @@ class MailStore:
         found = await run_all([functools.partial(rule, n, governed[n]) for n in names])
         mine = [m for messages in found for m in messages if scope.holds(m)]
         others = [n for n in neighbours if n.scope == binding.scope and n != binding]
-        kept = await self._kept_by(others, mine, tree, now) if others and mine else set()
+        kept = await self._kept_by(others, mine, scope, tree, now) if others and mine else set()
         refs = _refs(binding, ((m, ()) for m in mine if str(m.get("id")) not in kept))
         return RetentionScan(refs=tuple(refs), failed=failed, kept_shared=len(kept))
 
@@ -266,11 +268,13 @@ class MailStore:
         self,
         others: Sequence[OutlookBinding],
         messages: Sequence[Message],
+        own: MailScope,
         tree: FolderTree,
         now: dt.datetime,
     ) -> set[str]:
         """The ids of `messages` that one of `others` holds (scope.py: its folder trees,
-        its domains) and its own retention rules keep at `now` (see `expired`).
+        its domains, but not in the folders of `own`, the customer whose run this is)
+        and its own retention rules keep at `now` (see `expired`).
 
         Who may hold a message is looked up by its folder and its participants' domains,
         not asked of every customer for every message: a first run on an old mailbox can
@@ -298,9 +302,10 @@ class MailStore:
         for message in messages:
             folder = str(message.get(FOLDER_FIELD))
             holders = set(by_folder.get(folder, ()))
-            for address, _ in participants(message):
-                for domain in domain_suffixes(address):
-                    holders.update(by_domain.get(domain, ()))
+            if not own.in_folders(message):
+                for address, _ in participants(message):
+                    for domain in domain_suffixes(address):
+                        holders.update(by_domain.get(domain, ()))
             for i in sorted(holders):
                 if i not in cutoffs:
                     other = others[i]

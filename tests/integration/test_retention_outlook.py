@@ -286,10 +286,11 @@ async def test_mail_that_is_two_customers_goes_only_when_both_customers_rules_le
 ) -> None:
     # A's inbox rule reaches B's folder (below the inbox); D has no rule at all.
     world = outlook_connect(
-        graph_sim, binding={"mail_folders": ["Kunde A"], "retention_days": {"inbox": 30}}
+        graph_sim,
+        binding={"mail_folders": ["Kunde A"], "retention_days": {"inbox": 30, "Kunde A": 60}},
     )
     mailbox = world.mailbox
-    graph_sim.add_folder(mailbox, "Kunde A")
+    a_folder = graph_sim.add_folder(mailbox, "Kunde A")
     b_folder = graph_sim.add_folder(mailbox, "Kunde B", parent="inbox")
     customers = {
         "a": CustomerConfig(id="kunde-a", name="Kunde A", outlook=world.binding),
@@ -323,6 +324,8 @@ async def test_mail_that_is_two_customers_goes_only_when_both_customers_rules_le
     in_b_folder = {mail(b_folder, 100), mail(b_folder, 400)}  # B's folder rule (1000)
     to_d = {mail("inbox", 100, "kari@kunde-d.no"), mail("inbox", 5000, "kari@kunde-d.no")}
     past_for_both = {mail("inbox", 400, to_b), mail(b_folder, 1500), mail("inbox", 100)}
+    # In A's own folder, A's alone: B's address on it does not make it B's.
+    past_for_both.add(mail(a_folder, 100, to_b))
     service = RetentionService(
         sqlite_store,
         {"outlook": world.connector},
@@ -335,9 +338,9 @@ async def test_mail_that_is_two_customers_goes_only_when_both_customers_rules_le
     assert past_for_both <= world.purged()
     kept = {to_b_inbox, *in_b_folder, *to_d}
     assert kept <= world.remaining()
-    assert summary["outlook"] == {"expired": 3, "results": {"applied": 3}, "kept_shared": 5}
+    assert summary["outlook"] == {"expired": 4, "results": {"applied": 4}, "kept_shared": 5}
     [ran] = [e.payload for e in sqlite_store.ledger_entries() if e.kind == "retention.run"]
-    assert (ran["kept_shared"], ran["results"]) == (5, {"applied": 3})
+    assert (ran["kept_shared"], ran["results"]) == (5, {"applied": 4})
     # B's run deletes none of them: each is within one of B's rules.
     summary = await service.run(customers["b"], trigger="test", now=NOW)
     assert summary["outlook"]["expired"] == 0 and kept <= world.remaining()

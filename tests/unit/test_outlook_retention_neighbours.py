@@ -46,7 +46,9 @@ class NoSuchFolderId:
 
 
 @st.composite
-def mailboxes(draw: st.DrawFn) -> tuple[FolderTree, list[OutlookBinding], list[dict[str, Any]]]:
+def mailboxes(
+    draw: st.DrawFn,
+) -> tuple[FolderTree, OutlookBinding, list[OutlookBinding], list[dict[str, Any]]]:
     # Folder i's parent is an earlier folder (or the root): a tree, names may repeat.
     folders = [{"id": "root", "displayName": "Øverste nivå"}]
     for i, name in enumerate(FOLDER_NAMES):
@@ -63,8 +65,9 @@ def mailboxes(draw: st.DrawFn) -> tuple[FolderTree, list[OutlookBinding], list[d
                 st.dictionaries(names, st.integers(min_value=1, max_value=400), max_size=3)
             ),
         )
-        for i in range(draw(st.integers(min_value=1, max_value=4)))
+        for i in range(draw(st.integers(min_value=1, max_value=5)))
     ]
+    own, others = customers[0], customers[1:]  # whose run it is, and the other customers
     messages = [
         {
             "id": f"m{i}",
@@ -80,25 +83,36 @@ def mailboxes(draw: st.DrawFn) -> tuple[FolderTree, list[OutlookBinding], list[d
         }
         for i in range(draw(st.integers(min_value=1, max_value=12)))
     ]
-    return FolderTree(folders), customers, messages
+    return FolderTree(folders), own, others, messages
+
+
+async def folder_trees(
+    folders: MailFolders, tree: FolderTree, binding: OutlookBinding
+) -> list[str]:
+    """A customer's folder trees, a name two folders share counting as both."""
+    roots: list[str] = []
+    for name, found in (await folders.resolve(binding, binding.mail_folders, tree)).items():
+        roots += [found] if isinstance(found, str) else tree.named(name)
+    return tree.below(roots)
 
 
 async def one_by_one(
     folders: MailFolders,
     tree: FolderTree,
+    own: MailScope,
     others: list[OutlookBinding],
     messages: list[dict[str, Any]],
 ) -> set[str]:
-    """Each message asked of each customer's scope and rules in turn."""
+    """Each message asked of each customer's scope and rules in turn (by address only
+    outside the folders of `own`)."""
     kept: set[str] = set()
     for other in others:
-        roots: list[str] = []
-        for name, found in (await folders.resolve(other, other.mail_folders, tree)).items():
-            roots += [found] if isinstance(found, str) else tree.named(name)
-        scope = MailScope.of(tree.below(roots), other.domains)
+        scope = MailScope.of(await folder_trees(folders, tree, other), other.domains)
         governed, _ = await folders.governed(other, other.retention_days, tree)
         for message in messages:
-            if not scope.holds(message):
+            if not (
+                scope.in_folders(message) or (not own.in_folders(message) and scope.holds(message))
+            ):
                 continue
             days = [
                 other.retention_days[n]
@@ -114,11 +128,12 @@ async def one_by_one(
 @settings(max_examples=300, deadline=None)
 @given(mailboxes())
 def test_a_message_is_kept_exactly_when_another_customer_holds_it_and_its_rules_keep_it(
-    mailbox: tuple[FolderTree, list[OutlookBinding], list[dict[str, Any]]],
+    mailbox: tuple[FolderTree, OutlookBinding, list[OutlookBinding], list[dict[str, Any]]],
 ) -> None:
-    tree, others, messages = mailbox
+    tree, binding, others, messages = mailbox
     store = MailStore(NoSuchFolderId())  # type: ignore[arg-type]
+    own = MailScope.of(asyncio.run(folder_trees(store.folders, tree, binding)), binding.domains)
 
-    kept = asyncio.run(store._kept_by(others, messages, tree, NOW))
+    kept = asyncio.run(store._kept_by(others, messages, own, tree, NOW))
 
-    assert kept == asyncio.run(one_by_one(store.folders, tree, others, messages))
+    assert kept == asyncio.run(one_by_one(store.folders, tree, own, others, messages))
