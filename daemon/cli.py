@@ -500,7 +500,6 @@ def runs_list(
         columns[-1:-1] = ["seconds"]
     shown = table("Runs", columns)
     for row in rows:
-        applied = (row.summary or {}).get("applied", {})
         seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
         cells = [
             _short(row.id, wide),
@@ -508,7 +507,7 @@ def runs_list(
             row.customer_id or "-",
             row.status,
             row.started_at.strftime("%Y-%m-%d %H:%M"),
-            str(sum(v for k, v in applied.items() if k.endswith(".applied"))),
+            str(row.changes),
         ]
         if wide:
             cells[4:4] = [row.trigger]

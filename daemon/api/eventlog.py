@@ -58,10 +58,8 @@ class LogLine:
         detail: dict[str, Any] = {"seconds": seconds}
         if row.summary.get("error"):
             detail["error"] = row.summary["error"]
-        applied = row.summary.get("applied") or {}
-        changes = sum(int(n) for k, n in applied.items() if str(k).endswith(".applied"))
-        if changes:
-            detail["changes"] = changes
+        if row.changes:
+            detail["changes"] = row.changes
         return cls(
             ts=row.finished_at,
             level=EventLevel(_RUN_LEVEL.get(str(row.status), "info")),

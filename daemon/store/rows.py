@@ -110,6 +110,21 @@ class RunRow:
     summary: Mapping[str, Any] = field(default_factory=dict)
     quiet: bool = False  # completed with nothing to do or say (see finish_run)
 
+    @property
+    def changes(self) -> int:
+        """What the run changed in the systems: a sync's applied operations, a retention
+        run's deletions (per system, `results.applied`)."""
+        applied = self.summary.get("applied")
+        if isinstance(applied, Mapping):
+            return sum(int(n) for k, n in applied.items() if str(k).endswith(".applied"))
+        if self.kind == "retention":
+            return sum(
+                int(dict(part.get("results") or {}).get("applied", 0))
+                for part in self.summary.values()
+                if isinstance(part, Mapping)
+            )
+        return 0
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EventRow:

@@ -111,3 +111,21 @@ async def test_list_forms_and_switches_work_both_ways(world: SyncWorld, config: 
     for group in ("runs", "erasures", "tasks", "disputes", "quarantine"):
         listed = await pdsync(config, group, "list")
         assert listed.exit_code == 0, f"{group}: {listed.output}"
+
+
+async def test_a_retention_runs_deletions_are_its_changes_in_runs_and_log(
+    world: SyncWorld, config: Path
+) -> None:
+    run = world.store.start_run("retention", customer_id=CUSTOMER, trigger="schedule")
+    summary = {
+        "outlook": {"expired": 4, "results": {"applied": 3, "conflict": 1}, "kept_shared": 2},
+        "firestore": {"expired": 2, "results": {"applied": 2}},
+    }
+    world.store.finish_run(run, "completed", summary)
+
+    listed = await pdsync(config, "runs")
+    [line] = [line for line in listed.stdout.splitlines() if run[:8] in line]
+    assert line.split("│")[-2].strip() == "5", listed.stdout  # the changes column
+    logged = await pdsync(config, "log", "--customer", CUSTOMER)
+    [finished] = [line for line in logged.stdout.splitlines() if "run.completed retention" in line]
+    assert "changes=5" in finished, logged.stdout
