@@ -114,12 +114,14 @@ class TimedEraser:
     async def locate(self, customer: Customer, subject: Any) -> list[ItemRef]:
         return await self.inner.locate(customer, subject)
 
-    async def locate_customer(self, customer: Customer) -> list[ItemRef]:
+    async def locate_customer(
+        self, customer: Customer, *, neighbours: Sequence[Customer] = ()
+    ) -> list[ItemRef]:
         started = time.perf_counter()
         self.locates += 1
         step = {1: "locate (plan)", 2: "locate (sweep)"}.get(self.locates, "locate (verify)")
         try:
-            return await self.inner.locate_customer(customer)
+            return await self.inner.locate_customer(customer, neighbours=neighbours)
         finally:
             self.timeline.add(self.system, step, started)
 

@@ -715,8 +715,6 @@ def _erase(
         included = check_item_ids(include)
     except ErasureError as exc:
         raise fail(f"--include: {exc}") from None
-    if included and scope == "customer":
-        raise fail("--include: a whole-customer erasure erases every item; nothing to include")
     settings = load_settings(config)
     known_customer(settings, customer_id)
     received: list[str] = []  # the request, once made: Ctrl-C leaves it to be resumed
@@ -828,11 +826,18 @@ def _progress_printer() -> Any:
     return line
 
 
-def _matched_text(evidence: Any, masked: Any) -> str:
+# Why a whole-customer erasure left an item alone (it has no identifiers to show).
+HELD_BY_OTHERS = "another customer's too"
+
+
+def _matched_text(evidence: Any, masked: Any, *, scope: str = "subject") -> str:
     """The identifiers an item matched, masked, each with its strength: one a line, so
-    that a narrow column never breaks one in two."""
+    that a narrow column never breaks one in two. (A whole-customer erasure's
+    ambiguous item matched no identifier: it is another customer's too.)"""
     from daemon.certificate.evidence import STRENGTH_LABELS, masked_matches
 
+    if scope == "customer":
+        return HELD_BY_OTHERS
     return "\n".join(
         f"{shown} {STRENGTH_LABELS.get(strength, strength)}"
         for _, shown, strength in masked_matches(evidence or (), masked)
@@ -869,6 +874,8 @@ def _print_plan(preview: Any, include: Sequence[str]) -> int:
     (data, stdout); what it means (messages, stderr). Returns the exit code."""
     from daemon.erasure import strengths_to_list
 
+    found_ids = {found.item for found in preview.located}
+    unknown = [i for i in include if i not in found_ids]
     if preview.scope == "customer":
         shown = table(
             f"Erasure plan for the whole customer {preview.customer_id} (nothing changed)",
@@ -888,14 +895,38 @@ def _print_plan(preview: Any, include: Sequence[str]) -> int:
         err.print(
             "pdsync's own records of the customer go too, and its key is destroyed at the end."
         )
-        return 0
+        shared = sorted(
+            (f for f in preview.located if f.ambiguous),
+            key=lambda f: (f.ref.system, f.ref.kind, f.item),
+        )
+        if shared:
+            _items_table(
+                f"Left alone: {len(shared)} another customer holds too",
+                (
+                    (
+                        f.item,
+                        f.ref.kind,
+                        HELD_BY_OTHERS,
+                        "include" if f.item in include else "ambiguous",
+                    )
+                    for f in shared
+                ),
+                "plan",
+            )
+            err.print(
+                "Items another customer holds too (mail between the two in the shared"
+                " mailbox, or in that customer's folders) are that customer's data as well:"
+                " they are left alone unless you include them by their id (--include ITEM"
+                " with --execute).",
+                highlight=False,
+                markup=False,
+            )
+        return _unknown_included(unknown)
     masked = preview.identifiers.to_dict()
     out.print(
         f"Erasure plan for a data subject of customer {preview.customer_id} (nothing changed)"
     )
     _print_identifiers(masked, strengths_to_list(preview.strengths))
-    found_ids = {found.item for found in preview.located}
-    unknown = [i for i in include if i not in found_ids]
     for system in preview.systems:
         located = sorted(
             (f for f in preview.located if f.ref.system == system),
@@ -938,6 +969,11 @@ def _print_plan(preview: Any, include: Sequence[str]) -> int:
             highlight=False,
             markup=False,
         )
+    return _unknown_included(unknown)
+
+
+def _unknown_included(unknown: Sequence[str]) -> int:
+    """The exit code of a plan shown with `--include`: 2 if one of them is no item of it."""
     if unknown:
         err.print(
             f"--include {unknown[0]}: no item of this plan has that id",
@@ -985,13 +1021,17 @@ def _print_erasure(row: Any, items: Sequence[Any] = (), *, config: Path = DEFAUL
             (
                 item_id(i.system, i.kind, i.item_id),
                 i.kind,
-                _matched_text(i.evidence, row.masked or {}),
+                _matched_text(i.evidence, row.masked or {}, scope=row.scope),
                 f"included by {i.included_by}" if i.included_by else "left alone",
             )
             for i in sorted(decided, key=lambda i: (i.system, bool(i.included_by), i.kind))
         ]
         _items_table(
-            "Ambiguous items (found only by shared identifiers or a name)", rows, "decision"
+            "Ambiguous items (another customer's too)"
+            if row.scope == "customer"
+            else "Ambiguous items (found only by shared identifiers or a name)",
+            rows,
+            "decision",
         )
     if row.includes and row.state == "received":
         out.print(
@@ -1069,9 +1109,15 @@ def erase_customer(
     execute: ExecuteOption = False,
     reason: ReasonOption = None,
     yes: YesOption = False,
+    include: IncludeOption = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Erase everything of a customer in every system and in pdsync's own store."""
+    """Erase everything of a customer in every system and in pdsync's own store.
+
+    What another customer holds too (mail between the two in a shared service mailbox,
+    or in the other customer's folders) is that customer's data as well: the plan lists
+    it with an id, and it is left alone unless you include it (--include ITEM).
+    """
     _erase(
         config,
         customer_id,
@@ -1081,6 +1127,7 @@ def erase_customer(
         execute=execute,
         reason=reason,
         yes=yes,
+        include=include or (),
     )
 
 

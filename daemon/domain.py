@@ -220,6 +220,11 @@ class ItemRef:
     # For retention: the version the item had when it was found (Firestore's update
     # time); the delete is conditional on it, so an item changed meanwhile is kept.
     version: str | None = None
+    # For a whole-customer erasure: the item is another customer's too (mail between
+    # two customers of one service mailbox, or in the other's folders). It is left alone,
+    # as ambiguous, unless an admin includes it: one customer's erasure is no
+    # instruction about another customer's data.
+    held_by_others: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -137,7 +137,9 @@ class Eraser(Protocol):
         self, customer: Customer, subject: Subject, *, personal_emails: Collection[str] = ()
     ) -> list[ItemRef]: ...
 
-    async def locate_customer(self, customer: Customer) -> list[ItemRef]: ...
+    async def locate_customer(
+        self, customer: Customer, *, neighbours: Sequence[Customer] = ()
+    ) -> list[ItemRef]: ...
 
     async def erase(self, customer: Customer, refs: Sequence[ItemRef]) -> list[Erased]: ...
 
@@ -208,7 +210,10 @@ class DirectoryEraser:
     ) -> list[ItemRef]:
         return await self.locate(customer, subject, personal_emails=personal_emails)
 
-    async def locate_customer(self, customer: Customer) -> list[ItemRef]:
+    async def locate_customer(
+        self, customer: Customer, *, neighbours: Sequence[Customer] = ()
+    ) -> list[ItemRef]:
+        # A directory holds each customer apart: nothing here is another customer's.
         result = await self.connector.for_customer(customer).read(customer)
         refs = [
             ItemRef(system=self.system, kind="contact", id=r.external_id, scope=customer.id)
@@ -280,8 +285,10 @@ class OutlookEraser:
             await self.connector.verify_absent(customer, subject, personal_emails=personal_emails)
         )
 
-    async def locate_customer(self, customer: Customer) -> list[ItemRef]:
-        return list(await self.connector.locate_customer(customer))
+    async def locate_customer(
+        self, customer: Customer, *, neighbours: Sequence[Customer] = ()
+    ) -> list[ItemRef]:
+        return list(await self.connector.locate_customer(customer, neighbours=neighbours))
 
     async def erase(self, customer: Customer, refs: Sequence[ItemRef]) -> list[Erased]:
         results = await self.connector.erase(customer, list(refs))
@@ -418,8 +425,11 @@ class Located:
 
     @property
     def ambiguous(self) -> bool:
-        """Found, but not by a personal identifier: left alone unless included."""
-        return self.evidence is not None and not self.evidence.personal
+        """Found, but not by a personal identifier (or, in a whole-customer erasure,
+        another customer's too): left alone unless included."""
+        if self.evidence is None:
+            return self.ref.held_by_others
+        return not self.evidence.personal
 
     def new_item(self) -> NewErasureItem:
         return NewErasureItem(
@@ -544,12 +554,12 @@ class ErasureService:
     ) -> str:
         """Record a request (state `received`). Raises ErasureError for an unknown
         customer, a missing reason or one with control characters, a subject request
-        without identifiers, or an `include` that is no item id (or given with a
-        whole-customer erasure).
+        without identifiers, or an `include` that is no item id.
 
-        `include`: ids of ambiguous items (as a plan shows them) to erase all the same;
-        the plan applies them, and a request whose plan lacks one is cancelled, having
-        erased nothing."""
+        `include`: ids of ambiguous items (as a plan shows them) to erase all the same
+        (a subject erasure's items found only by shared identifiers or a name; a
+        whole-customer erasure's items another customer holds too); the plan applies
+        them, and a request whose plan lacks one is cancelled, having erased nothing."""
         self._customer(customer_id)
         if scope not in ("subject", "customer"):
             raise ErasureError(f"scope must be 'subject' or 'customer', not {scope!r}")
@@ -557,8 +567,6 @@ class ErasureService:
             raise ErasureError("a subject erasure needs at least one identifier")
         check_reason(reason)
         included = check_item_ids(include)
-        if included and scope == "customer":
-            raise ErasureError("a whole-customer erasure erases every item: nothing to include")
         earlier = [
             e
             for e in self.store.list_erasures(customer_id=customer_id, limit=10_000)
@@ -654,8 +662,6 @@ class ErasureService:
         wanted = check_item_ids(items)
         if not wanted:
             raise ErasureError("name at least one item to include")
-        if row.scope == "customer":
-            raise ErasureError("a whole-customer erasure erases every item: nothing to include")
         if row.state is ErasureState.RECEIVED:
             now = datetime.now(UTC).isoformat()
             known = {str(i["item"]) for i in row.includes}
@@ -768,8 +774,12 @@ class ErasureService:
         erasers = self._erasers_for(customer)
         if scope == "customer":
             # Each system at once: the slowest system's rate limit bounds the erasure,
-            # not the sum of them all.
-            found = await asyncio.gather(*(e.locate_customer(customer) for e in erasers.values()))
+            # not the sum of them all. What another customer holds too (a shared
+            # mailbox) comes marked, and is left alone unless included.
+            neighbours = [c.to_customer() for c in self.settings.customers if c.id != customer.id]
+            found = await asyncio.gather(
+                *(e.locate_customer(customer, neighbours=neighbours) for e in erasers.values())
+            )
             return [Located(ref=r) for refs in found for r in refs], None
         assert subject is not None
         directories = {s: e for s, e in erasers.items() if isinstance(e, DirectoryEraser)}

@@ -163,17 +163,24 @@ class OutlookConnector(GraphClient):
         empty after a complete erasure."""
         return await self.locate(customer, subject, personal_emails=personal_emails)
 
-    async def locate_customer_mail(self, customer: Customer) -> list[ItemRef]:
-        """Every message in the customer's folders, and from or to its domains."""
-        refs = await self.mail.locate_customer_mail(self.binding(customer))
+    async def locate_customer_mail(
+        self, customer: Customer, *, neighbours: Sequence[Customer] = ()
+    ) -> list[ItemRef]:
+        """Every message in the customer's folders, and from or to its domains; those
+        one of `neighbours` (the other customers) holds too are marked (mail.py)."""
+        others = [self.binding(c) for c in neighbours if SYSTEM in c.bindings]
+        refs = await self.mail.locate_customer_mail(self.binding(customer), neighbours=others)
         self.log.info("located customer mail", customer=customer.id, items=len(refs))
         return refs
 
-    async def locate_customer(self, customer: Customer) -> list[ItemRef]:
+    async def locate_customer(
+        self, customer: Customer, *, neighbours: Sequence[Customer] = ()
+    ) -> list[ItemRef]:
         """Everything Outlook holds of a customer whose contract ends: its mail (as
-        `locate_customer_mail`) and every contact in its contact folder."""
+        `locate_customer_mail`, mail another customer holds too marked as such) and
+        every contact in its contact folder."""
         binding = self.binding(customer)
-        refs = await self.mail.locate_customer_mail(binding)
+        refs = await self.locate_customer_mail(customer, neighbours=neighbours)
         refs += await self.contacts.locate(binding, None)
         self.log.info("located customer", customer=customer.id, items=len(refs))
         return refs

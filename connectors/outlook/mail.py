@@ -21,6 +21,8 @@ customer mail   every message in the customer's `mail_folders` (and their subfol
                 and every message from or to an address in one of its domains (or
                 their subdomains). This is a full scan: search could miss mail the
                 index has not caught up with, and a domain easily has 1000 hits.
+                What another customer of the mailbox holds too (its folders, its
+                domains) is marked `held_by_others`: left alone unless included.
 expired         per retention rule, the messages in that folder and the folders below
                 it (a subfolder with a rule of its own keeps that rule) received before
                 now minus the rule's days (`$filter=receivedDateTime lt ...`,
@@ -40,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connectors.base import AuthError, ConnectorError, NotFoundError
@@ -182,9 +185,19 @@ class MailStore:
             raise
         return items
 
-    async def locate_customer_mail(self, binding: OutlookBinding) -> list[ItemRef]:
-        """Everything of the customer: its folders whole, and mail from or to its domains."""
-        scope = await self.scope(binding)
+    async def locate_customer_mail(
+        self, binding: OutlookBinding, *, neighbours: Iterable[OutlookBinding] = ()
+    ) -> list[ItemRef]:
+        """Everything of the customer: its folders whole, and mail from or to its domains.
+
+        A message that one of `neighbours` (the other customers) served from this
+        mailbox holds too (its folder trees, its domains; see `expired`) is that
+        customer's as much: its ref says so (`held_by_others`), and the erasure leaves
+        it alone unless an admin includes it. The customer's own folders are its alone.
+        """
+        others = [n for n in neighbours if n.scope == binding.scope and n != binding]
+        tree = await self.folders.tree(binding) if others else None
+        scope = await self.scope(binding, tree=tree)
         select = ",".join(f for f in LOCATE_SELECT.split(",") if f != "body")
         listed = await run_all(
             [
@@ -192,7 +205,14 @@ class MailStore:
                 for area in self._areas(binding)
             ]
         )
-        return _refs(binding, ((m, ()) for messages in listed for m in messages if scope.holds(m)))
+        mine = [m for messages in listed for m in messages if scope.holds(m)]
+        refs = _refs(binding, ((m, ()) for m in mine))
+        if not (others and mine):
+            return refs
+        assert tree is not None
+        holders = await self._holders(others, scope, tree)
+        shared = {str(m.get("id")) for m in mine if holders.of(m)}
+        return [replace(r, held_by_others=True) if r.id in shared else r for r in refs]
 
     async def expired(
         self,
@@ -264,24 +284,11 @@ class MailStore:
         refs = _refs(binding, ((m, ()) for m in mine if str(m.get("id")) not in kept))
         return RetentionScan(refs=tuple(refs), failed=failed, kept_shared=len(kept))
 
-    async def _kept_by(
-        self,
-        others: Sequence[OutlookBinding],
-        messages: Sequence[Message],
-        own: MailScope,
-        tree: FolderTree,
-        now: dt.datetime,
-    ) -> set[str]:
-        """The ids of `messages` that one of `others` holds (scope.py: its folder trees,
-        its domains, but not in the folders of `own`, the customer whose run this is)
-        and its own retention rules keep at `now` (see `expired`).
-
-        Who may hold a message is looked up by its folder and its participants' domains,
-        not asked of every customer for every message: a first run on an old mailbox can
-        find thousands, and one mailbox can serve hundreds of customers.
-        """
-        by_folder: dict[str, list[int]] = {}
-        by_domain: dict[str, list[int]] = {}
+    async def _holders(
+        self, others: Sequence[OutlookBinding], own: MailScope, tree: FolderTree
+    ) -> _Holders:
+        """Who of `others` may hold a message of the customer whose scope is `own`."""
+        holders = _Holders(own=own)
         for i, other in enumerate(others):
             # Its folders as far as they can be told: a name that names several folders
             # may be any of them (a missing one holds nothing). Its mistake is its own
@@ -294,19 +301,27 @@ class MailStore:
                 elif found.reason == "several":
                     roots += tree.named(name)
             for folder_id in tree.below(roots):
-                by_folder.setdefault(folder_id, []).append(i)
+                holders.by_folder.setdefault(folder_id, []).append(i)
             for domain in MailScope.of((), other.domains).domains:
-                by_domain.setdefault(domain, []).append(i)
+                holders.by_domain.setdefault(domain, []).append(i)
+        return holders
+
+    async def _kept_by(
+        self,
+        others: Sequence[OutlookBinding],
+        messages: Sequence[Message],
+        own: MailScope,
+        tree: FolderTree,
+        now: dt.datetime,
+    ) -> set[str]:
+        """The ids of `messages` that one of `others` holds (`_Holders`) and its own
+        retention rules keep at `now` (see `expired`)."""
+        holders = await self._holders(others, own, tree)
         cutoffs: dict[int, dict[str, dt.datetime]] = {}  # per other: folder -> its cutoff
         kept: set[str] = set()
         for message in messages:
             folder = str(message.get(FOLDER_FIELD))
-            holders = set(by_folder.get(folder, ()))
-            if not own.in_folders(message):
-                for address, _ in participants(message):
-                    for domain in domain_suffixes(address):
-                        holders.update(by_domain.get(domain, ()))
-            for i in sorted(holders):
+            for i in sorted(holders.of(message)):
                 if i not in cutoffs:
                     other = others[i]
                     governed, _ = await self.folders.governed(other, other.retention_days, tree)
@@ -425,6 +440,32 @@ LADDER_STEPS = 3
 # The codes of a permanentDelete refused because the item is not there or not valid,
 # as opposed to the action not existing in this cloud.
 _ITEM_CODES = frozenset({"erroritemnotfound", "errorinvalididmalformed", "errorinvalidid"})
+
+
+@dataclass(kw_only=True, slots=True)
+class _Holders:
+    """Which other customers served from a mailbox hold a message (scope.py): those
+    whose folder trees it lies in, and, outside the folders of `own` (the customer
+    whose run this is: its folders are its alone), those whose domains a participant's
+    address is in.
+
+    Looked up by the message's folder and its participants' domains, not asked of
+    every customer for every message: a first run on an old mailbox can find
+    thousands, and one mailbox can serve hundreds of customers.
+    """
+
+    own: MailScope
+    by_folder: dict[str, list[int]] = field(default_factory=dict)
+    by_domain: dict[str, list[int]] = field(default_factory=dict)
+
+    def of(self, message: Mapping[str, Any]) -> set[int]:
+        """The indexes (in the `others` given) of the customers that hold `message`."""
+        holders = set(self.by_folder.get(str(message.get(FOLDER_FIELD)), ()))
+        if not self.own.in_folders(message):
+            for address, _ in participants(message):
+                for domain in domain_suffixes(address):
+                    holders.update(self.by_domain.get(domain, ()))
+        return holders
 
 
 def _unsupported(answer: ItemResponse) -> bool:

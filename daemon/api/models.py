@@ -315,6 +315,9 @@ class ErasureItemOut(BaseModel):
     phase: str  # plan | sweep
     matched: list[MatchedOut]
     included_by: str | None
+    # A whole-customer erasure's item that another customer holds too (mail between the
+    # two in a shared mailbox, or in the other's folders): it matched no identifier.
+    held_by_others: bool = False
 
 
 class Masked(BaseModel):

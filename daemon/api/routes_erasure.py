@@ -122,11 +122,11 @@ def erasure_out(
         includes=[str(i["item"]) for i in row.includes]
         if row.state is ErasureState.RECEIVED
         else [],
-        items=[_item_out(i, masked) for i in decided] if with_items else None,
+        items=[_item_out(i, masked, scope=row.scope) for i in decided] if with_items else None,
     )
 
 
-def _item_out(item: ErasureItemRow, masked: Mapping[str, Any]) -> ErasureItemOut:
+def _item_out(item: ErasureItemRow, masked: Mapping[str, Any], *, scope: str) -> ErasureItemOut:
     return ErasureItemOut(
         id=item_id(item.system, item.kind, item.item_id),
         system=item.system,
@@ -138,6 +138,8 @@ def _item_out(item: ErasureItemRow, masked: Mapping[str, Any]) -> ErasureItemOut
             for kind, shown, strength in masked_matches(item.evidence or (), masked)
         ],
         included_by=item.included_by,
+        # In a whole-customer erasure that is the one reason an item is ambiguous.
+        held_by_others=scope == "customer",
     )
 
 

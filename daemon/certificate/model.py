@@ -187,7 +187,9 @@ class CertificateFacts:
     # The subject's identifiers the customer's directory shares (a switchboard number, a
     # role address): evidence of nobody alone, so nothing was erased on their word.
     shared: MaskedIdentifiers = MaskedIdentifiers()
-    # What was found only by shared identifiers or a name, and left alone.
+    # What was found only by shared identifiers or a name, and left alone; in a
+    # whole-customer erasure, what another customer holds too (mail between the two in a
+    # shared mailbox, or in the other's folders), with no identifiers.
     left_alone: tuple[LeftAlone, ...] = ()
     # Per system: ambiguous items an admin included, and so were erased.
     included: Mapping[str, int] = field(default_factory=dict)
@@ -212,6 +214,10 @@ class CertificateFacts:
             raise ValueError(f"{self.version} has no processor or customer name")
         if any(n < 0 for n in self.included.values()):
             raise ValueError("included counts cannot be negative")
+        if self.scope is Scope.CUSTOMER and any(group.matched for group in self.left_alone):
+            # What a whole-customer erasure leaves alone is another customer's too: it
+            # was found as the customer's, by no identifier.
+            raise ValueError("a whole-customer erasure's left-alone items match no identifier")
 
     @property
     def has_evidence(self) -> bool:

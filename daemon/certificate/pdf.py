@@ -151,20 +151,32 @@ class _Document:
 
 def _left_alone(doc: _Document, cert: Certificate) -> None:
     facts = cert.facts
-    doc.heading("Ikke slettet: tvetydige treff / Left alone: ambiguous matches")
-    doc.text(
-        "Funnet bare ved identifikatorer flere deler (et sentralbordnummer, en "
-        "rolleadresse) eller ved navn, og derfor ikke slettet. / Found only by identifiers "
-        "several people share (a switchboard number, a role address) or by a name, and so "
-        "not erased."
-    )
+    whole = facts.scope is Scope.CUSTOMER
+    if whole:
+        doc.heading("Ikke slettet: også en annen kundes / Left alone: another customer's too")
+        doc.text(
+            "Også en annen kundes data i den samme postkassen (e-post mellom de to, eller i "
+            "den andre kundens mapper), og derfor ikke slettet uten at en administrator tok "
+            "det med. / Another customer's data too in the same mailbox (mail between the "
+            "two, or in that customer's folders), and so not erased unless an admin included "
+            "it."
+        )
+    else:
+        doc.heading("Ikke slettet: tvetydige treff / Left alone: ambiguous matches")
+        doc.text(
+            "Funnet bare ved identifikatorer flere deler (et sentralbordnummer, en "
+            "rolleadresse) eller ved navn, og derfor ikke slettet. / Found only by "
+            "identifiers several people share (a switchboard number, a role address) or by "
+            "a name, and so not erased."
+        )
     if not facts.left_alone:
         doc.text("Ingen / None")
     for group in facts.left_alone:
         counts = ", ".join(f"{kind}: {n}" for kind, n in sorted(group.counts.items()))
-        matched = ", ".join(f"{m.identifier} ({_STRENGTH[m.strength]})" for m in group.matched)
         doc.text(f"{group.system}: {counts}", bold=True)
-        doc.field("Treff på / Matched", matched)
+        if not whole:
+            matched = ", ".join(f"{m.identifier} ({_STRENGTH[m.strength]})" for m in group.matched)
+            doc.field("Treff på / Matched", matched)
         shown = ", ".join(group.items[:_IDS_SHOWN])
         more = len(group.items) - _IDS_SHOWN
         if more > 0:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from connectors.base import FatalError
+from connectors.outlook.settings import OutlookBinding
 from daemon.config import CustomerConfig
 from daemon.domain import ContactRecord, ItemRef, Operation, OpKind, OpStatus, Phone, Subject
 from daemon.retention import RetentionService
@@ -227,6 +228,60 @@ async def test_a_customers_mail_is_its_folders_and_its_domains(outlook_connect: 
         statuses = await world.connector.erase(world.customer, everything)
         assert {status for _, status in statuses} == {OpStatus.APPLIED}
         assert world.remaining() == theirs and world.contacts() == []
+
+
+async def test_a_customers_mail_that_another_customer_holds_too_is_marked(
+    outlook_connect: Connect,
+) -> None:
+    """Mail between two customers of the mailbox, or in the other's folders, is the other
+    customer's data as much: marked, for the erasure to leave alone unless included.
+    The customer's own folders are its alone; another mailbox's customer holds nothing."""
+    with GraphSimulator(seed=3) as sim:
+        world = outlook_connect(
+            sim, binding={"mail_folders": ["Kunde A"], "domains": ["kunde-a.no"]}
+        )
+        a_folder = sim.add_folder(world.mailbox, "Kunde A")
+        b_folder = sim.add_folder(world.mailbox, "Kunde B", parent="inbox")
+        b_sub = sim.add_folder(world.mailbox, "2024", parent=b_folder)
+        b = CustomerConfig(
+            id="kunde-b",
+            name="Kunde B",
+            outlook=OutlookBinding(
+                mailbox=world.mailbox.upper(),  # the same mailbox, however it is spelt
+                contact_folder="Kunde B – kontakter",
+                mail_folders=("Kunde B",),
+                domains=("kunde-b.no",),
+            ),
+        )
+        elsewhere = CustomerConfig(  # the same domain, served from another mailbox
+            id="kunde-c",
+            name="Kunde C",
+            outlook=OutlookBinding(
+                mailbox="annen@we4you.no", contact_folder="Kunde C", domains=("kunde-a.no",)
+            ),
+        )
+        a_alone = {
+            world.message("inbox", subject="a", sender="per@kunde-a.no"),
+            world.message(a_folder, subject="b", sender="ola@kunde-b.no"),  # A's folder
+            world.message("inbox", subject="c", sender="per@kunde-a.no", to=["x@kunde-c.no"]),
+        }
+        both = {
+            world.message("inbox", subject="d", sender="per@kunde-a.no", to=["ola@kunde-b.no"]),
+            world.message(
+                "sentitems", subject="e", sender="svc@we4you.no", to=["kari@avd.kunde-a.no"],
+                cc=["ola@salg.kunde-b.no"],
+            ),
+            world.message(b_sub, subject="f", sender="x@annen.no", cc=["ola@kunde-a.no"]),
+        }  # fmt: skip
+        world.message(b_folder, subject="g", sender="x@kunde-b.no")  # B's alone: not A's
+
+        neighbours = [b.to_customer(), elsewhere.to_customer(), world.customer]
+        refs = await world.connector.locate_customer_mail(world.customer, neighbours=neighbours)
+        assert world.ids(refs) == a_alone | both
+        assert {r.id for r in refs if r.held_by_others} == both
+        # Told of no other customer, nothing is marked (and the same mail is found).
+        alone = await world.connector.locate_customer_mail(world.customer)
+        assert world.ids(alone) == a_alone | both and not any(r.held_by_others for r in alone)
 
 
 async def _contacts(world: OutlookWorld, first: int, count: int) -> list[ItemRef]:

@@ -1,5 +1,7 @@
 """Retention in a mailbox several customers share: what one customer's run keeps as
-another customer's (connectors/outlook/mail.py `_kept_by`), on random mailboxes.
+another customer's (connectors/outlook/mail.py `_kept_by`), and who else holds a message
+(`_holders`, which also marks a whole-customer erasure's shared mail), on random
+mailboxes.
 
 The run looks the other customers up by a message's folder and its participants'
 domains; the property is that this is exactly what asking each customer's scope
@@ -96,6 +98,12 @@ async def folder_trees(
     return tree.below(roots)
 
 
+def holds(scope: MailScope, own: MailScope, message: dict[str, Any]) -> bool:
+    """Whether the customer whose scope is `scope` holds `message` too: in its folders,
+    or by address outside the folders of `own` (the customer whose run it is)."""
+    return scope.in_folders(message) or (not own.in_folders(message) and scope.holds(message))
+
+
 async def one_by_one(
     folders: MailFolders,
     tree: FolderTree,
@@ -110,9 +118,7 @@ async def one_by_one(
         scope = MailScope.of(await folder_trees(folders, tree, other), other.domains)
         governed, _ = await folders.governed(other, other.retention_days, tree)
         for message in messages:
-            if not (
-                scope.in_folders(message) or (not own.in_folders(message) and scope.holds(message))
-            ):
+            if not holds(scope, own, message):
                 continue
             days = [
                 other.retention_days[n]
@@ -137,3 +143,27 @@ def test_a_message_is_kept_exactly_when_another_customer_holds_it_and_its_rules_
     kept = asyncio.run(store._kept_by(others, messages, own, tree, NOW))
 
     assert kept == asyncio.run(one_by_one(store.folders, tree, own, others, messages))
+
+
+@settings(max_examples=300, deadline=None)
+@given(mailboxes())
+def test_a_customers_mail_is_marked_exactly_when_another_customer_holds_it(
+    mailbox: tuple[FolderTree, OutlookBinding, list[OutlookBinding], list[dict[str, Any]]],
+) -> None:
+    """The whole-customer erasure's mark (`held_by_others`) and retention ask the same
+    index: it names the customers that hold a message, no more and no fewer."""
+    tree, binding, others, messages = mailbox
+    store = MailStore(NoSuchFolderId())  # type: ignore[arg-type]
+    own = MailScope.of(asyncio.run(folder_trees(store.folders, tree, binding)), binding.domains)
+
+    holders = asyncio.run(store._holders(others, own, tree))
+
+    for message in messages:
+        expected = set()
+        for i, other in enumerate(others):
+            scope = MailScope.of(
+                asyncio.run(folder_trees(store.folders, tree, other)), other.domains
+            )
+            if holds(scope, own, message):
+                expected.add(i)
+        assert holders.of(message) == expected, message["id"]
