@@ -901,7 +901,7 @@ def _print_plan(preview: Any, include: Sequence[str]) -> int:
         )
         if shared:
             _items_table(
-                f"Left alone: {len(shared)} another customer holds too",
+                f"Left alone unless included: {len(shared)} another customer holds too",
                 (
                     (
                         f.item,
