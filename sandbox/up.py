@@ -200,6 +200,45 @@ def _seed_mail(
         )
 
 
+def _at_own_domain(customer: SeedCustomer) -> ContactRecord | None:
+    """A person of the customer whose first e-mail is at one of its domains."""
+    for contact in customer.contacts:
+        card = contact.card
+        if (
+            card.kind == "person"
+            and card.emails
+            and card.emails[0].rsplit("@", 1)[-1].casefold() in customer.domains
+        ):
+            return card
+    return None
+
+
+def _seed_mail_between(box: Sandbox, rng: random.Random, now: datetime) -> None:
+    """Mail between two customers in the shared inbox (each customer's person writes to
+    the next customer's, copying the switchboard): both customers' data, so that one's
+    whole erasure leaves it alone unless an admin includes it (`erase customer --plan`
+    lists it as another customer's too)."""
+    customers = box.customers
+    if len(customers) < 2:
+        return
+    for i, customer in enumerate(customers):
+        other = customers[(i + 1) % len(customers)]
+        writer, reader = _at_own_domain(customer), _at_own_domain(other)
+        if writer is None or reader is None:
+            continue
+        box.graph.add_message(
+            SERVICE_MAILBOX,
+            "inbox",
+            subject="Møte neste uke",
+            body=f"Hei {reader.given_name}, passer torsdag? Mvh {writer.display_name}",
+            sender=writer.emails[0],
+            sender_name=writer.display_name,
+            to=reader.emails[:1],
+            cc=(SERVICE_MAILBOX,),
+            received=now - timedelta(days=rng.randint(1, 200)),
+        )
+
+
 def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
     """The app registration (certificate), the one service mailbox every customer's mail
     is in (a folder per customer, and the shared inbox), and each customer's mail."""
@@ -218,6 +257,7 @@ def _seed_outlook(box: Sandbox, seed: int) -> OutlookSettings:
             SERVICE_MAILBOX, f"Kunde {customer.id}"
         )
         _seed_mail(box, customer, folder, rng, now)
+    _seed_mail_between(box, rng, now)
     return OutlookSettings(
         tenant_id=graph.tenant_id,
         client_id=GRAPH_APP,
