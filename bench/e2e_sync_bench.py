@@ -17,15 +17,22 @@ interpreter: reads take longer here, where all three answer at once, than one at
 
 Per sync, also the longest the event loop went without running a task that asked to
 wake every 10 ms (bench/loop.py): while it is held, every other customer's sync and the
-API wait. The simulators' threads take their turns at the interpreter too.
+API wait. The simulators' threads take their turns at the interpreter too. The syncs
+run under the cyclic collector's thresholds the daemon serves with
+(daemon/service.py GC_THRESHOLDS), after the first sync `--quiet-syncs` no-change syncs
+(a full collection does not come in every one); `--gc default` keeps CPython's own
+thresholds, for comparison: the longest stall of the no-change syncs under each, and
+their ratio, is the last line.
 
-    python -m bench.e2e_sync_bench [--contacts 5000]
+    python -m bench.e2e_sync_bench [--contacts 5000] [--quiet-syncs 3] [--gc daemon|default]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import resource
 import tempfile
 import time
@@ -38,6 +45,7 @@ from bench.loop import LoopStalls
 from connectors.base import Connector
 from daemon import config, logs
 from daemon.domain import Customer, Operation, OpResult, ReadResult
+from daemon.service import collector_thresholds
 from daemon.store import Store
 from daemon.sync import SyncReport, SyncService
 from daemon.wiring import open_connectors
@@ -70,10 +78,15 @@ class Timed:
             self.applying += time.perf_counter() - started
 
 
+DEFAULT_GC_THRESHOLDS = (700, 10, 10)  # CPython's
+# The longest loop stall of 3 no-change syncs under them (`--gc default`; 0.44 and 0.47 s
+# in two runs on 2026-12-05, before GC_THRESHOLDS: the lower).
+BASELINE_QUIET_STALL = 0.44
+
 Row = tuple[str, SyncReport, dict[str, int], float, float, dict[str, float], float]
 
 
-async def sync_twice(config_path: Path, zisson_counters: object) -> list[Row]:
+async def sync_twice(config_path: Path, quiet_syncs: int) -> list[Row]:
     settings = config.load(config_path)
     store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
     rows = []
@@ -83,7 +96,7 @@ async def sync_twice(config_path: Path, zisson_counters: object) -> list[Row]:
             timed = {s: Timed(c) for s, c in opened.items()}
             connectors = cast(dict[str, Connector], timed)
             service = SyncService(settings, store, connectors)
-            for label in ("first sync", "no-change sync"):
+            for label in ("first sync", *["no-change sync"] * quiet_syncs):
                 before = {s: getattr(c, "requests", 0) for s, c in opened.items()}
                 for t in timed.values():
                     t.reading = t.applying = 0.0
@@ -105,14 +118,26 @@ async def sync_twice(config_path: Path, zisson_counters: object) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=5000)
+    parser.add_argument("--quiet-syncs", type=int, default=3, help="no-change syncs after")
+    parser.add_argument(
+        "--gc",
+        choices=("daemon", "default"),
+        default="daemon",
+        help="the collector's thresholds: the daemon's (GC_THRESHOLDS) or CPython's",
+    )
     args = parser.parse_args()
+    if args.quiet_syncs < 1:
+        parser.error("--quiet-syncs must be at least 1")
+    thresholds = collector_thresholds() if args.gc == "daemon" else contextlib.nullcontext()
     logs.configure(format="json", level="warning")
     with (
         tempfile.TemporaryDirectory() as tmp,
         running(Path(tmp), seed=5, customers=1, contacts=args.contacts) as box,
     ):
         seeded_zisson = sum(1 for c in box.customers[0].contacts if c.zisson is not None)
-        rows = asyncio.run(sync_twice(box.config_path, box.zisson.counters))
+        with thresholds:
+            used = gc.get_threshold()
+            rows = asyncio.run(sync_twice(box.config_path, args.quiet_syncs))
         db = sum(p.stat().st_size for p in Path(tmp).glob("pdsync.db*"))
     print(
         f"customer with {args.contacts:,} contacts on the card, {seeded_zisson:,} already in Zisson"
@@ -147,6 +172,17 @@ def main() -> None:
         f"{reading[slowest]:.2f} s, the slowest being {slowest} ("
         + ", ".join(f"{s} {t:.2f} s" for s, t in sorted(reading.items()))
         + "); the simulators run in this process and share its interpreter"
+    )
+    quiet_stall = max(row[6] for row in rows[1:])
+    baseline = (
+        f"; with CPython's {DEFAULT_GC_THRESHOLDS} (--gc default) it was"
+        f" {BASELINE_QUIET_STALL:.2f} s: ratio {quiet_stall / BASELINE_QUIET_STALL:.2f}"
+        if args.gc == "daemon"
+        else ""
+    )
+    print(
+        f"longest loop stall of the {len(rows) - 1} no-change syncs: {quiet_stall:.2f} s"
+        f" under collector thresholds {used}{baseline}"
     )
     print(
         f"store on disk: {db / 2**20:.1f} MB; peak RSS: "
