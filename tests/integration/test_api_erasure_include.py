@@ -89,6 +89,7 @@ async def test_a_plans_ambiguous_items_are_shown_masked_and_included_by_id(
         {"kind": "phone", "identifier": body["masked"]["phones"][0], "strength": "shared"}
     ]
     assert not any(value in shown.text for value in DEMO_PERSON.values())
+    assert not any(i["held_by_others"] for i in body["items"])
 
     wanted = item_id("zisson", "contact", "z-2")
     refused = await client.post(
@@ -111,6 +112,35 @@ async def test_a_plans_ambiguous_items_are_shown_masked_and_included_by_id(
     entries = [e for e in world.store.ledger_entries() if e.kind == "erasure_included"]
     assert entries and entries[-1].payload["item_ids"] == [wanted]
     assert entries[-1].payload["by"] == "bob"
+
+
+async def test_a_whole_customers_mail_another_customer_holds_too_is_shown_and_included(
+    world: ApiWorld, client: Client
+) -> None:
+    request = world.demo.customer_erasure  # awaiting a second admin
+    world.store.add_erasure_items(
+        request,
+        [
+            NewErasureItem(
+                system="outlook", kind="message", item_id="m-1", scope="svc", status="ambiguous"
+            )
+        ],
+        phase="plan",
+    )
+    wanted = item_id("outlook", "message", "m-1")
+    shown = await client.get(f"/api/v1/erasures/{request}", headers=world.auth("aud"))
+    assert shown.status_code == 200
+    [item] = shown.json()["items"]
+    assert (item["id"], item["held_by_others"], item["matched"]) == (wanted, True, [])
+    assert shown.json()["ambiguous"] == {"outlook": {"message": 1}}
+
+    included = await client.post(
+        f"/api/v1/erasures/{request}/include", headers=world.auth("bob"), json={"items": [wanted]}
+    )
+    assert included.status_code == 200, included.text
+    [item] = included.json()["items"]
+    assert (item["status"], item["included_by"]) == ("pending", "bob")
+    assert included.json()["ambiguous"] == {}
 
 
 async def test_includes_before_the_plan_are_kept_and_too_late_is_409(
