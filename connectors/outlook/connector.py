@@ -100,14 +100,7 @@ class OutlookConnector(GraphClient):
 
     async def apply(self, customer: Customer, ops: Sequence[Operation]) -> list[OpResult]:
         results = await self.contacts.apply(self.binding(customer), ops)
-        for op, result in zip(ops, results, strict=True):
-            self.log.info(
-                "applied",
-                customer=customer.id,
-                op_id=op.op_id,
-                kind=str(op.kind),
-                status=str(result.status),
-            )
+        self.log_applied(customer, ops, results)
         return results
 
     async def changes(

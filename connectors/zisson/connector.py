@@ -159,14 +159,7 @@ class ZissonConnector(HttpConnectorBase):
 
         await run_all([functools.partial(run, indices) for indices in by_link.values()])
         ordered = [results[index] for index in range(len(ops))]
-        for result, op in zip(ordered, ops, strict=True):
-            self.log.info(
-                "applied",
-                customer=customer.id,
-                op_id=op.op_id,
-                kind=str(op.kind),
-                status=str(result.status),
-            )
+        self.log_applied(customer, ops, ordered)
         return ordered
 
     async def _apply_one(self, binding: ZissonBinding, op: Operation) -> OpResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from connectors.base import AuthError
 from daemon.domain import (
@@ -165,8 +166,17 @@ async def test_one_bad_op_fails_alone(zisson_json: ZissonBound) -> None:
         Operation(op_id="o-2", kind=OpKind.CREATE, system="outlook", link_id="g"),
     ]
 
-    results = await zisson_json.connector.apply(zisson_json.customer, ops)
+    with capture_logs() as logged:
+        results = await zisson_json.connector.apply(zisson_json.customer, ops)
 
+    # One line for the batch, with its counts (a line an op flooded the log and held the
+    # event loop on a large first sync); each op at debug.
+    [batch] = [e for e in logged if e["event"] == "applied"]
+    assert batch["log_level"] == "info" and batch["ops"] == 7
+    assert batch["results"] == {"create.applied": 2, "create.failed": 4, "update.failed": 1}
+    per_op = [e for e in logged if e["event"] == "applied_op"]
+    assert [e["op_id"] for e in per_op] == [o.op_id for o in ops]
+    assert {e["log_level"] for e in per_op} == {"debug"}
     assert [r.status for r in results] == [
         OpStatus.APPLIED,
         OpStatus.FAILED,
