@@ -440,22 +440,25 @@ class SyncService:
             )
             attempts = [replace(p.op, op_id=key) for p, key in zip(chunk, keys, strict=True)]
             results = await self.connectors[system].apply(customer, attempts)
-            outcomes = AppliedChunk()
-            proofs: list[tuple[PlannedOp, OpResult]] = []
-            for planned, key, result in zip(chunk, keys, results, strict=True):
-                if self._record_result(customer, planned, result, report, key=key, into=outcomes):
-                    proofs.append((planned, result))
-            await self._off_loop(self._record_chunk, customer, report, outcomes, proofs)
+            await self._off_loop(self._record_chunk, customer, report, chunk, keys, results)
 
     def _record_chunk(
         self,
         customer: Customer,
         report: SyncReport,
-        outcomes: AppliedChunk,
-        proofs: Sequence[tuple[PlannedOp, OpResult]],
+        chunk: Sequence[PlannedOp],
+        keys: Sequence[str],
+        results: Sequence[OpResult],
     ) -> None:
-        """A chunk's outcomes (one transaction), then the ledger entries of its applied
-        changes."""
+        """What a chunk's attempts came to: its outcomes (one transaction), then the
+        ledger entries of its applied changes. In a sync thread, as each result's event
+        is built and scrubbed and a manual task is a store write: a 500-op chunk on the
+        event loop held up the API and the other worker for as long."""
+        outcomes = AppliedChunk()
+        proofs: list[tuple[PlannedOp, OpResult]] = []
+        for planned, key, result in zip(chunk, keys, results, strict=True):
+            if self._record_result(customer, planned, result, report, key=key, into=outcomes):
+                proofs.append((planned, result))
         self.store.record_applied(customer.id, report.run_id, outcomes)
         if self.ledger is not None and proofs:
             self.ledger.record_many(

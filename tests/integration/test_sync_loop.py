@@ -17,16 +17,20 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+from google.cloud import firestore
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from daemon.store import RunStatus
-from tests.fixtures.zisson import ZissonBound
+from tests.fixtures.firestore import FirestoreEnv
+from tests.fixtures.zisson import ZissonBound, ZissonConnect
 from tests.integration.sync_world import SyncWorld
 from tests.integration.test_sync import person
+from tests.integration.test_sync_safety import zisson_world
 
 pytestmark = pytest.mark.emulator
 
@@ -77,6 +81,32 @@ async def test_a_sync_waits_on_the_store_and_plans_off_the_event_loop(world: Syn
         report = await world.sync()
     assert report.status == RunStatus.COMPLETED and report.plan is not None
     assert sum(steady.values()) <= AT_MOST_ON_LOOP, steady
+
+
+async def test_what_each_result_comes_to_is_recorded_off_the_event_loop(
+    tmp_path: Path,
+    firestore_env: FirestoreEnv,
+    zisson_connect: ZissonConnect,
+    firestore_client: firestore.Client,
+) -> None:
+    """A result's event (built and scrubbed of personal data) and, for a change an
+    operator must make, its manual task (a store write) were done on the loop, one
+    result at a time: a 500-operation chunk held the API and the other worker up."""
+    async with zisson_world(
+        tmp_path, firestore_env, zisson_connect, firestore_client, write_mode="manual"
+    ) as world:
+        await world.put_card([person(i) for i in range(CONTACTS)])
+        with (
+            statements_on_this_thread() as on_loop,
+            calls_on_this_thread({"_record_result"}) as calls,
+        ):
+            report = await world.sync()
+        assert report.status == RunStatus.COMPLETED, report.error
+        assert report.applied["zisson.create.manual"] == CONTACTS
+        tasks = world.store.list_tasks(customer_id=world.customer.id, open_only=True)
+        assert len(tasks) == CONTACTS  # an operator is asked to enter each
+        assert sum(on_loop.values()) <= AT_MOST_ON_LOOP, on_loop
+        assert calls == Counter(), calls
 
 
 async def test_a_cancelled_sync_ends_only_once_its_thread_is_out_of_the_store(
