@@ -19,7 +19,7 @@ Per sync, also the longest the event loop went without running a task that asked
 wake every 10 ms (bench/loop.py): while it is held, every other customer's sync and the
 API wait. The simulators' threads take their turns at the interpreter too. The syncs
 run under the cyclic collector's thresholds the daemon serves with
-(daemon/service.py GC_THRESHOLDS), after the first sync `--quiet-syncs` no-change syncs
+(daemon/collector.py GC_THRESHOLDS), after the first sync `--quiet-syncs` no-change syncs
 (a full collection does not come in every one); `--gc default` keeps CPython's own
 thresholds, for comparison: the longest stall of the no-change syncs under each, and
 their ratio, is the last line.
@@ -44,8 +44,8 @@ from typing import Any, cast
 from bench.loop import LoopStalls
 from connectors.base import Connector
 from daemon import config, logs
+from daemon.collector import collector_thresholds
 from daemon.domain import Customer, Operation, OpResult, ReadResult
-from daemon.service import collector_thresholds
 from daemon.store import Store
 from daemon.sync import SyncReport, SyncService
 from daemon.wiring import open_connectors

@@ -296,6 +296,7 @@ def sync(
     wide: WideOption = False,
 ) -> None:
     """Run one sync cycle now and print what changed (or, with --plan, would change)."""
+    from daemon.collector import collector_thresholds
     from daemon.proof import open_ledger
     from daemon.store import RunStatus
     from daemon.sync import SyncService
@@ -356,7 +357,10 @@ def sync(
             store.close()
 
     try:
-        outcomes = asyncio.run(go())
+        # As the daemon runs its syncs: CPython's thresholds made a 5,000-contact first
+        # sync 13 full collections of the whole heap (13.6 s against 12.6 s).
+        with collector_thresholds():
+            outcomes = asyncio.run(go())
     except ConfigError as exc:
         raise fail(str(exc)) from None
     shown = table(

@@ -1,4 +1,4 @@
-"""The daemon serves under its own cyclic-collector thresholds (daemon/service.py
+"""The daemon serves under its own cyclic-collector thresholds (daemon/collector.py
 GC_THRESHOLDS: a full collection of a large heap held the event loop, and so every sync
 and API request, for up to a quarter second), and gives the process back its own when it
 stops, however it stops: the CLI and the tests serve in-process. The cycles syncs leave
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon.service import (
+from daemon.collector import (
     FULL_COLLECTION_SECONDS,
     GC_THRESHOLDS,
     YOUNG_PER_QUIET_COLLECTION,
