@@ -177,7 +177,7 @@ def fleet(config: Path, instances: int, logs_dir: Path) -> Iterator[list[subproc
             with open(logs_dir / f"daemon-{i}.log", "wb") as log:
                 daemons.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+                        [sys.executable, "-m", "daemon", "run", "--config", str(config)],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env=base,

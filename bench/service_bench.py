@@ -201,7 +201,7 @@ def pdsync_command() -> list[str]:
     """`pdsync`, the console script of this interpreter's environment."""
     script = Path(sys.executable).parent / "pdsync"
     found = str(script) if script.exists() else shutil.which("pdsync")
-    return [found] if found else [sys.executable, "-m", "daemon.cli"]
+    return [found] if found else [sys.executable, "-m", "daemon"]
 
 
 def write_config(path: Path, *, interval: int, port: int, store_url: str | None = None) -> Settings:

@@ -46,6 +46,7 @@ from daemon.cli_common import (
 )
 from daemon.config import CONFIG_ENV, ConfigError, CustomerConfig, Settings
 from daemon.domain import Subject
+from daemon.entry import run_daemon
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -252,15 +253,9 @@ def _store_problems(settings: Settings) -> list[str]:
 @app.command()
 def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Run the daemon: sync every customer on its interval until SIGTERM."""
-    from daemon.service import serve
-
-    settings = load_settings(config, daemon=True)
-    try:
-        code = asyncio.run(serve(settings))
-    except ConfigError as exc:  # a secret missing, the store taken: before any work
-        err.print(f"config error\n{exc}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    raise typer.Exit(code)
+    # `pdsync run --config FILE` starts in daemon/entry.py without this module's
+    # libraries; here when given more (`pdsync -v run`), the same way.
+    raise typer.Exit(run_daemon(config))
 
 
 @app.command()

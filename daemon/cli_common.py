@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from daemon import config as config_module
 from daemon import logs
 from daemon.config import CONFIG_ENV, ConfigError, Settings
+from daemon.entry import DEFAULT_CONFIG as DEFAULT_CONFIG_FILE
+from daemon.entry import read_settings
 
 if TYPE_CHECKING:
     from daemon.store import Store
@@ -39,7 +40,7 @@ ConfigOption = Annotated[
         show_default=True,
     ),
 ]
-DEFAULT_CONFIG = Path("pdsync.toml")
+DEFAULT_CONFIG = Path(DEFAULT_CONFIG_FILE)
 
 # Exit codes (documented in daemon/cli.py).
 EXIT_FAILED = 1
@@ -86,12 +87,9 @@ def load_settings(path: Path, *, daemon: bool = False) -> Settings:
     `daemon`: log at the configured level (the daemon's log is its output); a command
     logs warnings and errors only unless `-v` is given."""
     try:
-        settings = config_module.load(path)
+        settings = read_settings(path)
     except ConfigError as exc:
-        message = str(exc)
-        if not path.exists():
-            message += f" (give one with --config FILE or the environment variable {CONFIG_ENV})"
-        raise fail(f"config error\n{message}") from None
+        raise fail(f"config error\n{exc}") from None
     logs.configure(
         format=settings.log.format,
         level=settings.log.level,

@@ -69,7 +69,7 @@ class Daemons:
         self.logs = [open(logs / f"daemon-{i}.log", "w") for i in range(len(env))]  # noqa: SIM115
         self.processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+                [sys.executable, "-m", "daemon", "run", "--config", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**base, **extra},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config
+from daemon.entry import CLI_ONLY
 from daemon.store import Store
 from daemon.sync import SyncService
 from daemon.wiring import open_connectors
@@ -28,9 +30,10 @@ def test_sigterm_mid_sync_exits_cleanly_and_leaves_nothing_half_done(tmp_path: P
     with running(tmp_path / "sandbox", seed=6, customers=1, contacts=30) as box:
         box.zisson.set_faults(latency_ms=120)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PDSYNC_")}
+        env["PYTHONVERBOSE"] = "1"  # "import 'NAME' # loader" on stderr: each module loaded
         with open(tmp_path / "daemon.log", "w") as log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "run", "--config", str(box.config_path)],
+                [sys.executable, "-m", "daemon", "run", "--config", str(box.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -43,6 +46,10 @@ def test_sigterm_mid_sync_exits_cleanly_and_leaves_nothing_half_done(tmp_path: P
             assert daemon.wait(timeout=90) == 0
         output = (tmp_path / "daemon.log").read_text(encoding="utf-8")
         assert '"daemon_stopped"' in output
+        # The command line's libraries stay out of the daemon's memory (daemon/entry.py).
+        loaded = {name.split(".")[0] for name in re.findall(r"^import '([^']+)' #", output, re.M)}
+        assert {"daemon", "structlog", "httpx"} <= loaded
+        assert loaded.isdisjoint(CLI_ONLY), loaded & set(CLI_ONLY)
 
         settings = config.load(box.config_path)
         store = Store.open(settings.store.url, master_key=settings.store.master_key_bytes())
