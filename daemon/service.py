@@ -25,7 +25,7 @@ import structlog
 
 from daemon.affinity import schedule_offset, share_mailboxes
 from daemon.api.server import start_api
-from daemon.collector import collect_cycles, collector_thresholds
+from daemon.collector import WorkInHand, collect_cycles, collector_thresholds
 from daemon.config import (
     ConfigError,
     CustomerConfig,
@@ -356,7 +356,7 @@ async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> in
         )
         signal_.start()
         stack.callback(signal_.close)
-        in_hand: set[int] = set()
+        in_hand = WorkInHand()
         retention_systems = set(retention.connectors)
         tasks = [
             asyncio.create_task(
@@ -375,7 +375,7 @@ async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> in
                 )
                 for _ in range(settings.daemon.workers)
             ),
-            asyncio.create_task(collect_cycles(stop, busy=lambda: bool(in_hand))),
+            asyncio.create_task(collect_cycles(stop, busy=in_hand.busy_since_asked)),
         ]
         log.info(
             "daemon_started",

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 import pytest
 
 from daemon.collector import (
+    BUSY_COLLECTION_SECONDS,
     FULL_COLLECTION_SECONDS,
     GC_THRESHOLDS,
     YOUNG_PER_QUIET_COLLECTION,
     CycleCollector,
+    WorkInHand,
     collector_thresholds,
 )
 
@@ -66,15 +68,31 @@ def test_the_daemon_collects_cycles_after_much_work_when_quiet_and_else_every_te
     assert collector.due(ten_minutes, busy=False)  # but not for ever
     collector.collect(ten_minutes)
     young_collections(YOUNG_PER_QUIET_COLLECTION)  # a large sync or two
-    assert not collector.due(ten_minutes + 30, busy=True)  # work in hand: it waits
-    assert collector.due(ten_minutes + 60, busy=False)  # none: now
-    assert not collector.due(2 * ten_minutes - 1, busy=True)
-    assert collector.due(2 * ten_minutes, busy=True)  # always busy: every ten minutes
+    assert collector.due(ten_minutes + 30, busy=False)  # no work in hand: now
+    collector.collect(ten_minutes + 30)
+    assert not collector.due(ten_minutes + 60, busy=False)  # idle: nothing to do
     gc.collect()  # CPython's own full collection counts as one, from the next look
-    assert not collector.due(2 * ten_minutes + 30, busy=True)
-    young_collections(1)
-    assert not collector.due(3 * ten_minutes, busy=True)
-    assert collector.due(3 * ten_minutes + 30, busy=True)
+    assert not collector.due(2 * ten_minutes + 30, busy=False)
+
+
+@pytest.mark.usefixtures("explicit_collections_only")
+def test_while_work_is_in_hand_it_collects_once_a_minute_whatever_the_young_collections() -> None:
+    """Many small syncs made no young collection for minutes while cyclic garbage piled
+    up in the old generation: work in hand is what counts, not young collections."""
+    minute = BUSY_COLLECTION_SECONDS
+    collector = CycleCollector(now=0.0)
+    assert not collector.due(30.0, busy=True)
+    assert collector.due(minute, busy=True)  # no young collection at all: still due
+    collector.collect(minute)
+    assert not collector.due(minute + 30, busy=True)
+    assert collector.due(2 * minute, busy=True)
+    collector.collect(2 * minute)
+    assert not collector.due(2 * minute + 30, busy=True)  # more work after it
+    # Then quiet with no young collection since: once, ten minutes on; then nothing.
+    assert not collector.due(2 * minute + 60, busy=False)
+    assert collector.due(2 * minute + FULL_COLLECTION_SECONDS, busy=False)
+    collector.collect(2 * minute + FULL_COLLECTION_SECONDS)
+    assert not collector.due(2 * minute + 2 * FULL_COLLECTION_SECONDS, busy=False)
 
 
 @pytest.mark.usefixtures("explicit_collections_only")
@@ -89,3 +107,16 @@ def test_a_full_collection_frees_the_cycles_a_sync_leaves() -> None:
         Node()
     assert len(gc.get_objects()) >= before + 5_000
     assert CycleCollector(now=0.0).collect(1.0) >= 5_000
+
+
+def test_work_taken_between_two_looks_counts_as_busy() -> None:
+    in_hand = WorkInHand()
+    assert not in_hand.busy_since_asked()
+    in_hand.add(1)
+    assert in_hand.busy_since_asked()  # in hand now
+    in_hand.discard(1)
+    assert not in_hand.busy_since_asked()  # nothing taken since the last look
+    in_hand.add(2)
+    in_hand.discard(2)  # a short item, begun and done between two looks
+    assert in_hand.busy_since_asked()
+    assert not in_hand.busy_since_asked()
