@@ -22,7 +22,8 @@ store recorded them):
   mean number of requests in flight and the share of the time at 0 to 4, and the Graph
   calls by endpoint; together they tell a mailbox-bound cycle from one held up
   elsewhere (the daemons' CPU, the store, the other systems).
-- CPU per customer sync: the daemons' utime + stime (/proc) over the sync runs.
+- CPU per customer sync: the daemons' and their worker processes' utime + stime (/proc)
+  over the sync runs.
 
 The daemons are stopped, and the database dropped, however the bench ends: a timeout,
 Ctrl-C, SIGTERM or SIGHUP (`timeout`, a closed terminal) unwind it; and each daemon is
@@ -41,6 +42,7 @@ that row is printed as "not measured".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import math
 import os
@@ -107,8 +109,18 @@ def fleet_config(
 
 
 def cpu_seconds(pid: int) -> float:
+    """The daemon's CPU time with its worker processes' (daemon/worker.py): the ended
+    ones' (cutime + cstime) and the live ones'."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    try:
+        live = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        live = []
+    for child in live:
+        with contextlib.suppress(OSError):
+            own += cpu_seconds(int(child))
+    return own
 
 
 def first_cycle(store: Store, customers: set[str]) -> tuple[float, int, float] | None:

@@ -101,6 +101,11 @@ class WorkInHand(set[int]):
         self._taken += 1
         super().add(item)
 
+    @property
+    def taken(self) -> int:
+        """How many items were taken in all."""
+        return self._taken
+
     def busy_since_asked(self) -> bool:
         taken, self._taken_when_asked = self._taken_when_asked != self._taken, self._taken
         return bool(self) or taken

@@ -91,6 +91,13 @@ class DaemonConfig(_Model):
     workers: int = Field(default=2, ge=1, le=16)  # work items carried out at once
     # How often an instance that does not lead tries to take over.
     leader_poll_seconds: float = Field(default=3, gt=0, le=60)
+    # `pdsync run` carries out syncs, retention runs and erasures in a worker process of
+    # its own (daemon/worker.py), started when such work is queued and ended once none
+    # came for `worker_idle_seconds`: the connectors' libraries (google-cloud-firestore
+    # with grpc, msal) and what a large sync leaves on the heap are given back while the
+    # daemon idles. False: all in the daemon's process.
+    worker_process: bool = True
+    worker_idle_seconds: float = Field(default=120, ge=1)
 
 
 class LogConfig(_Model):

@@ -26,6 +26,8 @@ CLI_ONLY = ("typer", "rich", "pygments", "shellingham")
 # daemon.cli_common's default (--config, or PDSYNC_CONFIG, or this file).
 DEFAULT_CONFIG = "pdsync.toml"
 EXIT_USAGE = 2
+# How the daemon starts its worker process: `python -m daemon _worker ...`.
+WORKER_COMMAND = "_worker"
 
 
 def daemon_config(args: list[str]) -> str | None:
@@ -74,7 +76,7 @@ def run_daemon(path: Path) -> int:
     from daemon.service import serve
 
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, config_path=path))
     except ConfigError as exc:  # a secret missing, the store taken: before any work
         return _config_error(exc)
 
@@ -85,6 +87,12 @@ def _config_error(exc: Exception) -> int:
 
 
 def main() -> None:
+    if sys.argv[1:2] == [WORKER_COMMAND]:  # the daemon's worker process (daemon/worker.py)
+        for name in CLI_ONLY:
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+        from daemon.worker import main as worker_main
+
+        raise SystemExit(worker_main(sys.argv[2:]))
     config = daemon_config(sys.argv[1:])
     if config is None:
         from daemon.cli import main as cli_main

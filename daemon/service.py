@@ -20,9 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import structlog
 
+from connectors.base import Connector
 from daemon.affinity import schedule_offset, share_mailboxes
 from daemon.api.server import start_api
 from daemon.collector import WorkInHand, collect_cycles, collector_thresholds
@@ -49,7 +51,8 @@ from daemon.store.work import (
     WorkSignal,
 )
 from daemon.sync import SyncService
-from daemon.wiring import erasers_for, open_connectors
+from daemon.wiring import configured_systems, erasers_for, open_connectors, retention_capable
+from daemon.worker import CONNECTOR_KINDS, WorkerProcess, WorkerReports
 
 log = structlog.get_logger("pdsync.daemon")
 
@@ -73,6 +76,13 @@ IDLE_POLL_SECONDS = 30.0
 IDLE_HEARTBEAT_POLLS = 3
 # How often "sync now" looks whether its work item is done.
 QUEUE_POLL_SECONDS = 0.25
+
+# The worker process stops within the daemon's own stop budget (DRAIN_SECONDS +
+# CANCEL_GRACE_SECONDS), with this much to spare for the daemon's last records.
+WORKER_STOP_MARGIN_SECONDS = 5
+# The work items the daemon's own process carries out when a worker process does the
+# connectors' (CONNECTOR_KINDS): store work only.
+OWN_KINDS = ("deadlines", "checkpoint", "api-records")
 
 Handler = Callable[[WorkItem], Awaitable[object]]
 
@@ -239,9 +249,13 @@ def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> 
 
         return tick
 
-    schedule.every(
-        "erasures", settings.erasure.worker_interval_seconds, enqueue("erasures", "all"), first_in=1
-    )
+    async def erasures_tick() -> None:
+        # Only while a request can be moved on: an idle daemon does not start its worker
+        # process (daemon/worker.py) every minute for nothing.
+        if await asyncio.to_thread(store.erasures_to_advance):
+            await asyncio.to_thread(store.enqueue_work, "erasures", "all")
+
+    schedule.every("erasures", settings.erasure.worker_interval_seconds, erasures_tick, first_in=1)
     schedule.every("deadlines", 300, enqueue("deadlines", "all"), first_in=5)
     schedule.every("api-records", API_RECORDS_SECONDS, enqueue("api-records", "all"), first_in=60)
     if settings.ledger.signing_key is not None:
@@ -274,13 +288,78 @@ def _schedule(settings: Settings, store: Store, retention_systems: set[str]) -> 
     return schedule
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
-    """Run until `stop` is set or SIGTERM/SIGINT arrives; work in flight finishes."""
+async def serve(
+    settings: Settings, *, stop: asyncio.Event | None = None, config_path: Path | None = None
+) -> int:
+    """Run until `stop` is set or SIGTERM/SIGINT arrives; work in flight finishes.
+
+    With `config_path` (the file `settings` were read from) and `daemon.worker_process`,
+    the connectors' work runs in a worker process started from that file
+    (daemon/worker.py); else all of it runs here."""
     with collector_thresholds():
-        return await _serve(settings, stop=stop)
+        worker_config = config_path if settings.daemon.worker_process else None
+        return await _serve(settings, stop=stop, worker_config=worker_config)
 
 
-async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+def connector_handlers(
+    settings: Settings, store: Store, connectors: Mapping[str, Connector], ledger: Ledger | None
+) -> tuple[dict[str, Handler], SyncService]:
+    """The handlers of the work items that talk to the systems (CONNECTOR_KINDS), and
+    the sync service (to stop at SIGTERM)."""
+    sync = SyncService(settings, store, connectors, ledger=ledger)
+    erasures = ErasureService(
+        settings,
+        store,
+        erasers_for(dict(connectors)),
+        recorder=ledger,
+        certify=certifier_for(settings, ledger),
+    )
+    retention = RetentionService(store, connectors, ledger=ledger, customers=settings.customers)
+    customers = {c.id: c for c in settings.customers}
+    handlers: dict[str, Handler] = {
+        "sync": lambda item: sync.sync(customers[item.key], trigger=item.trigger or "schedule"),
+        "retention": lambda item: retention.run(customers[item.key], trigger="schedule"),
+        "erasures": lambda item: erasures.advance_all(),
+    }
+    assert set(handlers) == set(CONNECTOR_KINDS)
+    return handlers, sync
+
+
+def work_items(
+    settings: Settings,
+    store: Store,
+    handlers: Mapping[str, Handler],
+    stop: asyncio.Event,
+    customers: Mapping[str, object],
+    signal_: WorkSignal,
+    in_hand: WorkInHand,
+    kinds: tuple[str, ...] | None,
+) -> list[asyncio.Task[None]]:
+    """`daemon.workers` tasks claiming and carrying out work items (of `kinds`)."""
+    lease = timedelta(seconds=settings.daemon.lease_seconds)
+    return [
+        asyncio.create_task(
+            _work(store, handlers, stop, customers, lease, signal_, in_hand=in_hand, kinds=kinds)
+        )
+        for _ in range(settings.daemon.workers)
+    ]
+
+
+async def drain(tasks: list[asyncio.Task[None]]) -> None:
+    """Let `tasks` finish their work in hand (DRAIN_SECONDS), then cancel what is left
+    and give it CANCEL_GRACE_SECONDS to record its end."""
+    _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
+        if stuck:
+            log.warning("daemon_stop_tasks_left", count=len(stuck))
+
+
+async def _serve(
+    settings: Settings, *, stop: asyncio.Event | None = None, worker_config: Path | None = None
+) -> int:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -306,25 +385,29 @@ async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> in
             interrupted = store.mark_interrupted_runs(idle_for=lease * 2)
         if interrupted:
             log.warning("runs_interrupted_by_previous_stop", count=len(interrupted))
-        connectors = await open_connectors(settings, stack, store=store)
-        if store.dialect == "postgresql":  # several instances: they take turns at a mailbox
-            share_mailboxes(connectors, store, stack)
         ledger = open_ledger(settings, store)
         if ledger is not None:
             digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
             ledger.record("config.loaded", config_sha256=digest, customers=len(settings.customers))
         else:
             log.warning("ledger_unsigned", hint="set ledger.signing_key to record proof")
-        sync = SyncService(settings, store, connectors, ledger=ledger)
-        erasures = ErasureService(
-            settings,
-            store,
-            erasers_for(connectors),
-            recorder=ledger,
-            certify=certifier_for(settings, ledger),
-        )
-        retention = RetentionService(store, connectors, ledger=ledger, customers=settings.customers)
         customers = {c.id: c for c in settings.customers}
+        sync: SyncService | None = None
+        api_connectors: Mapping[str, object]
+        if worker_config is None:
+            connectors = await open_connectors(settings, stack, store=store)
+            if store.dialect == "postgresql":  # several instances: they take turns at a mailbox
+                share_mailboxes(connectors, store, stack)
+            handlers, sync = connector_handlers(settings, store, connectors, ledger)
+            api_connectors, kinds = connectors, None
+        else:  # the connectors are the worker's; the API sees what it reports
+            reports = WorkerReports(configured_systems(settings))
+            handlers, api_connectors, kinds = {}, reports.connectors, OWN_KINDS
+        # Requests, approvals and cancellations are store work; carrying erasures out is
+        # the "erasures" work item's (connector_handlers).
+        erasures = ErasureService(
+            settings, store, {}, recorder=ledger, certify=certifier_for(settings, ledger)
+        )
         await start_api(
             settings,
             store,
@@ -332,21 +415,19 @@ async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> in
             sync_service=QueuedSync(store),
             erasure_service=erasures,
             ledger=ledger,
-            connectors=connectors,
+            connectors=api_connectors,
         )
 
         async def checkpoint() -> None:
             if ledger is not None:
                 await asyncio.to_thread(ledger.checkpoint)
 
-        handlers: Mapping[str, Handler] = {
-            "sync": lambda item: sync.sync(customers[item.key], trigger=item.trigger or "schedule"),
-            "retention": lambda item: retention.run(customers[item.key], trigger="schedule"),
-            "erasures": lambda item: erasures.advance_all(),
+        handlers |= {
             "deadlines": lambda item: _check_deadlines(store),
             "checkpoint": lambda item: checkpoint(),
             "api-records": lambda item: expire_api_records(store, settings, ledger),
         }
+        assert set(handlers) == set(OWN_KINDS) | (set() if kinds else set(CONNECTOR_KINDS))
         leadership = Leadership(store._engine, store.dialect)
         stack.callback(leadership.release)
         signal_ = WorkSignal(
@@ -357,7 +438,7 @@ async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> in
         signal_.start()
         stack.callback(signal_.close)
         in_hand = WorkInHand()
-        retention_systems = set(retention.connectors)
+        retention_systems = retention_capable(settings)
         tasks = [
             asyncio.create_task(
                 _lead(
@@ -369,31 +450,31 @@ async def _serve(settings: Settings, *, stop: asyncio.Event | None = None) -> in
                     busy=lambda: bool(in_hand),
                 )
             ),
-            *(
-                asyncio.create_task(
-                    _work(store, handlers, stop, customers, lease, signal_, in_hand=in_hand)
-                )
-                for _ in range(settings.daemon.workers)
-            ),
+            *work_items(settings, store, handlers, stop, customers, signal_, in_hand, kinds),
             asyncio.create_task(collect_cycles(stop, busy=in_hand.busy_since_asked)),
         ]
+        if worker_config is not None:
+            worker = WorkerProcess(
+                worker_config,
+                store,
+                signal_,
+                reports,
+                stop_seconds=DRAIN_SECONDS + CANCEL_GRACE_SECONDS - WORKER_STOP_MARGIN_SECONDS,
+            )
+            tasks.append(asyncio.create_task(worker.run(stop)))
         log.info(
             "daemon_started",
             instance=store.instance_id,
             customers=len(customers),
             interval_seconds=settings.sync.interval_seconds,
-            systems=sorted(connectors),
+            systems=sorted(api_connectors),
+            worker_process=worker_config is not None,
         )
         await stop.wait()
         log.info("daemon_stopping", instance=store.instance_id)
-        sync.stop()
-        _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
-        for task in pending:
-            task.cancel()
-        if pending:
-            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
-            if stuck:
-                log.warning("daemon_stop_tasks_left", count=len(stuck))
+        if sync is not None:
+            sync.stop()
+        await drain(tasks)
         await asyncio.to_thread(store.forget_instance)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -459,13 +540,15 @@ async def _work(
     signal_: WorkSignal,
     *,
     in_hand: set[int] | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> None:
-    """Claim work items one at a time until stopped; the one in hand is finished.
-    With nothing to claim, wait for `signal_` (work announced, or its fallback poll)."""
+    """Claim work items (of `kinds`) one at a time until stopped; the one in hand is
+    finished. With nothing to claim, wait for `signal_` (work announced, or its fallback
+    poll)."""
     in_hand = set() if in_hand is None else in_hand
     while not stop.is_set():
         try:
-            item = await asyncio.to_thread(store.claim_work, lease=lease)
+            item = await asyncio.to_thread(store.claim_work, lease=lease, kinds=kinds)
         except Exception:
             log.exception("claim_failed")
             item = None

@@ -13,6 +13,20 @@ from daemon.config import Settings
 from daemon.erasure import DirectoryEraser, Eraser, OutlookEraser
 from daemon.store import Store
 
+# The systems whose connector has Capability.RETENTION (a class attribute of each; a test
+# holds the two together), known without importing a backend.
+RETENTION_SYSTEMS = frozenset({"firestore", "outlook"})
+
+
+def configured_systems(settings: Settings) -> list[str]:
+    """The systems the config names, as open_connectors would open them."""
+    return sorted(settings.systems.model_dump(exclude_none=True))
+
+
+def retention_capable(settings: Settings) -> set[str]:
+    """The configured systems that run retention rules."""
+    return set(configured_systems(settings)) & RETENTION_SYSTEMS
+
 
 async def open_connectors(
     settings: Settings, stack: AsyncExitStack, *, store: Store | None = None

@@ -140,6 +140,14 @@ class ErasuresMixin(KeysMixin):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(query.limit(limit))]
 
+    def erasures_to_advance(self) -> bool:
+        """Whether any open request can be moved on (open, not awaiting an approval);
+        one read."""
+        movable = [s.value for s in _OPEN if s is not ErasureState.AWAITING_APPROVAL]
+        query = sa.select(erasure_requests.c.id).where(erasure_requests.c.state.in_(movable))
+        with self._read() as conn:
+            return conn.scalar(query.limit(1)) is not None
+
     def erasure_identifiers(self, request_id: str) -> str:
         """The request's identifiers (JSON), decrypted; only while the request is open."""
         row = self.get_erasure(request_id)

@@ -303,19 +303,24 @@ class RunsMixin(StoreBase):
             rows = conn.execute(query).all()
         return [_event_row(row) for row in reversed(rows)]
 
-    def mark_interrupted_runs(self, *, idle_for: timedelta | None = None) -> list[str]:
+    def mark_interrupted_runs(
+        self, *, idle_for: timedelta | None = None, of_instance: str | None = None
+    ) -> list[str]:
         """Mark runs left 'running' by a dead process as 'interrupted'; returns their ids.
 
         Runs started through this Store object are never touched (they are ours and
         alive). Without `idle_for`, every other running run counts as dead: right at
         start-up of a single instance (SQLite). With several instances on one database,
         pass `idle_for` so that only runs with no event (or start) for that long count,
-        and another live instance's runs are left alone.
+        and another live instance's runs are left alone. `of_instance`: only the runs of
+        that store instance (a worker process known to have died).
         """
         now = utcnow()
         condition = sa.and_(
             runs.c.status == RunStatus.RUNNING.value, runs.c.instance_id != self._instance_id
         )
+        if of_instance is not None:
+            condition = sa.and_(condition, runs.c.instance_id == of_instance)
         if idle_for is not None:
             last_event = (
                 sa.select(sa.func.max(run_events.c.ts))

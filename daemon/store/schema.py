@@ -164,7 +164,7 @@ runs = sa.Table(
     sa.Column("customer_id", CUSTOMER_ID, nullable=True),
     sa.Column("trigger", sa.String(200), nullable=False),
     sa.Column("status", sa.String(32), nullable=False, index=True),
-    sa.Column("instance_id", UUID, nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),  # a daemon's, or its worker's
     sa.Column("started_at", UTCDateTime, nullable=False, index=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("summary", JSON, nullable=False),

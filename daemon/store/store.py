@@ -68,7 +68,14 @@ class Store(
     """
 
     @classmethod
-    def open(cls, url: str, *, master_key: bytes, finishing_rekey: bool = False) -> Store:
+    def open(
+        cls,
+        url: str,
+        *,
+        master_key: bytes,
+        finishing_rekey: bool = False,
+        instance_id: str | None = None,
+    ) -> Store:
         """Connect, migrate the database to the newest schema, and check the master key.
 
         `url`: `sqlite:///path/to/file.db` (created if missing, readable by its owner
@@ -78,7 +85,8 @@ class Store(
         was created with another master key, RekeyInterrupted when a change of master
         key was not finished (`finishing_rekey`: open anyway, to finish it with
         `rekey`), StoreUnavailable when the database cannot be reached, StoreError when
-        its schema is newer than this code.
+        its schema is newer than this code. `instance_id` names this process in runs,
+        work items and heartbeats (at most 64 characters; default: a new UUID).
         """
         if len(master_key) != KEY_BYTES:
             raise ValueError(f"the master key must be {KEY_BYTES} bytes")
@@ -86,7 +94,7 @@ class Store(
         engine = _db.make_engine(url)
         try:
             _db.migrate(engine)
-            store = cls(engine, master_key=master_key, instance_id=str(uuid.uuid4()))
+            store = cls(engine, master_key=master_key, instance_id=instance_id or str(uuid.uuid4()))
             try:
                 store._check_master_key()
             except WrongMasterKey:

@@ -130,11 +130,9 @@ class WorkMixin(StoreBase):
             ).first()
         return None if row is None else _item(row)
 
-    def claim_work(
-        self, *, lease: timedelta, kinds: tuple[str, ...] | None = None
-    ) -> WorkItem | None:
-        """Take the oldest queued item, or one whose lease ran out; None if there is none."""
-        now = utcnow()
+    @staticmethod
+    def _claimable(now: datetime, kinds: tuple[str, ...] | None) -> sa.Select[tuple[int]]:
+        """The oldest item queued, or running on a lease that ran out (of `kinds`)."""
         claimable = sa.or_(
             work_items.c.state == "queued",
             sa.and_(work_items.c.state == "running", work_items.c.lease_until < now),
@@ -142,7 +140,19 @@ class WorkMixin(StoreBase):
         query = sa.select(work_items.c.id).where(claimable)
         if kinds:
             query = query.where(work_items.c.kind.in_(kinds))
-        query = query.order_by(work_items.c.id).limit(1)
+        return query.order_by(work_items.c.id).limit(1)
+
+    def work_claimable(self, *, kinds: tuple[str, ...] | None = None) -> bool:
+        """Whether claim_work would find an item (of `kinds`) now; one read."""
+        with self._read() as conn:
+            return conn.scalar(self._claimable(utcnow(), kinds)) is not None
+
+    def claim_work(
+        self, *, lease: timedelta, kinds: tuple[str, ...] | None = None
+    ) -> WorkItem | None:
+        """Take the oldest queued item, or one whose lease ran out; None if there is none."""
+        now = utcnow()
+        query = self._claimable(now, kinds)
         # Idle workers ask every second: a read answers "nothing" without queueing for
         # SQLite's write lock behind another writer; only a candidate opens the write
         # transaction (which looks again: another instance may have taken it).

@@ -38,6 +38,14 @@ def cluster_config(box: Sandbox, store_url: str, path: Path, *, interval: int = 
     return path
 
 
+def children(pid: int) -> list[int]:
+    """A daemon's live child processes (its worker, daemon/worker.py)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ item is lost."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from datetime import timedelta
@@ -13,16 +14,23 @@ import pytest
 
 from daemon import config
 from daemon.store import Store
+from daemon.worker import WORKER_INSTANCE_MARK
 from sandbox.up import running
 from tests.e2e.cluster import (
     ON_POSTGRES,
     Daemons,
     assert_no_sync_overlapped,
+    children,
     cluster_config,
     wait_for,
 )
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+
+def daemon_of(claimed_by: str | None) -> str:
+    """The daemon's instance id, from its own or its worker process's (daemon/worker.py)."""
+    return (claimed_by or "").split(WORKER_INSTANCE_MARK)[0]
 
 
 @ON_POSTGRES
@@ -88,7 +96,7 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
                             w
                             for w in store.work_items(limit=50)
                             if w.state == "running"
-                            and w.claimed_by not in killed_instances
+                            and daemon_of(w.claimed_by) not in killed_instances
                             and w.kind == "sync"
                         ),
                         None,
@@ -96,13 +104,18 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
                     30,
                     "a running sync",
                 )
-                victim = next(i for i in store.instances() if i.id == running_item.claimed_by)
-                by_pid[victim.pid].send_signal(signal.SIGSTOP)
+                # The daemon whose worker process claimed it (daemon/worker.py).
+                daemon_id = daemon_of(running_item.claimed_by)
+                victim = next(i for i in store.instances() if i.id == daemon_id)
+                frozen = [victim.pid, *children(victim.pid)]
+                for pid in frozen:
+                    os.kill(pid, signal.SIGSTOP)
                 now = next(w for w in store.work_items(limit=200) if w.id == running_item.id)
-                if now.state == "running" and now.claimed_by == victim.id:
-                    by_pid[victim.pid].send_signal(signal.SIGKILL)
+                if now.state == "running" and now.claimed_by == running_item.claimed_by:
+                    by_pid[victim.pid].send_signal(signal.SIGKILL)  # its worker dies with it
                     break
-                by_pid[victim.pid].send_signal(signal.SIGCONT)
+                for pid in frozen:
+                    os.kill(pid, signal.SIGCONT)
                 assert time.monotonic() < deadline, "no sync was still running once frozen"
             killed_instances.add(victim.id)
             taken_over = wait_for(
@@ -117,7 +130,7 @@ def test_three_daemons_share_the_work_and_survive_kills(store_url: str, tmp_path
                 40,
                 "the killed instance's work item to be finished by another",
             )
-            assert taken_over.claimed_by not in killed_instances
+            assert daemon_of(taken_over.claimed_by) not in killed_instances
             assert taken_over.attempts >= 2
 
             # The survivor keeps every customer in step.

@@ -8,7 +8,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from daemon.store import Store
-from daemon.store.rows import NewErasureItem
+from daemon.store.rows import ErasureState, NewErasureItem
 from daemon.store.schema import erasure_items
 from tests.integration.test_ledger_migration import _migrate
 
@@ -154,3 +154,15 @@ def test_a_0007_store_gains_the_columns_and_keeps_its_items(
         [item] = store.erasure_items(request)
         assert item.status == "pending" and item.evidence is None
         assert store.get_erasure(request).strengths == ()
+
+
+def test_only_a_request_that_can_be_moved_on_asks_for_the_erasure_worker(store: Store) -> None:
+    assert not store.erasures_to_advance()
+    request = _request(store)
+    assert store.erasures_to_advance()  # received: to be planned
+    store.update_erasure(request, state=ErasureState.AWAITING_APPROVAL)
+    assert not store.erasures_to_advance()  # a person's turn, not the daemon's
+    store.update_erasure(request, state=ErasureState.EXECUTING)
+    assert store.erasures_to_advance()
+    store.update_erasure(request, state=ErasureState.COMPLETED)
+    assert not store.erasures_to_advance()

@@ -116,3 +116,16 @@ def test_with_idle_for_only_quiet_runs_count_as_dead(store: Store, open_store: O
 
     assert store.mark_interrupted_runs(idle_for=timedelta(minutes=10)) == [quiet]
     assert get(store, busy).status is RunStatus.RUNNING
+
+
+def test_a_dead_worker_s_runs_alone_are_marked_interrupted(
+    store: Store, open_store: OpenStore
+) -> None:
+    worker, live = open_store(), open_store()  # a worker process that died, and another
+    orphan = worker.start_run("sync", customer_id="c1", trigger="schedule")
+    alive = live.start_run("sync", customer_id="c2", trigger="schedule")
+
+    assert store.mark_interrupted_runs(of_instance=worker.instance_id) == [orphan]
+
+    assert get(store, orphan).status is RunStatus.INTERRUPTED
+    assert get(store, alive).status is RunStatus.RUNNING

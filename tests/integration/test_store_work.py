@@ -111,3 +111,19 @@ def test_an_idle_claim_does_not_wait_for_another_writer(tmp_path: Path) -> None:
     finally:
         writer.close()
         store.close()
+
+
+def test_whether_work_is_claimable_is_told_by_kind_without_claiming_it(store: Store) -> None:
+    assert not store.work_claimable()
+    store.enqueue_work("deadlines", "all")
+    assert store.work_claimable() and store.work_claimable(kinds=("deadlines", "checkpoint"))
+    assert not store.work_claimable(kinds=("sync", "retention", "erasures"))
+    store.enqueue_work("sync", "kunde-01")
+    assert store.work_claimable(kinds=("sync", "retention", "erasures"))
+    item = store.claim_work(lease=timedelta(milliseconds=1), kinds=("sync",))
+    assert item is not None and item.kind == "sync"
+    # Claimed, its lease ran out: claimable again (a dead worker's item).
+    assert store.work_claimable(kinds=("sync",))
+    assert store.claim_work(lease=LEASE, kinds=("sync",)) is not None
+    assert not store.work_claimable(kinds=("sync",))
+    assert store.work_claimable(kinds=("deadlines",))
