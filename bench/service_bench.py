@@ -75,9 +75,10 @@ import sqlalchemy as sa
 
 from daemon import config, logs
 from daemon.config import Settings
-from daemon.service import IDLE_HEARTBEAT_POLLS, IDLE_POLL_SECONDS, IDLE_PROBE_SQLITE_SECONDS
+from daemon.service import IDLE_HEARTBEAT_POLLS
 from daemon.store import Store
 from daemon.store.work import Leadership, _CommitProbe
+from daemon.workloop import IDLE_POLL_SECONDS, IDLE_PROBE_SQLITE_SECONDS
 from sandbox.up import running
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -22,7 +22,7 @@ WorkerReports turns those into the connector-like objects daemon/api/metrics.py 
 processing report read.
 
 This module's daemon side imports nothing of the connectors; the worker side does so
-only in `main`.
+only in `work`, and never the admin API (daemon/workloop.py, not daemon/service.py).
 """
 
 from __future__ import annotations
@@ -47,11 +47,10 @@ from daemon.domain import Residual
 from daemon.entry import WORKER_COMMAND
 from daemon.store import Store
 from daemon.store.work import WorkSignal
+from daemon.workloop import CONNECTOR_KINDS
 
 log = structlog.get_logger("pdsync.worker")
 
-# Work items carried out in the worker process; the rest stay in the daemon's.
-CONNECTOR_KINDS = ("sync", "retention", "erasures")
 # The connectors' counters the admin API's /metrics shows (daemon/api/metrics.py).
 COUNTERS = ("requests", "retries", "throttled")
 # A worker that failed is started again after this many seconds (per failure in a row,
@@ -343,14 +342,14 @@ async def work(settings: Any, report_fd: int, *, daemon_instance: str) -> int:
     from daemon.affinity import share_mailboxes
     from daemon.collector import WorkInHand, collect_cycles
     from daemon.proof import open_ledger
-    from daemon.service import (
+    from daemon.wiring import open_connectors
+    from daemon.workloop import (
         IDLE_POLL_SECONDS,
         IDLE_PROBE_SQLITE_SECONDS,
         connector_handlers,
         drain,
         work_items,
     )
-    from daemon.wiring import open_connectors
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from daemon.service import _lead, _work
+from daemon.service import _lead
 from daemon.store import Store
 from daemon.store.rows import WorkItem
 from daemon.store.work import Leadership, WorkSignal, _CommitProbe
+from daemon.workloop import work as _work
 from tests.fixtures.store import OpenStore
 
 LEASE = timedelta(seconds=30)
