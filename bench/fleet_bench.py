@@ -93,7 +93,14 @@ def fresh_database() -> Iterator[str]:
 
 
 def fleet_config(
-    box: Sandbox, store_url: str, path: Path, *, interval: int, time_scale: float, workers: int
+    box: Sandbox,
+    store_url: str,
+    path: Path,
+    *,
+    interval: int,
+    time_scale: float,
+    workers: int,
+    worker_process: bool = True,
 ) -> Path:
     """The sandbox's config on PostgreSQL, the sync interval, and the Graph budget's
     window as the simulator scales it."""
@@ -104,6 +111,7 @@ def fleet_config(
         "budget_window_seconds = 600.0", f"budget_window_seconds = {WINDOW / time_scale}"
     )
     text += f"\n[daemon]\nlease_seconds = 30\nleader_poll_seconds = 1\nworkers = {workers}\n"
+    text += f"worker_process = {str(worker_process).lower()}\n"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -250,6 +258,11 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--interval", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2, help="work items per instance at once")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="[daemon] worker_process = false: each daemon syncs in its own process",
+    )
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
@@ -273,6 +286,7 @@ def main() -> None:
             interval=args.interval,
             time_scale=args.time_scale,
             workers=args.workers,
+            worker_process=not args.in_process,
         )
         master_key = load_config(config).store.master_key_bytes()
         Store.open(store_url, master_key=master_key).close()  # migrated before the race

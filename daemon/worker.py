@@ -93,8 +93,9 @@ class ReportedConnector:
 
     def residuals(self) -> list[Residual]:
         """What the system keeps after a delete; waits up to FIRST_REPORT_SECONDS for a
-        worker's first report (a worker is started with the daemon). Called from the
-        API's thread pool, never on the event loop."""
+        worker's first report (a worker is started with the daemon), unless a worker
+        ended without one (then nothing is known: empty). Called from the API's thread
+        pool, never on the event loop."""
         if self._residuals is None:
             self._first_report.wait(FIRST_REPORT_SECONDS)
         return list(self._residuals or [])
@@ -143,6 +144,7 @@ class WorkerReports:
         for connector in self.connectors.values():
             connector._worker_ended()
         self.instance = None
+        self._first.set()  # nobody waits for a report that is not coming
 
 
 class WorkerProcess:

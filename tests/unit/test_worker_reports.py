@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import asdict
 
 import pytest
@@ -69,3 +70,11 @@ def test_the_retention_systems_known_without_a_backend_are_the_connectors_own() 
         if Capability.RETENTION in c.capabilities
     }
     assert capable == RETENTION_SYSTEMS
+
+
+def test_residuals_do_not_wait_once_a_worker_ended_without_a_report() -> None:
+    reports = WorkerReports(["zisson"])
+    reports.worker_ended()  # it could not open its connectors, say
+    started = time.monotonic()
+    assert reports.connectors["zisson"].residuals() == []
+    assert time.monotonic() - started < 1
