@@ -357,6 +357,8 @@ async def work(settings: Any, report_fd: int, *, daemon_instance: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Every line the worker logs says so (its tasks and threads copy this context).
+    structlog.contextvars.bind_contextvars(worker=os.getpid())
     async with contextlib.AsyncExitStack() as stack:
         store = Store.open(
             settings.store.url,

@@ -9,6 +9,7 @@ worker; and a worker dies with its daemon.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,6 +131,12 @@ def test_the_worker_does_the_syncs_ends_when_idle_and_comes_back_for_new_work(
         store.close()
     log = (tmp_path / "daemon.log").read_text(encoding="utf-8")
     assert log.count('"worker_started"') >= 2 and '"worker_idle"' in log
+    # The worker's lines say whose they are: a sync's, and the worker's own.
+    lines = [json.loads(x) for x in log.splitlines() if x.startswith("{")]
+    by_event = {x["event"]: x for x in lines}
+    assert isinstance(by_event["sync_finished"].get("worker"), int)
+    assert isinstance(by_event["worker_idle"].get("worker"), int)
+    assert "worker" not in by_event["worker_started"]  # the daemon's own line
     assert '"worker_failed"' not in log
 
 
