@@ -398,7 +398,9 @@ async def _serve(
                 reports,
                 stop_seconds=DRAIN_SECONDS + CANCEL_GRACE_SECONDS - WORKER_STOP_MARGIN_SECONDS,
             )
-            tasks.append(asyncio.create_task(worker.run(stop)))
+            # Not drained with the rest: it stops its worker within its own bound, which
+            # leaves the worker its full drain and grace (a cancel would SIGKILL it).
+            worker_task = asyncio.create_task(worker.run(stop))
         log.info(
             "daemon_started",
             instance=store.instance_id,
@@ -411,7 +413,10 @@ async def _serve(
         log.info("daemon_stopping", instance=store.instance_id)
         if sync is not None:
             sync.stop()
-        await drain(tasks)
+        if worker_config is not None:
+            await asyncio.gather(drain(tasks), worker_task)
+        else:
+            await drain(tasks)
         await asyncio.to_thread(store.forget_instance)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

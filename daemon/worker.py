@@ -176,7 +176,11 @@ class WorkerProcess:
                 await self.work_signal.wait(stop)
                 start = not stop.is_set() and await self._work_queued()
                 continue
-            code = await self._run_one(stop)
+            try:
+                code = await self._run_one(stop)
+            except Exception:  # could not start one (no fork, no executable): try again
+                log.exception("worker_start_failed")
+                code = -1
             if stop.is_set():
                 return
             if code == 0:
