@@ -71,17 +71,18 @@ def run_daemon(path: Path) -> int:
     try:
         settings = read_settings(path)
     except ConfigError as exc:
-        return _config_error(exc)
+        return config_error(exc)
     logs.configure(format=settings.log.format, level=settings.log.level, command=False)
     from daemon.service import serve
 
     try:
         return asyncio.run(serve(settings, config_path=path))
     except ConfigError as exc:  # a secret missing, the store taken: before any work
-        return _config_error(exc)
+        return config_error(exc)
 
 
-def _config_error(exc: Exception) -> int:
+def config_error(exc: Exception) -> int:
+    """Say on stderr that the config is wrong and how (key and reason); the exit code."""
     print(f"config error\n{exc}", file=sys.stderr, flush=True)
     return EXIT_USAGE
 

@@ -61,8 +61,6 @@ FIRST_REPORT_SECONDS = 20.0
 REPORT_LINE_LIMIT = 1 << 20
 # Between the daemon's store instance id and the worker's pid, in the worker's.
 WORKER_INSTANCE_MARK = "/worker-"
-# The worker's exit code when its config cannot be read.
-EXIT_CONFIG = 2
 
 
 # -- the daemon's side ---------------------------------------------------------------------
@@ -416,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     from daemon import logs
     from daemon.collector import collector_thresholds
     from daemon.config import ConfigError
-    from daemon.entry import read_settings
+    from daemon.entry import config_error, read_settings
 
     parser = argparse.ArgumentParser(prog=f"python -m daemon {WORKER_COMMAND}")
     parser.add_argument("--config", type=Path, required=True)
@@ -428,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = read_settings(args.config)
     except ConfigError as exc:
-        print(f"config error\n{exc}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+        return config_error(exc)
     logs.configure(format=settings.log.format, level=settings.log.level, command=False)
     with collector_thresholds():
         return asyncio.run(work(settings, args.report_fd, daemon_instance=args.instance_of))

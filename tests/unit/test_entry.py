@@ -73,3 +73,17 @@ def test_anything_more_goes_to_the_command_line(tmp_path: Path) -> None:
     assert shown.returncode == 0 and "Run the daemon" in shown.stdout
     wrong = pdsync("run", "--config", cwd=tmp_path)
     assert wrong.returncode == 2 and "requires an argument" in wrong.stderr
+
+
+def test_a_worker_process_whose_config_cannot_be_read_says_so_with_exit_code_2(
+    tmp_path: Path,
+) -> None:
+    # The daemon read the file a moment before; it may have changed since.
+    (tmp_path / "bad.toml").write_text("[sync]\ninterval_seconds = -5\n", encoding="utf-8")
+    worker = pdsync(
+        "_worker", "--config", "bad.toml", "--report-fd", "1",
+        "--parent", str(os.getpid()), "--instance-of", "daemon-1", cwd=tmp_path,
+    )  # fmt: skip
+    assert worker.returncode == 2, worker.stderr
+    assert worker.stderr.startswith("config error\n") and "interval_seconds" in worker.stderr
+    assert "Traceback" not in worker.stderr
