@@ -1,4 +1,5 @@
-"""`make run`: the sandbox and the daemon against it, in one process, until Ctrl-C.
+"""`make run`: the sandbox and the daemon against it (its syncs in the daemon's worker process,
+as under `pdsync run`), until Ctrl-C.
 
 python -m sandbox.run --data-dir .sandbox [--seed 1] [--customers 3] [--contacts 40]
                       [--api-port 8787]
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             (box.data_dir / "api").write_text(api + "\n", encoding="utf-8")
             print(_banner(box, api, token, args.api_port), file=sys.stderr)
             try:
-                return asyncio.run(serve(settings))
+                # As `pdsync run`: the syncs in the daemon's worker process (daemon/worker.py).
+                return asyncio.run(serve(settings, config_path=box.config_path))
             finally:
                 (box.data_dir / "api").unlink(missing_ok=True)
     except SandboxError as exc:
